@@ -1,0 +1,5 @@
+import sys
+
+from birth.cli import main
+
+sys.exit(main())

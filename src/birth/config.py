@@ -1,0 +1,319 @@
+"""Run configuration: dataclasses with documented defaults, presets, dot-list overrides that accept
+the official code's argument names verbatim, and validation of the whole config before any work.
+
+Group names follow the official scripts (``data_args``, ``model_args``, ``optim_args``); top-level
+keys are the official ``TrainerArgs``. Defaults are those of ``ihead_basic_main.py`` except where a
+field's help says otherwise.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config problem, reported as one line that names the offending key."""
+
+
+def _f(default: Any, help: str, **kw) -> Any:
+    """A dataclass field with its one-line description (shown by ``birth train --help``)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class DataArgs:
+    k: int = _f(0, "number of triggers K per sequence (official default 0 = no triggers)")
+    seq_length: int = _f(256, "sequence length T (the model sees T tokens, predicts the next T)")
+    show_latents: bool = _f(False, "put the K triggers at the start of each sequence (marked -1)")
+    fixed_special_toks: bool = _f(False, "fixed triggers: the K most frequent tokens (else random per sequence)")
+    special_toks_offset: int = _f(0, "fixed triggers skip this many most frequent tokens")
+    output_counter: bool = _f(True, "count trigger occurrences in outs (False marks every output 1)")
+    no_repeat: bool = _f(False, "forbid an output equal to its trigger")
+    output_split: bool = _f(False, "75/25 OOD split: train outputs from the first 75% of token ids, "
+                            "evaluate acc_end_split_test on outputs from the rest")
+    corpus: str = _f("", "UTF-8 text file for the unigram/bigram statistics (empty: bundled tiny Shakespeare)")
+
+
+@dataclass
+class ModelArgs:
+    arch: str = _f("simplified", "simplified (paper Sec. 4.2, ihead_basic_model) or full (ihead_full_model)",
+                   choices=("simplified", "full"))
+    dim: int = _f(64, "model width d")
+    max_length: int = _f(256, "number of positional embeddings (>= seq_length)")
+    n_layers: int = _f(2, "number of layers (full architecture; the simplified model has 2)")
+    n_heads: int = _f(1, "attention heads per layer (full architecture; official full default 4)")
+    freeze_embeddings: bool = _f(False, "freeze token (and learned positional) embeddings at init")
+    freeze_output: bool = _f(False, "freeze the unembedding W_U at init")
+    tie_output: bool = _f(False, "tie W_U to the token embeddings")
+    sin_cos: bool = _f(False, "sin/cos positional embeddings instead of random (simplified) or learned (full)")
+    # simplified architecture
+    final_ffn: bool = _f(False, "simplified: final feed-forward W_F after layer 2")
+    first_ffn: bool = _f(False, "simplified: feed-forward after layer 1")
+    linear_final_ffn: bool = _f(True, "simplified: final FFN is linear d x d (else ReLU MLP 4d)")
+    linear_first_ffn: bool = _f(True, "simplified: first FFN is linear d x d (else ReLU MLP 4d)")
+    use_rope: bool = _f(False, "simplified: rotary positions in layer 1 (drops absolute positions)")
+    sqrtd_embeddings: bool = _f(False, "simplified: embeddings with variance 1/d (paper) instead of 1 (code)")
+    no_sqrtd: bool = _f(False, "simplified: no 1/sqrt(d) attention score scale")
+    zero_init: bool = _f(False, "simplified: start W_K1, W_K2, W_O2 at zero (as in the theory)")
+    # full architecture
+    pre_norm: bool = _f(True, "full: pre-LayerNorm (else post-LayerNorm)")
+    no_norm: bool = _f(False, "full: no LayerNorm at all")
+    no_ffn: bool = _f(False, "full: no feed-forward in any layer")
+    linear_ffn: bool = _f(False, "full: linear feed-forward d x d instead of ReLU MLP 4d")
+    no_first_layer_ffn: bool = _f(False, "full: no feed-forward in layer 1")
+    parallel_ffn: bool = _f(False, "full: official pre-norm block whose FFN reads the block input")
+    freeze_wv: bool = _f(False, "full: freeze every W_V")
+    freeze_wo: bool = _f(False, "full: freeze every W_O")
+    no_wv: bool = _f(False, "full: W_V = identity")
+    no_wo: bool = _f(False, "full: W_O = identity")
+
+
+@dataclass
+class OptimArgs:
+    learning_rate: float = _f(0.2, "learning rate (constant)")
+    weight_decay: float = _f(1e-4, "weight decay")
+    momentum: float = _f(0.9, "SGD momentum")
+    batch_size: int = _f(512, "fresh sequences per step")
+    use_sgd: bool = _f(True, "SGD with momentum (else AdamW)")
+    beta1: float = _f(0.9, "AdamW beta1")
+    beta2: float = _f(0.95, "AdamW beta2 (basic script 0.95, full script 0.99)")
+    eps: float = _f(1e-8, "AdamW epsilon")
+
+
+@dataclass
+class TrainConfig:
+    optim_args: OptimArgs = field(default_factory=OptimArgs)
+    data_args: DataArgs = field(default_factory=DataArgs)
+    model_args: ModelArgs = field(default_factory=ModelArgs)
+    max_iters: int = _f(1000, "training steps (official default: run forever)")
+    eval_delta: int = _f(5, "evaluate every this many steps")
+    log_norms: bool = _f(False, "also log per-layer norms of W_K, W_V, W_O")
+    log_probes: bool = _f(False, "accepted for compatibility: memory probes are always logged")
+    freeze_until: str = _f("", "freeze schedule 'STEP:NAME,...' (official names or W_K1/W_K2/W_O2/...)")
+    loss_head_only: bool = _f(True, "loss on in-context targets only (outs >= 2)")
+    bigram_outs_train: bool = _f(False, "training outputs drawn from the bigram pi_b(.|trigger) (else uniform)")
+    bigram_outs_test: bool = _f(False, "outputs of the acc_end_test batch drawn from the bigram")
+    num_data_workers: int = _f(60, "accepted for compatibility: sampling is vectorised, no workers")
+    seed: int = _f(42, "data seed: batch i is a pure function of (seed, i)")
+    init_seed: int = _f(0, "model initialisation seed")
+    eval_seed: int = _f(0, "seed of the fixed evaluation batches")
+    eval_batch_size: int = _f(512, "sequences in each fixed evaluation batch")
+    device: str = _f("auto", "auto (CUDA when present), cpu or cuda", choices=("auto", "cpu", "cuda"))
+    checkpoint_every: int = _f(0, "checkpoint every this many steps (0: only at the end)")
+    keep_checkpoints: int = _f(2, "how many of the latest periodic checkpoints to keep")
+    checkpoint_steps: str = _f("", "extra steps to checkpoint and keep for analysis, e.g. '100,300'")
+    save_dir: Optional[str] = _f(None, "run directory (official name; --out takes precedence)")
+    root_dir: str = _f("", "prefix of save_dir (official name)")
+
+
+INT_LIMIT = 2 ** 63  # every integer must fit torch's int64
+# Decimal numbers with an exponent, which YAML 1.1 (unlike OmegaConf) leaves as strings: 1e-4, 5E3.
+FLOAT_RE = re.compile(r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+")
+
+GROUPS = {"data_args": DataArgs, "model_args": ModelArgs, "optim_args": OptimArgs}
+
+# Shorter names people type, mapped to the canonical (official) ones.
+ALIASES = {
+    "data.": "data_args.",
+    "model.": "model_args.",
+    "optim.": "optim_args.",
+    "optim_args.lr": "optim_args.learning_rate",
+    "optim_args.wd": "optim_args.weight_decay",
+    "optim_args.batch": "optim_args.batch_size",
+    "steps": "max_iters",
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The CPU demo: 3 fixed triggers, T = 64, AdamW; the induction head forms in about 400 steps.
+    "quick": {
+        "max_iters": 400, "eval_delta": 20, "loss_head_only": True,
+        "data_args.k": 3, "data_args.fixed_special_toks": True, "data_args.seq_length": 64,
+        "model_args.dim": 128, "model_args.max_length": 64,
+        "model_args.freeze_embeddings": True, "model_args.freeze_output": True,
+        "optim_args.use_sgd": False, "optim_args.learning_rate": 0.01, "optim_args.weight_decay": 1e-4,
+        "optim_args.batch_size": 128, "eval_batch_size": 256, "device": "cpu",
+    },
+    # Top-down staged training (theory, SPEC §3.4): W_O2 alone, then W_K2 from 300, then W_K1 from 600.
+    "staged": {
+        "max_iters": 900, "eval_delta": 5, "loss_head_only": True, "freeze_until": "300:W_K2,600:W_K1",
+        "data_args.k": 5, "data_args.fixed_special_toks": True,
+        "optim_args.use_sgd": True, "optim_args.learning_rate": 0.03, "optim_args.batch_size": 512,
+        "model_args.freeze_embeddings": True, "model_args.freeze_output": True, "model_args.dim": 256,
+    },
+    # The command of the official README (ties to the Figure 3 setting).
+    "paper-readme": {
+        "max_iters": 1000, "log_probes": True, "eval_delta": 5, "loss_head_only": True,
+        "data_args.k": 5, "data_args.fixed_special_toks": True,
+        "optim_args.use_sgd": True, "optim_args.learning_rate": 0.03, "optim_args.weight_decay": 1e-4,
+        "optim_args.batch_size": 512,
+        "model_args.final_ffn": False, "model_args.freeze_embeddings": True,
+        "model_args.freeze_output": True, "model_args.dim": 256,
+    },
+    # Defaults of the official ihead_full_main.py.
+    "full": {
+        "model_args.arch": "full", "model_args.dim": 128, "model_args.n_heads": 4,
+        "optim_args.use_sgd": False, "optim_args.learning_rate": 0.01, "optim_args.weight_decay": 0.01,
+        "optim_args.beta2": 0.99, "optim_args.batch_size": 64, "loss_head_only": False,
+    },
+}
+
+
+def all_keys() -> dict[str, dataclasses.Field]:
+    """Every settable dotted key with its field (for --help, validation and suggestions)."""
+    keys = {}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in GROUPS:
+            for g in dataclasses.fields(GROUPS[f.name]):
+                keys[f"{f.name}.{g.name}"] = g
+        else:
+            keys[f.name] = f
+    return keys
+
+
+def _canonical(key: str) -> str:
+    for short, full in ALIASES.items():
+        if short.endswith(".") and key.startswith(short):
+            key = full + key[len(short):]
+        elif key == short:
+            key = full
+    return ALIASES.get(key, key)
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    return {"int": int, "float": float, "bool": bool, "str": str, "Optional[str]": str}[t]
+
+
+def _coerce(key: str, raw: Any, f: dataclasses.Field) -> Any:
+    kind = _field_type(f)
+    if raw is None and f.default is None:
+        return None
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in ("true", "false"):
+            return raw.lower() == "true"
+        raise ConfigError(f"{key}: expected true or false, got {raw!r}")
+    if kind is int:
+        # isfinite first: int(inf) and int(nan) raise, and 1e400 parses as inf
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw) or raw != int(raw):
+            raise ConfigError(f"{key}: expected an integer, got {raw!r}")
+        if not -INT_LIMIT <= int(raw) < INT_LIMIT:
+            raise ConfigError(f"{key}: expected an integer in [-2**63, 2**63), got {int(raw)}")
+        return int(raw)
+    if kind is float:
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+            raise ConfigError(f"{key}: expected a finite number, got {raw!r}")
+        return float(raw)
+    value = raw if isinstance(raw, str) else ("" if raw is None else str(raw))
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _parse_value(text: str) -> Any:
+    """YAML scalar parsing as OmegaConf's dot-lists do: 1e-4, True, null, 0.03, strings."""
+    if FLOAT_RE.fullmatch(text.strip()):
+        return float(text.strip().replace("_", ""))  # YAML 1.1 reads 1e-4 as a string; OmegaConf does not
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except Exception:  # a bad scalar or tag (e.g. '!!int x') raises ValueError etc.: keep the text
+        return text
+    if isinstance(value, str) or value is None or isinstance(value, (bool, int, float)):
+        return value
+    return text  # lists/maps are not config values here: keep the text, type checks will tell
+
+
+def _override_value(text: str, f: dataclasses.Field) -> Any:
+    """String keys take the text verbatim (YAML would turn '1:30' into 90 and '0x10' into 16)."""
+    if _field_type(f) is str and text.strip() not in ("null", "~", "Null", "NULL"):
+        return text
+    return _parse_value(text)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``['data_args.k=5', 'model.dim=256']`` -> canonical dotted keys with parsed values.
+
+    Raises ConfigError (one line, naming the key) for malformed items and unknown keys.
+    """
+    keys = all_keys()
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"{item!r}: overrides are KEY=VALUE (e.g. data_args.k=5)")
+        key, _, text = item.partition("=")
+        key = _canonical(key.strip().lstrip("+"))
+        if key not in keys:
+            hint = difflib.get_close_matches(key, list(keys), n=1, cutoff=0.6)
+            suffix = f"; did you mean {hint[0]}?" if hint else "; see birth train --help"
+            raise ConfigError(f"{key or repr(item)}: unknown key{suffix}")
+        out[key] = _override_value(text, keys[key])
+    return out
+
+
+def build_config(preset: str | None = None, overrides: list[str] | dict | None = None) -> TrainConfig:
+    """Defaults, then a preset, then overrides (type-checked; ``validation.validate`` checks the rest)."""
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"--preset: unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    merged: dict[str, Any] = dict(PRESETS[preset]) if preset else {}
+    merged.update(parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {}))
+    return apply(TrainConfig(), merged)
+
+
+def apply(cfg: TrainConfig, values: dict[str, Any]) -> TrainConfig:
+    """A copy of ``cfg`` with dotted ``values`` set (type-checked)."""
+    cfg = from_dict(to_dict(cfg))
+    keys = all_keys()
+    for key, raw in values.items():
+        key = _canonical(key)
+        if key not in keys:
+            raise ConfigError(f"{key}: unknown key")
+        target = cfg
+        *groups, name = key.split(".")
+        for g in groups:
+            target = getattr(target, g)
+        setattr(target, name, _coerce(key, raw, keys[key]))
+    return cfg
+
+
+def to_dict(cfg: TrainConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(d: dict) -> TrainConfig:
+    """Rebuilds a config from ``to_dict``'s nested form (e.g. a saved config.yaml)."""
+    flat = {}
+    for k, v in d.items():
+        if k in GROUPS and isinstance(v, dict):
+            flat.update({f"{k}.{gk}": gv for gk, gv in v.items()})
+        else:
+            flat[k] = v
+    cfg = TrainConfig()
+    keys = all_keys()
+    for key, raw in flat.items():
+        if key not in keys:
+            raise ConfigError(f"{key}: unknown key in saved config")
+        *groups, name = key.split(".")
+        target = cfg
+        for g in groups:
+            target = getattr(target, g)
+        setattr(target, name, _coerce(key, raw, keys[key]))
+    return cfg
+
+
+def dump_yaml(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def load_yaml(text: str) -> TrainConfig:
+    return from_dict(yaml.safe_load(text) or {})
+

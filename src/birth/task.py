@@ -1,0 +1,249 @@
+"""The bigram-with-triggers task (SPEC §1), sampled in torch on the training device.
+
+Each sequence draws K triggers q_k (fixed, or from pi_u without replacement) and outputs o_k
+(uniform or from pi_b(.|q_k)); then z_1 ~ pi_u and z_{t+1} = o_k if z_t = q_k, else
+z_{t+1} ~ pi_b(.|z_t). Sampling is vectorised over the batch (one torch op per position), and
+batch i of a stream is a pure function of (seed, stream, i) on a given device.
+
+``outs[t]`` is the occurrence count n >= 1 when x_t is a trigger (y_t is then its output, at its
+n-th appearance), 0 otherwise, and -1 on the latent prefix of ``show_latents``: exactly the
+official ``outputs_seq`` semantics.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from birth.config import DataArgs
+from birth.corpus import CorpusStats
+
+# Independent random streams derived from one seed.
+STREAMS = {"train": 0, "eval": 1, "test": 2, "split_test": 3, "floors": 4}
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor         # (B, T) input tokens
+    y: torch.Tensor         # (B, T) next tokens
+    outs: torch.Tensor      # (B, T) occurrence counts (see module docstring)
+    triggers: torch.Tensor  # (B, K) trigger tokens of each sequence
+    outputs: torch.Tensor   # (B, K) their outputs
+
+
+def stream_generator(seed: int, stream: str, index: int, device: torch.device | str) -> torch.Generator:
+    """A torch generator whose state depends only on (seed, stream, index)."""
+    state = np.random.SeedSequence([int(seed), STREAMS[stream], int(index)]).generate_state(2, np.uint64)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(state[0]) & ((1 << 63) - 1))
+    return gen
+
+
+def fixed_triggers(marginal: np.ndarray, k: int, offset: int) -> list[int]:
+    """The K most frequent tokens after skipping ``offset``, in increasing frequency (as official)."""
+    order = np.argsort(marginal, kind="stable")
+    n = len(marginal)
+    return [int(i) for i in order[n - offset - k: n - offset]]
+
+
+class Task:
+    """Sampler of one data distribution (training, evaluation or out-of-distribution).
+
+    ``bigram_outs`` draws outputs from pi_b(.|q); ``split`` ('train' or 'test') restricts outputs
+    to the first 75% of the output pool or to the rest (the official ``train_test``).
+    """
+
+    def __init__(self, data: DataArgs, stats: CorpusStats, *, bigram_outs: bool = False,
+                 split: str | None = None, device: torch.device | str = "cpu"):
+        self.data = data
+        self.stats = stats
+        self.bigram_outs = bigram_outs
+        self.split = split
+        self.device = torch.device(device)
+        self.num_tokens = stats.num_tokens
+        self.n_train_toks = int(0.75 * self.num_tokens) if split else self.num_tokens
+        marginal = torch.as_tensor(stats.marginal, dtype=torch.float64)
+        cond = torch.as_tensor(stats.cond, dtype=torch.float64)
+        self.marginal = marginal.to(self.device)
+        self.log_marginal = torch.log(self.marginal)
+        self.cond = cond.to(self.device)
+        # Inverse-CDF tables; the last entry of each row is forced to 1 so that u < 1 always finds a token.
+        self.cdf_u = _cdf(marginal).to(self.device)
+        threshold, index = alias_tables(stats.cond)
+        self.alias_threshold = torch.as_tensor(threshold).to(self.device)             # (N, N)
+        self.alias_index = torch.as_tensor(index).to(self.device)                     # (N, N)
+        self.fixed = (fixed_triggers(stats.marginal, data.k, data.special_toks_offset)
+                      if data.fixed_special_toks else None)
+
+    # -- per-sequence latent variables ------------------------------------------------------
+    def _triggers(self, batch_size: int, gen: torch.Generator) -> torch.Tensor:
+        k = self.data.k
+        if self.fixed is not None:
+            return torch.tensor(self.fixed, device=self.device).expand(batch_size, k).clone()
+        if k == 0:
+            return torch.empty(batch_size, 0, dtype=torch.long, device=self.device)
+        # Gumbel top-k: the same law as successive draws renormalised (rng.choice(replace=False))
+        return _gumbel(self.log_marginal.expand(batch_size, -1), gen).topk(k, dim=-1).indices
+
+    def _outputs(self, triggers: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        b, k = triggers.shape
+        n = self.num_tokens
+        if k == 0:
+            return triggers.clone()
+        pool = torch.ones(b, k, n, dtype=torch.bool, device=self.device)             # (B, K, N)
+        if self.data.no_repeat:
+            pool.scatter_(2, triggers[..., None], False)
+        if self.split is not None:
+            # the official code slices the pool *list*, so with no_repeat the cut shifts by one
+            rank = pool.long().cumsum(-1) - 1
+            pool &= (rank < self.n_train_toks) if self.split == "train" else (rank >= self.n_train_toks)
+        weights = pool.double()
+        if self.bigram_outs:
+            weights = weights * self.cond[triggers]                                   # (B, K, N)
+            weights = torch.where(weights.sum(-1, keepdim=True) > 0, weights, pool.double())
+        # Gumbel argmax draws one token with probability proportional to its weight
+        return _gumbel(torch.log(weights), gen).argmax(-1)                            # (B, K)
+
+    # -- sequences --------------------------------------------------------------------------
+    def sample(self, batch_size: int, gen: torch.Generator) -> Batch:
+        """One batch of ``batch_size`` sequences of T+1 tokens, split into x, y and outs."""
+        d, dev = self.data, self.device
+        triggers = self._triggers(batch_size, gen)                                    # (B, K)
+        outputs = self._outputs(triggers, gen)                                        # (B, K)
+        n_latent = d.k if d.show_latents else 0
+        length = d.seq_length + 1 - n_latent
+        # out_of[b, v] = output of token v if v is a trigger of sequence b, else -1
+        out_of = torch.full((batch_size, self.num_tokens), -1, dtype=torch.long, device=dev)
+        out_of.scatter_(1, triggers, outputs)
+        seq = self._chain(out_of, triggers, outputs, length, gen)                      # (B, L)
+        outs = self._occurrences(seq, triggers, out_of)                               # (B, L)
+        if n_latent:
+            seq = torch.cat([triggers, seq], dim=1)
+            outs = torch.cat([torch.full_like(triggers, -1), outs], dim=1)
+        return Batch(x=seq[:, :-1], y=seq[:, 1:], outs=outs[:, :-1], triggers=triggers, outputs=outputs)
+
+    def _chain(self, out_of: torch.Tensor, triggers: torch.Tensor, outputs: torch.Tensor, length: int,
+               gen: torch.Generator) -> torch.Tensor:
+        """z_1 ~ pi_u, then z_{t+1} = out(z_t) for triggers, else ~ pi_b(.|z_t): (B, L) tokens.
+
+        Walker's alias method makes each draw O(1): table row r has, per column j, a threshold and
+        an alias; with u*N = j + f, the next token is j if f < threshold[r, j], else alias[r, j].
+        Rows 0..N-1 are pi_b; one extra row per (sequence, trigger) has threshold 0 and its output
+        as every alias, so forced transitions cost nothing extra. A step is a handful of tensor
+        ops on (B,) vectors, whatever the batch size.
+        """
+        b, k = triggers.shape
+        n, dev = self.num_tokens, self.device
+        threshold = torch.cat([self.alias_threshold, torch.zeros(b * k, n, dtype=torch.float64, device=dev)]).flatten()
+        alias = torch.cat([self.alias_index, outputs.reshape(-1, 1).expand(-1, n)]).flatten()
+        # row_of[b*N + v] = table row of token v in sequence b
+        row_of = torch.arange(n, device=dev).repeat(b)                                # (B*N,)
+        row_of.view(b, n).scatter_(1, triggers, n + torch.arange(b * k, device=dev).view(b, k))
+        row_start = torch.arange(b, device=dev) * n                                   # (B,)
+        u = torch.rand(length, b, dtype=torch.float64, device=dev, generator=gen)     # (L, B)
+        steps = torch.empty(length, b, dtype=torch.long, device=dev)                  # (L, B)
+        steps[0] = torch.searchsorted(self.cdf_u, u[0], right=True)
+        scaled = u * n
+        column = scaled.long()                                                        # (L, B) j
+        frac = scaled - column                                                        # (L, B) f
+        # views made once: per-step indexing and advanced indexing cost more than the work itself
+        rows, cols, fracs = steps.unbind(0), column.unbind(0), frac.unbind(0)
+        for t in range(1, length):
+            entry = torch.add(cols[t], torch.take(row_of, torch.add(row_start, rows[t - 1])), alpha=n)  # (B,)
+            torch.where(torch.lt(fracs[t], torch.take(threshold, entry)), cols[t], torch.take(alias, entry),
+                        out=rows[t])
+        return steps.t()
+
+    def _occurrences(self, seq: torch.Tensor, triggers: torch.Tensor, out_of: torch.Tensor) -> torch.Tensor:
+        is_trigger = out_of.gather(1, seq) >= 0                                       # (B, L)
+        is_trigger[:, -1] = False  # the last token has no next token in the sequence
+        if not self.data.output_counter:
+            return is_trigger.long()
+        counts = torch.zeros_like(seq)                                                # (B, L)
+        for k in range(triggers.shape[1]):  # a position matches at most one trigger
+            same = seq == triggers[:, k:k + 1]                                        # (B, L)
+            counts += same.cumsum(1) * same
+        return counts * is_trigger
+
+    def batch(self, seed: int, stream: str, index: int, batch_size: int) -> Batch:
+        """Batch ``index`` of a stream: a pure function of (seed, stream, index) on this device."""
+        return self.sample(batch_size, stream_generator(seed, stream, index, self.device))
+
+
+def _gumbel(logits: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """logits + Gumbel noise; -inf logits (zero weight) stay -inf and are never drawn."""
+    u = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=gen)
+    return logits - torch.log(-torch.log1p(-u))  # 1 - u in (0, 1]: log1p(-u) is finite
+
+
+def alias_tables(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Walker/Vose alias tables of each row of ``probs`` (R, N): thresholds (float64) and aliases.
+
+    Drawing j uniformly, then keeping j with probability threshold[j] or else taking alias[j],
+    samples exactly from the row.
+    """
+    rows, n = probs.shape
+    threshold = np.ones((rows, n))
+    alias = np.tile(np.arange(n), (rows, 1))
+    for r in range(rows):
+        scaled = probs[r] / probs[r].sum() * n
+        small = [j for j in range(n) if scaled[j] < 1.0]
+        large = [j for j in range(n) if scaled[j] >= 1.0]
+        while small and large:
+            s, g = small.pop(), large.pop()
+            threshold[r, s], alias[r, s] = scaled[s], g
+            scaled[g] -= 1.0 - scaled[s]
+            (small if scaled[g] < 1.0 else large).append(g)
+        # leftovers are 1 up to rounding: they keep themselves
+    return threshold, alias
+
+
+def _cdf(probs: torch.Tensor) -> torch.Tensor:
+    cdf = probs.cumsum(-1) / probs.sum(-1, keepdim=True)
+    cdf[..., -1] = 1.0
+    return cdf
+
+
+def bayes_floors(task: Task, n_seqs: int = 2048, seed: int = 0) -> dict[str, float]:
+    """Reference values of the task, estimated on ``n_seqs`` sequences of the task distribution.
+
+    - ``floor_loss_bigram``: Bayes-optimal loss on global tokens (outs == 0), E[H(pi_b(.|x_t))];
+    - ``floor_loss_head``: Bayes-optimal in-context loss (outs >= 2): 0, since the output was seen;
+    - ``nocontext_loss_head``: best in-context loss without in-context information, E[H(pi_o(.|q))];
+    - ``chance_acc``: 1/N; and the token-type fractions of SPEC §1.5.
+    """
+    batch = task.batch(seed, "floors", 0, n_seqs)
+    cond = task.cond
+    ent_b = -(cond * torch.log(torch.where(cond > 0, cond, torch.ones_like(cond)))).sum(-1)  # (N,)
+    x, outs = batch.x, batch.outs
+    glob = outs == 0
+    head = outs >= 2
+    floors = {
+        "floor_loss_bigram": float(ent_b[x[glob]].mean()) if glob.any() else float("nan"),
+        "floor_loss_head": 0.0,
+        "nocontext_loss_head": _nocontext_head_loss(task, batch, head),
+        "chance_acc": 1.0 / task.num_tokens,
+        "frac_outs_ge1": float((outs >= 1).double().mean()),
+        "frac_outs_eq1": float((outs == 1).double().mean()),
+        "frac_outs_ge2": float(head.double().mean()),
+        "frac_repeat": float((batch.x == batch.y)[outs >= 1].double().mean()) if (outs >= 1).any() else 0.0,
+    }
+    return floors
+
+
+def _nocontext_head_loss(task: Task, batch: Batch, head: torch.Tensor) -> float:
+    """Entropy of the output distribution pi_o(.|q) averaged over in-context positions."""
+    if not head.any():
+        return float("nan")
+    q = batch.x[head]                                                                 # (M,)
+    n = task.num_tokens
+    pool = torch.ones(len(q), n, dtype=torch.bool, device=q.device)
+    if task.data.no_repeat:
+        pool[torch.arange(len(q)), q] = False
+    if task.split is not None:
+        rank = pool.long().cumsum(-1) - 1
+        pool &= (rank < task.n_train_toks) if task.split == "train" else (rank >= task.n_train_toks)
+    w = pool.double() * (task.cond[q] if task.bigram_outs else 1.0)
+    p = w / w.sum(-1, keepdim=True)
+    return float(-(p * torch.log(torch.where(p > 0, p, torch.ones_like(p)))).sum(-1).mean())

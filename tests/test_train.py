@@ -1,0 +1,64 @@
+"""Short real trainings: the induction head forms, and the official command line runs unchanged."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from birth.runs import RunDir
+from birth.train import train
+from birth.validation import resolve_config
+
+OFFICIAL_KEYS = ["iter", "loss", "loss_bigram", "loss_head", "acc_tot", "acc_start", "acc_end", "acc_end_test",
+                 "score_acc", "score_start_acc", "score2_acc", "score_cond_acc", "pred_attended_acc",
+                 "repeat_frac", "wk0_acc", "wk0_64_acc", "wk1_acc", "wo1_acc", "ff1_loss"]
+
+README_COMMAND = ("max_iters=1000 log_probes=True eval_delta=5 loss_head_only=True data_args.k=5 "
+                  "data_args.fixed_special_toks=True optim_args.use_sgd=True optim_args.learning_rate=0.03 "
+                  "optim_args.weight_decay=1e-4 optim_args.batch_size=512 model_args.final_ffn=False "
+                  "model_args.freeze_embeddings=True model_args.freeze_output=True model_args.dim=256").split()
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("quick")
+    summary = train(resolve_config("quick", []), path, quiet=True)
+    return path, summary
+
+
+def test_quick_preset_forms_an_induction_head(quick_run):
+    path, summary = quick_run
+    assert summary["status"] == "completed"
+    final = summary["final_metrics"]
+    chance = summary["floors"]["chance_acc"]
+    assert final["eval_acc_end"] >= 0.9 > 20 * chance   # in-context accuracy on the evaluation batch
+    assert final["score2_acc"] >= 0.8                    # layer 2 attends after the earlier occurrence
+    assert final["wo1_acc"] >= 0.9 and final["wk1_acc"] >= 0.9
+    first = RunDir(path).read_metrics()[0]
+    assert first["eval_acc_end"] < 0.2 and first["wo1_acc"] < 0.3  # it was learned, not given
+
+
+def test_run_directory_layout(quick_run):
+    path, summary = quick_run
+    run = RunDir(path)
+    rows = run.read_metrics()
+    assert [r["iter"] for r in rows] == list(range(0, 400, 20)) + [399]
+    assert set(OFFICIAL_KEYS) <= set(rows[-1])
+    assert run.read_config().optim_args.batch_size == 128
+    floors = run.read_task()["floors"]
+    assert 2.0 < floors["floor_loss_bigram"] < 2.4 and floors["floor_loss_head"] == 0.0
+    assert run.latest_checkpoint() is not None and json.loads((path / "summary.json").read_text())["status"] == "completed"
+
+
+def test_official_readme_command_runs_unchanged(tmp_path):
+    out = tmp_path / "readme"
+    cmd = [sys.executable, "-m", "birth", "train", *README_COMMAND, "max_iters=2", "--out", str(out), "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = RunDir(out).read_metrics()
+    assert len(rows) == 2  # iterations 0 and 1 (the last step is always evaluated)
+    for row in rows:
+        missing = [k for k in OFFICIAL_KEYS if k not in row]
+        assert not missing, missing
+    cfg = RunDir(out).read_config()
+    assert (cfg.model_args.dim, cfg.optim_args.learning_rate, cfg.data_args.k) == (256, 0.03, 5)
