@@ -255,7 +255,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if key not in keys:
             hint = difflib.get_close_matches(key, list(keys), n=1, cutoff=0.6)
             suffix = f"; did you mean {hint[0]}?" if hint else "; see birth train --help"
-            raise ConfigError(f"{key or repr(item)}: unknown key{suffix}")
+            shown = key if key and key.isprintable() else repr(item)  # the error stays one readable line
+            raise ConfigError(f"{shown}: unknown key{suffix}")
         out[key] = _override_value(text, keys[key])
     return out
 

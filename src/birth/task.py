@@ -80,7 +80,7 @@ class Task:
     def _triggers(self, batch_size: int, gen: torch.Generator) -> torch.Tensor:
         k = self.data.k
         if self.fixed is not None:
-            return torch.tensor(self.fixed, device=self.device).expand(batch_size, k).clone()
+            return torch.tensor(self.fixed, dtype=torch.long, device=self.device).expand(batch_size, k).clone()
         if k == 0:
             return torch.empty(batch_size, 0, dtype=torch.long, device=self.device)
         # Gumbel top-k: the same law as successive draws renormalised (rng.choice(replace=False))

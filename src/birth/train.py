@@ -126,9 +126,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, quiet:
             for step in range(start, cfg.max_iters):
                 if pending:
                     raise Interrupted(pending[0])
-                last = _train_step(setup, optimizer, schedule, step, batches, writer) or last
-                if last.get("diverged"):
-                    raise FloatingPointError(last["diverged"])
+                record = _train_step(setup, optimizer, schedule, step, batches, writer)
+                if record and record.get("diverged"):
+                    raise FloatingPointError(record["diverged"])  # ``last`` keeps the last good metrics
+                last = record or last
                 if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 or (step + 1) in keep_steps:
                     # parameters are only checked on evaluation steps: never save a non-finite one as "good"
                     if not _params_finite(model):
@@ -159,8 +160,10 @@ def _restore(run: RunDir, path: Path, setup: Setup, optimizer) -> tuple[int, int
     try:
         state = run.load_checkpoint(path, setup.device)
     except Exception as err:  # noqa: BLE001 - torch raises many kinds for a damaged file
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError(f"--resume: cannot load checkpoint {path} ({first}); "
+        # torch's own weights-only message is many lines of advice to load unsafely: not ours to give
+        why = ("damaged, or holds objects that weights-only loading refuses" if "Weights only" in str(err)
+               else (str(err).splitlines() or [type(err).__name__])[0])
+        raise ConfigError(f"--resume: cannot load checkpoint {path} ({why}); "
                           "delete it to resume from the one before") from None
     setup.model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])

@@ -15,6 +15,7 @@ from birth.setup import freeze_schedule, resolve_device
 SIMPLIFIED_ONLY = ("final_ffn", "first_ffn", "use_rope", "sqrtd_embeddings", "no_sqrtd", "zero_init")
 FULL_ONLY = ("no_norm", "no_ffn", "linear_ffn", "no_first_layer_ffn", "parallel_ffn", "freeze_wv",
              "freeze_wo", "no_wv", "no_wo")
+MAX_LAYERS = 256
 
 
 def _require(ok: bool, message: str) -> None:
@@ -71,18 +72,21 @@ def validate(cfg: TrainConfig) -> None:
         _require(int(0.75 * n) >= 1 and n - int(0.75 * n) >= 1 + d.no_repeat,
                  f"data_args.output_split: {n} tokens are too few to split 75/25")
     resolve_device(cfg.device)
-    try:
-        with torch.device("meta"):  # shapes only, no memory: catches sizes torch cannot represent
-            model = Transformer(m, n)
-    except (RuntimeError, TypeError, ValueError, OverflowError) as err:
-        raise ConfigError(f"model_args: cannot build a model of these sizes (dim={m.dim}, max_length={m.max_length}, "
-                          f"n_layers={m.n_layers}, n_heads={m.n_heads}): {str(err).splitlines()[0]}") from None
-    freeze_schedule(cfg.freeze_until, model)
+    rows = max(n, m.max_length, 4 * m.dim)  # the largest weight is rows x dim
+    key = "model_args.max_length" if rows == m.max_length > m.dim else "model_args.dim"  # the bigger culprit
+    _require(rows * m.dim < 2 ** 62, f"{key}: a {rows} x {m.dim} weight is too large to represent")
+    # Parameter names depend on the architecture flags and depth, not on the sizes: a dim-2 stand-in
+    # names them at no cost (a meta-device model would import torch._dynamo, 2 s, for its init).
+    with torch.random.fork_rng(devices=[]):
+        names_only = Transformer(dataclasses.replace(m, dim=2, n_heads=1, max_length=1), n)
+    freeze_schedule(cfg.freeze_until, names_only)
 
 
 def _checkpoint_steps(spec: str) -> None:
     for s in filter(None, (p.strip() for p in spec.split(","))):
-        _require(s.isdigit(), f"checkpoint_steps: {s!r} is not a non-negative step number (format '100,300')")
+        # isascii: '²'.isdigit() is True, yet int('²') fails
+        _require(s.isascii() and s.isdigit(),
+                 f"checkpoint_steps: {s!r} is not a non-negative step number (format '100,300')")
 
 
 def _model(m: ModelArgs) -> None:
@@ -96,6 +100,8 @@ def _model(m: ModelArgs) -> None:
         _require(not wrong, f"model_args.{wrong[0] if wrong else ''}: applies to arch=full only, not arch=simplified")
         _require(not (m.use_rope and m.sin_cos), "model_args.use_rope: cannot be combined with model_args.sin_cos")
     else:
+        # a bound, so that naming the parameters (and building the model) cannot run for hours
+        _require(m.n_layers <= MAX_LAYERS, f"model_args.n_layers: must be <= {MAX_LAYERS}, got {m.n_layers}")
         wrong = [k for k in SIMPLIFIED_ONLY if getattr(m, k) != getattr(defaults, k)]
         _require(not wrong, f"model_args.{wrong[0] if wrong else ''}: applies to arch=simplified only, not arch=full")
         _require(m.dim % m.n_heads == 0, f"model_args.dim: {m.dim} is not divisible by model_args.n_heads={m.n_heads}")

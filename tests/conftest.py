@@ -1,0 +1,47 @@
+"""Shared by the reliability tests: a tiny config, the real `birth` command, and one reference run."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+# 60 steps, an evaluation every 4 (16 metrics lines), a checkpoint every 7 and one kept at step 10.
+TINY = ["--preset", "quick", "max_iters=60", "eval_delta=4", "checkpoint_every=7", "checkpoint_steps=10",
+        "optim_args.batch_size=16", "eval_batch_size=16", "data_args.seq_length=32",
+        "model_args.max_length=32", "model_args.dim=32"]
+
+
+class Cli:
+    """The real command line (`python -m birth`) in a subprocess.
+
+    One thread: a tiny model gains nothing from more, and on a busy 2-core machine extra threads
+    make a 1-second run take a minute.
+    """
+
+    tiny = TINY
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "birth", *args]
+
+    def run(self, *args: str, cwd=None, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv(*args), env=self.env, cwd=cwd, capture_output=True, text=True,
+                              timeout=timeout)
+
+    def start(self, *args: str) -> subprocess.Popen:
+        return subprocess.Popen(self.argv(*args), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+
+
+@pytest.fixture(scope="session")
+def cli() -> Cli:
+    return Cli()
+
+
+@pytest.fixture(scope="session")
+def reference_run(cli, tmp_path_factory):
+    """The tiny config trained once, start to finish, left alone."""
+    path = tmp_path_factory.mktemp("reference") / "run"
+    proc = cli.run("train", *TINY, "--out", str(path), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    return path
