@@ -3,7 +3,6 @@ config parser's promise that any user input ends in a ConfigError, never another
 from functools import lru_cache
 
 import numpy as np
-import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
