@@ -1,0 +1,244 @@
+"""Claim rules on synthetic metric logs: each rule passes on a log that satisfies it and fails on
+one that violates it; the verdict over seeds is PASS / FAIL / INCONCLUSIVE as documented."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from birth.experiments import claims as C
+from birth.experiments import fig2, fig3, fig4, layers, optim
+from birth.experiments.common import Results
+
+ITERS = list(range(0, 200, 10))
+
+
+def ramp(at: float, lo: float = 0.0, hi: float = 1.0) -> list[float]:
+    """A curve at ``lo`` that jumps to ``hi`` at iteration ``at`` (never if at is None)."""
+    return [hi if at is not None and it >= at else lo for it in ITERS]
+
+
+class FakeResults(Results):
+    """Results over synthetic logs: group -> list (one per seed) of {metric: curve}."""
+
+    def __init__(self, logs: dict[str, list[dict[str, list[float]]]], scale: str = "quick",
+                 floors: dict | None = None, tasks: dict | None = None, seq_length: int = 128):
+        runs = {g: [(s, Path(f"/fake/{g}/{s}")) for s in range(len(seeds))] for g, seeds in logs.items()}
+        super().__init__(scale, runs, list(logs))
+        for g, seeds in logs.items():
+            for s, curves in enumerate(seeds):
+                rows = [{"iter": it, **{k: v[i] for k, v in curves.items()}} for i, it in enumerate(ITERS)]
+                self._metrics[Path(f"/fake/{g}/{s}")] = rows
+        self._floors = floors or {"floor_loss_bigram": 2.2, "floor_loss_head": 0.0, "nocontext_loss_head": 4.17}
+        self._tasks = tasks or {}
+        self._seq = seq_length
+
+    def task(self, group):
+        return {"floors": self._floors, **self._tasks.get(group, {})}
+
+    def config(self, group):
+        return SimpleNamespace(data_args=SimpleNamespace(seq_length=self._seq),
+                               optim_args=SimpleNamespace(learning_rate=0.01))
+
+
+def by_id(rows, id_, contains: str = "") -> C.Claim:
+    return next(r for r in rows if r.id == id_ and contains in r.claim)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks
+
+def test_first_reach_finds_the_first_crossing_or_never():
+    assert C.first_reach([0, 10, 20], [0.1, 0.95, 0.2], 0.9) == 10
+    assert C.first_reach([0, 10, 20], [3.0, 2.0, 1.0], 1.5, above=False) == 20
+    assert C.first_reach([0, 10], [0.1, math.nan], 0.9) == math.inf
+
+
+def test_order_holds_true_false_and_undecidable():
+    assert C.order_holds([10, 20, 30]) is True
+    assert C.order_holds([10, 20, math.inf]) is True       # the last never happens: order holds
+    assert C.order_holds([20, 10, 30]) is False
+    assert C.order_holds([math.inf, 10]) is False
+    assert C.order_holds([10, 10, 30]) is None               # same evaluation step
+    assert C.order_holds([math.inf, math.inf]) is None
+
+
+def test_max_before_mean_over_compare_spearman():
+    assert C.max_before([0, 10, 20], [0.1, 0.3, 0.9], 20) == 0.3
+    assert C.mean_over([0, 10, 20], [0.0, 0.5, 1.0], start=10) == 0.75
+    assert C.compare(0.5, 0.3) is True and C.compare(0.3, 0.5) is False
+    assert C.compare(0.5, 0.495, tol=0.01) is None
+    assert C.spearman([1, 2, 3, 4], [0.1, 0.2, 0.3, 0.5]) == pytest.approx(1.0)
+    assert C.spearman([1, 2, 3, 4], [0.5, 0.3, 0.2, 0.1]) == pytest.approx(-1.0)
+    assert math.isnan(C.spearman([1, 2], [0.3, 0.3]))
+
+
+@pytest.mark.parametrize("outcomes, expected", [
+    ([True, True, True], C.PASS),
+    ([np.bool_(True), np.bool_(True)], C.PASS),
+    ([False, False, False], C.FAIL),
+    ([True, False, True], C.INCONCLUSIVE),
+    ([True, None, True], C.INCONCLUSIVE),
+    ([None, None], C.INCONCLUSIVE),
+    ([], C.INCONCLUSIVE),
+])
+def test_verdict_over_seeds(outcomes, expected):
+    verdict, reason = C.verdict(outcomes)
+    assert verdict == expected
+    assert reason
+
+
+def test_claims_table_markdown_lists_every_row(tmp_path):
+    rows = [C.make_claim("6", "order", "Fig. 3", "rule | with bar", [True, True], ["a", "b"], "fig3"),
+            C.make_claim("7", "frozen", "Fig. 3", "rule", [False], ["c"], "fig3")]
+    paths = C.write_claims(rows, tmp_path, "claims", {"scale": "quick"})
+    md = (tmp_path / "claims.md").read_text()
+    assert "1 PASS, 1 FAIL, 0 INCONCLUSIVE" in md
+    assert "rule \\| with bar" in md and "**FAIL**" in md
+    assert {p.name for p in paths} == {"claims.json", "claims.md"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure 3 rules
+
+def fig3_logs(wo_at, wk1_at, wk0_at, wk064_at, frozen_acc_before=0.02, wo_alone=(0.95, 0.3), k1_first=0.8,
+              k2_first=0.5, seeds=3):
+    f = fig3.freeze_step("quick")  # 150
+    joint = {"wo1_acc": ramp(wo_at), "wk1_acc": ramp(wk1_at), "wk0_acc": ramp(wk0_at, hi=0.6),
+             "wk0_64_acc": ramp(wk064_at, hi=0.7), fig3.ACC: ramp(100)}
+    wo_frozen = {fig3.ACC: [frozen_acc_before if it < f else 0.9 for it in ITERS],
+                 "wk1_acc": ramp(None, lo=0.2), "wk0_acc": ramp(None, lo=0.01), "wo1_acc": ramp(f)}
+    wk_frozen = {"wo1_acc": [wo_alone[0] if it >= 50 else 0.1 for it in ITERS],
+                 fig3.ACC: [wo_alone[1] if it < f else 0.9 for it in ITERS]}
+    return {"all trained": [joint] * seeds, "W_O2 frozen": [wo_frozen] * seeds,
+            "W_K1, W_K2 frozen": [wk_frozen] * seeds,
+            "W_K1 frozen": [{fig3.ACC: ramp(0, lo=0, hi=k1_first)}] * seeds,
+            "W_K2 frozen": [{fig3.ACC: ramp(0, lo=0, hi=k2_first)}] * seeds}
+
+
+def test_fig3_rules_pass_on_a_log_that_satisfies_them():
+    rows = fig3.claims(FakeResults(fig3_logs(wo_at=20, wk1_at=40, wk0_at=None, wk064_at=60)))
+    assert [r.verdict for r in rows] == [C.PASS] * 5
+    assert by_id(rows, "6").measured.startswith("wo1 20, wk1 40, wk0 never")
+
+
+def test_fig3_rules_fail_on_a_log_that_violates_them():
+    logs = fig3_logs(wo_at=60, wk1_at=20, wk0_at=40, wk064_at=80, frozen_acc_before=0.4, wo_alone=(0.95, 0.8),
+                     k1_first=0.3, k2_first=0.8)
+    rows = fig3.claims(FakeResults(logs))
+    assert [r.verdict for r in rows] == [C.FAIL] * 5
+
+
+def test_fig3_order_tie_is_inconclusive_and_seeds_that_disagree_too():
+    tie = fig3.claims(FakeResults(fig3_logs(wo_at=20, wk1_at=20, wk0_at=None, wk064_at=60)))
+    assert by_id(tie, "6").verdict == C.INCONCLUSIVE
+    good, bad = fig3_logs(20, 40, None, 60, seeds=1), fig3_logs(60, 20, 40, 80, seeds=1)
+    mixed = {g: good[g] + bad[g] for g in good}
+    assert by_id(fig3.claims(FakeResults(mixed)), "6").verdict == C.INCONCLUSIVE
+    assert "disagree" in by_id(fig3.claims(FakeResults(mixed)), "6").reason
+
+
+def test_fig3_early_position_claim_notes_short_sequences():
+    rows = fig3.claims(FakeResults(fig3_logs(20, 40, 60, 60), seq_length=64))
+    assert by_id(rows, "10").verdict == C.INCONCLUSIVE and "T = 64" in by_id(rows, "10").reason
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure 4 rules
+
+def loss_curve(start: float, end: float, at: float | None) -> list[float]:
+    return [end if at is not None and it >= at else start for it in ITERS]
+
+
+def fig4_logs(global_at, incontext_at: dict, k_acc: dict, drops=(0.4, 0.05), split=(0.05, 0.9)):
+    logs = {}
+    for label in fig4.TRIGGER_CONDITIONS:
+        logs[label] = [{"eval_loss_bigram": [4.3] + loss_curve(4.3, 2.4, global_at)[1:],
+                        "eval_loss_head": loss_curve(4.5, 0.5, incontext_at.get(label))}] * 2
+    for k, acc in k_acc.items():
+        logs[fig4.k_label(k)] = [{fig4.ACC: [acc] * len(ITERS)}] * 2
+    bigram_drop, uniform_drop = drops
+    logs[fig4.UNIFORM_TO_BIGRAM] = [{fig4.ACC: [0.9] * len(ITERS), "acc_end_test": [0.9 - uniform_drop] * len(ITERS)}] * 2
+    logs[fig4.BIGRAM_TO_UNIFORM] = [{fig4.ACC: [0.9] * len(ITERS), "acc_end_test": [0.9 - bigram_drop] * len(ITERS)}] * 2
+    held, trained = split
+    logs[fig4.SPLIT] = [{fig4.ACC: [trained] * len(ITERS), "acc_end_split_test": [held] * len(ITERS)}] * 2
+    return logs
+
+
+def test_fig4_rules_pass_on_a_log_that_satisfies_them():
+    logs = fig4_logs(global_at=20, incontext_at={"fixed: most frequent": 60, "fixed: 2nd most frequent": 120},
+                     k_acc={1: 0.2, 3: 0.5, 5: 0.6, 10: 0.8})
+    rows = fig4.claims(FakeResults(logs))
+    assert [r.verdict for r in rows] == [C.PASS] * 5
+    assert "fixed: most frequent s0: global 20, in-context 60" in by_id(rows, "2").measured
+
+
+def test_fig4_rules_fail_on_a_log_that_violates_them():
+    everything_at = {label: 10 for label in fig4.TRIGGER_CONDITIONS}
+    logs = fig4_logs(global_at=100, incontext_at=everything_at, k_acc={1: 0.8, 3: 0.6, 5: 0.5, 10: 0.2},
+                     drops=(0.05, 0.4), split=(0.8, 0.9))
+    rows = fig4.claims(FakeResults(logs))
+    assert by_id(rows, "2").verdict == C.FAIL
+    assert by_id(rows, "11").verdict == C.INCONCLUSIVE  # same step for all triggers: undecidable
+    assert [by_id(rows, i).verdict for i in ("15a", "15b", "15c")] == [C.FAIL] * 3
+    later = fig4_logs(global_at=20, incontext_at={"fixed: most frequent": 150, "fixed: 2nd most frequent": 60},
+                      k_acc={1: 0.2, 3: 0.5, 5: 0.6, 10: 0.8})
+    assert by_id(fig4.claims(FakeResults(later)), "11").verdict == C.FAIL
+
+
+def test_fig4_global_time_is_relative_to_the_floor():
+    # first value 4.2, floor 2.2: 75% of the way is 2.7
+    assert fig4.global_time(ITERS[:3], np.array([4.2, 2.8, 2.6]), 2.2) == 20
+    assert fig4.incontext_time(ITERS[:3], np.array([4.5, 2.0, 1.0]), 4.17) == 10
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers, optimiser and width, Figure 2
+
+def test_layers_rule_pass_and_fail():
+    ok = {"1 layer": [{layers.ACC: [0.5] * len(ITERS)}], "2 layers": [{layers.ACC: [0.97] * len(ITERS)}]}
+    bad = {"1 layer": [{layers.ACC: [0.85] * len(ITERS)}], "2 layers": [{layers.ACC: [0.97] * len(ITERS)}]}
+    assert layers.claims(FakeResults(ok))[0].verdict == C.PASS
+    assert layers.claims(FakeResults(bad))[0].verdict == C.FAIL
+    assert layers.claims(FakeResults(bad))[0].measured == "1 layer 0.85, 2 layers 0.97"
+
+
+def optim_logs(sgd_score, widths_acc):
+    logs = {"SGD + momentum": [{"eval_score2_acc": [sgd_score] * len(ITERS), optim.ACC: [0.9] * len(ITERS)}],
+            "AdamW": [{"eval_score2_acc": [0.97] * len(ITERS), optim.ACC: [0.95] * len(ITERS)}]}
+    for d, acc in widths_acc.items():
+        logs[f"d = {d}"] = [{optim.ACC: [acc] * len(ITERS)}]
+    return logs
+
+
+def test_optim_rules_pass_and_fail():
+    rows = optim.claims(FakeResults(optim_logs(0.95, {32: 0.5, 64: 0.8, 128: 0.9, 256: 0.95})))
+    assert [r.verdict for r in rows] == [C.PASS, C.PASS, C.PASS]
+    rows = optim.claims(FakeResults(optim_logs(0.5, {32: 0.95, 64: 0.9, 128: 0.8, 256: 0.5})))
+    assert [r.verdict for r in rows] == [C.FAIL, C.PASS, C.FAIL]
+
+
+def test_fig2_score_rule_pass_and_fail():
+    good = {fig2.FIXED: [{"eval_score_acc": [0.99] * len(ITERS), "eval_score2_acc": [0.95] * len(ITERS)}],
+            fig2.RANDOM: [{"eval_score_acc": [0.5] * len(ITERS), "eval_score2_acc": [0.95] * len(ITERS)}]}
+    rows = fig2.score_claims(FakeResults(good))
+    assert [r.verdict for r in rows] == [C.PASS, C.FAIL]
+
+
+def test_fig2_any_repeat_rule_pass_and_fail():
+    rate = lambda trig, other: {"trigger": trig, "other": other, "n_other": 10}
+    ok = fig2.any_repeat_claim([{"random": rate(0.9, 0.8), "fixed": rate(0.95, 0.1)}] * 3)
+    bad = fig2.any_repeat_claim([{"random": rate(0.9, 0.3), "fixed": rate(0.95, 0.3)}] * 3)
+    assert ok.verdict == C.PASS and bad.verdict == C.FAIL
+    assert ok.measured.startswith("random 0.80 vs fixed 0.10")
+
+
+def test_thresholds_tolerate_float32_logging():
+    # 0.2 logged from float32 is 0.20000000298; a rise "by <= 0.2" from 0 must accept it
+    assert C.at_most(np.float32(0.2).item(), 0.2)
+    assert C.first_reach([0, 10], [0.1, np.float32(0.9).item()], 0.9) == 10
+    assert C.at_least(C.spearman([1, 2, 3, 4], [0.47, 0.60, 0.63, 0.61]), 0.8)  # one swap: rho = 0.8
+    assert not C.at_least(0.79, 0.8)

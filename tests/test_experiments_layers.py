@@ -1,0 +1,26 @@
+"""layers end to end at tiny scale: one- and two-layer full transformers, figure, claim 3."""
+from __future__ import annotations
+
+import json
+
+from birth.experiments.reproduce import reproduce
+from birth.launch import LocalBackend
+from birth.runs import RunDir
+
+
+def test_layers_recipe_end_to_end(tmp_path):
+    report = reproduce("layers", scale="tiny", seeds=1, out=tmp_path, backend=LocalBackend(jobs=1, in_process=True),
+                       log=lambda s: None)
+    assert report.exit_code == 0 and report.trained == 2
+    state = json.loads((tmp_path / "reproduce.json").read_text())
+    runs = {x["group"]: RunDir(tmp_path / x["run_dir"]) for x in state["recipes"]["layers"]["runs"]}
+    one, two = runs["1 layer"], runs["2 layers"]
+    assert one.read_config().model_args.arch == "full" and one.read_config().model_args.n_layers == 1
+    assert two.read_config().model_args.n_layers == 2
+    assert one.read_metrics()[-1]["wo1_acc"] == -1          # layer-2 probes do not exist with one layer
+    assert "floor_loss_bigram" in one.read_task()["floors"]
+    (claim,) = json.loads((tmp_path / "claims" / "layers.json").read_text())["claims"]
+    a1, a2 = one.read_metrics()[-1]["eval_acc_end"], two.read_metrics()[-1]["eval_acc_end"]
+    assert claim["id"] == "3" and claim["measured"] == f"1 layer {a1:.2f}, 2 layers {a2:.2f}"
+    assert (tmp_path / "figures" / "layers.png").stat().st_size > 10_000
+    assert (tmp_path / "data" / "layers.csv").read_text().startswith("panel,condition,metric,iter")

@@ -1,0 +1,26 @@
+"""optim end to end at tiny scale: SGD vs AdamW, the width sweep, shared runs, claims."""
+from __future__ import annotations
+
+import json
+
+from birth.experiments.reproduce import reproduce
+from birth.launch import LocalBackend
+from birth.runs import RunDir
+
+
+def test_optim_recipe_end_to_end(tmp_path):
+    report = reproduce("optim", scale="tiny", seeds=1, out=tmp_path, backend=LocalBackend(jobs=1, in_process=True),
+                       log=lambda s: None)
+    assert report.exit_code == 0
+    state = json.loads((tmp_path / "reproduce.json").read_text())
+    dirs = {x["group"]: x["run_dir"] for x in state["recipes"]["optim"]["runs"]}
+    # AdamW at the default width is the same config as the d = 32 point: one run, shared
+    assert dirs["AdamW"] == dirs["d = 32"] and report.trained == 3
+    sgd = RunDir(tmp_path / dirs["SGD + momentum"]).read_config().optim_args
+    assert sgd.use_sgd and sgd.learning_rate == 0.5 and sgd.momentum == 0.9
+    assert RunDir(tmp_path / dirs["d = 16"]).read_config().model_args.dim == 16
+    claims = json.loads((tmp_path / "claims" / "optim.json").read_text())["claims"]
+    assert [c["id"] for c in claims] == ["4", "4", "§3.1"]
+    finals = {d: RunDir(tmp_path / dirs[f"d = {d}"]).read_metrics()[-1]["eval_acc_end"] for d in (16, 32)}
+    assert claims[2]["measured"].startswith(f"d=16: {finals[16]:.2f}, d=32: {finals[32]:.2f}")
+    assert (tmp_path / "figures" / "optim.pdf").stat().st_size > 0
