@@ -7,6 +7,7 @@ field's help says otherwise.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -272,18 +273,7 @@ def build_config(preset: str | None = None, overrides: list[str] | dict | None =
 
 def apply(cfg: TrainConfig, values: dict[str, Any]) -> TrainConfig:
     """A copy of ``cfg`` with dotted ``values`` set (type-checked)."""
-    cfg = from_dict(to_dict(cfg))
-    keys = all_keys()
-    for key, raw in values.items():
-        key = _canonical(key)
-        if key not in keys:
-            raise ConfigError(f"{key}: unknown key")
-        target = cfg
-        *groups, name = key.split(".")
-        for g in groups:
-            target = getattr(target, g)
-        setattr(target, name, _coerce(key, raw, keys[key]))
-    return cfg
+    return _assign(copy.deepcopy(cfg), values, "")
 
 
 def to_dict(cfg: TrainConfig) -> dict:
@@ -298,11 +288,16 @@ def from_dict(d: dict) -> TrainConfig:
             flat.update({f"{k}.{gk}": gv for gk, gv in v.items()})
         else:
             flat[k] = v
-    cfg = TrainConfig()
+    return _assign(TrainConfig(), flat, " in saved config")
+
+
+def _assign(cfg: TrainConfig, flat: dict[str, Any], where: str) -> TrainConfig:
+    """Sets dotted keys of ``cfg`` in place, each value type-checked against its field."""
     keys = all_keys()
     for key, raw in flat.items():
+        key = _canonical(key)
         if key not in keys:
-            raise ConfigError(f"{key}: unknown key in saved config")
+            raise ConfigError(f"{key}: unknown key{where}")
         *groups, name = key.split(".")
         target = cfg
         for g in groups:
