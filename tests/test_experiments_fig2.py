@@ -6,19 +6,18 @@ import json
 from collections import defaultdict
 
 import pytest
+
+from conftest import reproduce_tiny
 import torch
 
 from birth.experiments import fig2
-from birth.experiments.reproduce import reproduce
-from birth.launch import LocalBackend
 from birth.runs import RunDir
 
 
 @pytest.fixture(scope="module")
 def out(tmp_path_factory):
     root = tmp_path_factory.mktemp("fig2")
-    report = reproduce("fig2", scale="tiny", seeds=1, out=root, backend=LocalBackend(jobs=1, in_process=True),
-                       log=lambda s: None)
+    report = reproduce_tiny("fig2", root)
     assert report.exit_code == 0
     return root, report
 

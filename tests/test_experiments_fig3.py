@@ -7,15 +7,14 @@ import json
 
 import pytest
 
+from conftest import reproduce_tiny
+
 from birth.experiments import fig3
-from birth.experiments.reproduce import reproduce
-from birth.launch import LocalBackend
 from birth.runs import RunDir
 
 
 def run(root):
-    return reproduce("fig3", scale="tiny", seeds=2, out=root, backend=LocalBackend(jobs=1, in_process=True),
-                     log=lambda s: None)
+    return reproduce_tiny("fig3", root, seeds=2)
 
 
 @pytest.fixture(scope="module")

@@ -6,17 +6,16 @@ import json
 
 import pytest
 
+from conftest import reproduce_tiny
+
 from birth.experiments import fig4
-from birth.experiments.reproduce import reproduce
-from birth.launch import LocalBackend
 from birth.runs import RunDir
 
 
 @pytest.fixture(scope="module")
 def out(tmp_path_factory):
     root = tmp_path_factory.mktemp("fig4")
-    report = reproduce("fig4", scale="tiny", seeds=1, out=root, backend=LocalBackend(jobs=1, in_process=True),
-                       log=lambda s: None)
+    report = reproduce_tiny("fig4", root)
     assert report.exit_code == 0
     state = json.loads((root / "reproduce.json").read_text())
     runs = {x["group"]: RunDir(root / x["run_dir"]) for x in state["recipes"]["fig4"]["runs"]}

@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import json
 
-from birth.experiments.reproduce import reproduce
-from birth.launch import LocalBackend
 from birth.runs import RunDir
+from conftest import reproduce_tiny
 
 
 def test_optim_recipe_end_to_end(tmp_path):
-    report = reproduce("optim", scale="tiny", seeds=1, out=tmp_path, backend=LocalBackend(jobs=1, in_process=True),
-                       log=lambda s: None)
+    report = reproduce_tiny("optim", tmp_path)
     assert report.exit_code == 0
     state = json.loads((tmp_path / "reproduce.json").read_text())
     dirs = {x["group"]: x["run_dir"] for x in state["recipes"]["optim"]["runs"]}
