@@ -116,54 +116,54 @@ class Task:
         # out_of[b, v] = output of token v if v is a trigger of sequence b, else -1
         out_of = torch.full((batch_size, self.num_tokens), -1, dtype=torch.long, device=dev)
         out_of.scatter_(1, triggers, outputs)
-        seq = self._chain(out_of, triggers, outputs, length, gen)                      # (B, L)
+        seq = self._chain(triggers, outputs, length, gen)                      # (B, L)
         outs = self._occurrences(seq, triggers, out_of)                               # (B, L)
         if n_latent:
             seq = torch.cat([triggers, seq], dim=1)
             outs = torch.cat([torch.full_like(triggers, -1), outs], dim=1)
         return Batch(x=seq[:, :-1], y=seq[:, 1:], outs=outs[:, :-1], triggers=triggers, outputs=outputs)
 
-    def _chain(self, out_of: torch.Tensor, triggers: torch.Tensor, outputs: torch.Tensor, length: int,
+    def _chain(self, triggers: torch.Tensor, outputs: torch.Tensor, length: int,
                gen: torch.Generator) -> torch.Tensor:
         """z_1 ~ pi_u, then z_{t+1} = out(z_t) for triggers, else ~ pi_b(.|z_t): (B, L) tokens.
 
-        Walker's alias method makes each draw O(1): table row r has, per column j, a threshold and
-        an alias; with u*N = j + f, the next token is j if f < threshold[r, j], else alias[r, j].
-        Rows 0..N-1 are pi_b; one extra row per (sequence, trigger) has threshold 0 and its output
-        as every alias, so forced transitions cost nothing extra. A step is a handful of tensor
-        ops on (B,) vectors, whatever the batch size.
+        Walker's alias method makes each draw O(1): with s = u*N and j = floor(s), the next token
+        is j if s < j + threshold[r, j], else alias[r, j] (row r = the current token). Rows 0..N-1
+        are pi_b; one extra row per (sequence, trigger) has threshold 0 and its output as every
+        alias, so forced transitions cost nothing extra. A step is seven tensor ops on (B,)
+        vectors, whatever the batch size.
         """
         b, k = triggers.shape
         n, dev = self.num_tokens, self.device
-        threshold = torch.cat([self.alias_threshold, torch.zeros(b * k, n, dtype=torch.float64, device=dev)]).flatten()
+        threshold = torch.cat([self.alias_threshold, torch.zeros(b * k, n, dtype=torch.float64, device=dev)])
+        threshold = (threshold + torch.arange(n, device=dev)).flatten()               # j + threshold[r, j]
         alias = torch.cat([self.alias_index, outputs.reshape(-1, 1).expand(-1, n)]).flatten()
         # row_of[b*N + v] = table row of token v in sequence b
         row_of = torch.arange(n, device=dev).repeat(b)                                # (B*N,)
         row_of.view(b, n).scatter_(1, triggers, n + torch.arange(b * k, device=dev).view(b, k))
         row_start = torch.arange(b, device=dev) * n                                   # (B,)
         u = torch.rand(length, b, dtype=torch.float64, device=dev, generator=gen)     # (L, B)
-        steps = torch.empty(length, b, dtype=torch.long, device=dev)                  # (L, B)
-        steps[0] = torch.searchsorted(self.cdf_u, u[0], right=True)
-        scaled = u * n
-        column = scaled.long()                                                        # (L, B) j
-        frac = scaled - column                                                        # (L, B) f
-        # views made once: per-step indexing and advanced indexing cost more than the work itself
-        rows, cols, fracs = steps.unbind(0), column.unbind(0), frac.unbind(0)
+        scaled = u * n                                                                # (L, B) s
+        columns = list(scaled.long())  # per-step rows as a list: cheaper than indexing in the loop
+        scaled_steps = list(scaled)
+        token = torch.searchsorted(self.cdf_u, u[0], right=True)                      # (B,)
+        tokens = [token]
         for t in range(1, length):
-            entry = torch.add(cols[t], torch.take(row_of, torch.add(row_start, rows[t - 1])), alpha=n)  # (B,)
-            torch.where(torch.lt(fracs[t], torch.take(threshold, entry)), cols[t], torch.take(alias, entry),
-                        out=rows[t])
-        return steps.t()
+            entry = torch.add(columns[t], torch.take(row_of, torch.add(row_start, token)), alpha=n)  # (B,)
+            token = torch.where(torch.lt(scaled_steps[t], torch.take(threshold, entry)), columns[t],
+                                torch.take(alias, entry))
+            tokens.append(token)
+        return torch.stack(tokens, dim=1)                                             # (B, L)
 
     def _occurrences(self, seq: torch.Tensor, triggers: torch.Tensor, out_of: torch.Tensor) -> torch.Tensor:
         is_trigger = out_of.gather(1, seq) >= 0                                       # (B, L)
         is_trigger[:, -1] = False  # the last token has no next token in the sequence
         if not self.data.output_counter:
             return is_trigger.long()
-        counts = torch.zeros_like(seq)                                                # (B, L)
-        for k in range(triggers.shape[1]):  # a position matches at most one trigger
-            same = seq == triggers[:, k:k + 1]                                        # (B, L)
-            counts += same.cumsum(1) * same
+        # a position matches at most one trigger; int16 counts are exact for sequences under 32768
+        small = torch.int16 if seq.shape[1] < 2 ** 15 else torch.int32
+        same = (seq.unsqueeze(2) == triggers.unsqueeze(1)).to(small)                  # (B, L, K)
+        counts = (same.cumsum(1, dtype=small) * same).sum(-1).long()                  # (B, L)
         return counts * is_trigger
 
     def batch(self, seed: int, stream: str, index: int, batch_size: int) -> Batch:
