@@ -73,6 +73,7 @@ class Task:
         threshold, index = alias_tables(stats.cond)
         self.alias_threshold = torch.as_tensor(threshold).to(self.device)             # (N, N)
         self.alias_index = torch.as_tensor(index).to(self.device)                     # (N, N)
+        self._table_cache: tuple[int, torch.Tensor, torch.Tensor] | None = None
         self.fixed = (fixed_triggers(stats.marginal, data.k, data.special_toks_offset)
                       if data.fixed_special_toks else None)
 
@@ -98,10 +99,14 @@ class Task:
             # the official code slices the pool *list*, so with no_repeat the cut shifts by one
             rank = pool.long().cumsum(-1) - 1
             pool &= (rank < self.n_train_toks) if self.split == "train" else (rank >= self.n_train_toks)
-        weights = pool.double()
-        if self.bigram_outs:
-            weights = weights * self.cond[triggers]                                   # (B, K, N)
-            weights = torch.where(weights.sum(-1, keepdim=True) > 0, weights, pool.double())
+        if not self.bigram_outs:
+            # uniform over the pool: the r-th allowed token, r uniform below the pool size
+            allowed = pool.view(b * k, n).cumsum(-1)                                  # (B*K, N)
+            u = torch.rand(b * k, 1, dtype=torch.float64, device=self.device, generator=gen)
+            rank = (u * allowed[:, -1:]).long()                                       # (B*K, 1)
+            return torch.searchsorted(allowed, rank, right=True).view(b, k)
+        weights = pool.double() * self.cond[triggers]                                 # (B, K, N)
+        weights = torch.where(weights.sum(-1, keepdim=True) > 0, weights, pool.double())
         # Gumbel argmax draws one token with probability proportional to its weight
         return _gumbel(torch.log(weights), gen).argmax(-1)                            # (B, K)
 
@@ -135,25 +140,46 @@ class Task:
         """
         b, k = triggers.shape
         n, dev = self.num_tokens, self.device
-        threshold = torch.cat([self.alias_threshold, torch.zeros(b * k, n, dtype=torch.float64, device=dev)])
-        threshold = (threshold + torch.arange(n, device=dev)).flatten()               # j + threshold[r, j]
-        alias = torch.cat([self.alias_index, outputs.reshape(-1, 1).expand(-1, n)]).flatten()
+        threshold, alias = self._tables(b * k)
+        alias.view(-1, n)[n:] = outputs.reshape(-1, 1)  # forced rows: every alias is the output
         # row_of[b*N + v] = table row of token v in sequence b
         row_of = torch.arange(n, device=dev).repeat(b)                                # (B*N,)
         row_of.view(b, n).scatter_(1, triggers, n + torch.arange(b * k, device=dev).view(b, k))
         row_start = torch.arange(b, device=dev) * n                                   # (B,)
         u = torch.rand(length, b, dtype=torch.float64, device=dev, generator=gen)     # (L, B)
         scaled = u * n                                                                # (L, B) s
-        columns = list(scaled.long())  # per-step rows as a list: cheaper than indexing in the loop
-        scaled_steps = list(scaled)
-        token = torch.searchsorted(self.cdf_u, u[0], right=True)                      # (B,)
-        tokens = [token]
+        # per-step slices made once, and preallocated outputs: at B = 512 the loop costs what its
+        # op calls cost, so each avoided view or allocation counts
+        columns, scaled_steps = list(scaled.long()), list(scaled)
+        steps = torch.empty(length, b, dtype=torch.long, device=dev)                  # (L, B)
+        tokens = list(steps)
+        torch.searchsorted(self.cdf_u, u[0], right=True, out=tokens[0])
+        key, row, entry = (torch.empty(b, dtype=torch.long, device=dev) for _ in range(3))
+        cut, other = torch.empty(b, dtype=torch.float64, device=dev), torch.empty(b, dtype=torch.long, device=dev)
+        keep = torch.empty(b, dtype=torch.bool, device=dev)
         for t in range(1, length):
-            entry = torch.add(columns[t], torch.take(row_of, torch.add(row_start, token)), alpha=n)  # (B,)
-            token = torch.where(torch.lt(scaled_steps[t], torch.take(threshold, entry)), columns[t],
-                                torch.take(alias, entry))
-            tokens.append(token)
-        return torch.stack(tokens, dim=1)                                             # (B, L)
+            torch.add(row_start, tokens[t - 1], out=key)
+            torch.take(row_of, key, out=row)
+            torch.add(columns[t], row, alpha=n, out=entry)
+            torch.take(threshold, entry, out=cut)
+            torch.lt(scaled_steps[t], cut, out=keep)
+            torch.take(alias, entry, out=other)
+            torch.where(keep, columns[t], other, out=tokens[t])
+        return steps.t()
+
+    def _tables(self, forced_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat alias tables with room for ``forced_rows`` forced rows: (j + threshold, alias).
+
+        The thresholds never change (forced rows have threshold 0), so they are built once per
+        table size; the alias table is reused and its forced rows overwritten by each batch.
+        """
+        if self._table_cache is None or self._table_cache[0] != forced_rows:
+            n, dev = self.num_tokens, self.device
+            threshold = torch.cat([self.alias_threshold, torch.zeros(forced_rows, n, dtype=torch.float64, device=dev)])
+            threshold = (threshold + torch.arange(n, device=dev)).flatten()           # j + threshold[r, j]
+            alias = torch.cat([self.alias_index, torch.zeros(forced_rows, n, dtype=torch.long, device=dev)]).flatten()
+            self._table_cache = (forced_rows, threshold, alias)
+        return self._table_cache[1], self._table_cache[2]
 
     def _occurrences(self, seq: torch.Tensor, triggers: torch.Tensor, out_of: torch.Tensor) -> torch.Tensor:
         is_trigger = out_of.gather(1, seq) >= 0                                       # (B, L)
