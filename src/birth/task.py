@@ -113,16 +113,13 @@ class Task:
     # -- sequences --------------------------------------------------------------------------
     def sample(self, batch_size: int, gen: torch.Generator) -> Batch:
         """One batch of ``batch_size`` sequences of T+1 tokens, split into x, y and outs."""
-        d, dev = self.data, self.device
+        d = self.data
         triggers = self._triggers(batch_size, gen)                                    # (B, K)
         outputs = self._outputs(triggers, gen)                                        # (B, K)
         n_latent = d.k if d.show_latents else 0
         length = d.seq_length + 1 - n_latent
-        # out_of[b, v] = output of token v if v is a trigger of sequence b, else -1
-        out_of = torch.full((batch_size, self.num_tokens), -1, dtype=torch.long, device=dev)
-        out_of.scatter_(1, triggers, outputs)
-        seq = self._chain(triggers, outputs, length, gen)                      # (B, L)
-        outs = self._occurrences(seq, triggers, out_of)                               # (B, L)
+        seq = self._chain(triggers, outputs, length, gen)                             # (B, L)
+        outs = self._occurrences(seq, triggers)                                       # (B, L)
         if n_latent:
             seq = torch.cat([triggers, seq], dim=1)
             outs = torch.cat([torch.full_like(triggers, -1), outs], dim=1)
@@ -181,16 +178,16 @@ class Task:
             self._table_cache = (forced_rows, threshold, alias)
         return self._table_cache[1], self._table_cache[2]
 
-    def _occurrences(self, seq: torch.Tensor, triggers: torch.Tensor, out_of: torch.Tensor) -> torch.Tensor:
-        is_trigger = out_of.gather(1, seq) >= 0                                       # (B, L)
-        is_trigger[:, -1] = False  # the last token has no next token in the sequence
-        if not self.data.output_counter:
-            return is_trigger.long()
+    def _occurrences(self, seq: torch.Tensor, triggers: torch.Tensor) -> torch.Tensor:
+        """n at the n-th occurrence of a trigger (1 for all without ``output_counter``), else 0."""
         # a position matches at most one trigger; int16 counts are exact for sequences under 32768
         small = torch.int16 if seq.shape[1] < 2 ** 15 else torch.int32
         same = (seq.unsqueeze(2) == triggers.unsqueeze(1)).to(small)                  # (B, L, K)
         counts = (same.cumsum(1, dtype=small) * same).sum(-1).long()                  # (B, L)
-        return counts * is_trigger
+        if not self.data.output_counter:
+            counts.clamp_(max=1)
+        counts[:, -1] = 0  # the last token has no next token in the sequence
+        return counts
 
     def batch(self, seed: int, stream: str, index: int, batch_size: int) -> Batch:
         """Batch ``index`` of a stream: a pure function of (seed, stream, index) on this device."""
