@@ -34,6 +34,7 @@ from torch import nn
 
 from birth.config import DataArgs, ModelArgs
 from birth.corpus import CorpusStats, bundled_stats
+from birth import probes
 from birth.model import Transformer
 from birth.task import Batch, Task
 
@@ -178,21 +179,11 @@ def in_context(red: ReducedModel, batch: Batch, chunk: int = 1024) -> tuple[floa
 
 
 @torch.no_grad()
-def memory_probes(model: nn.Module, triggers: list[int] | None, seq_length: int) -> dict[str, float]:
-    """wo1_acc, wk1_acc (K-way for fixed triggers), wk1_all_acc (65-way) and wk0_acc of SPEC §4.1."""
-    a0, a1 = model.layers[0].attention, model.layers[1].attention
-    emb, w_u, pos = model.tok_embeddings.weight, model.output.weight, model.positions(seq_length)
-    n = emb.shape[0]
-    recall = lambda scores: float((scores.argmax(1) == torch.arange(scores.shape[0])).double().mean())
-    out = {"wo1_acc": recall((w_u @ a1.wo.weight @ a1.wv.weight @ emb.T).T)}       # (k, j): w_U(j)^T W w_E(k)
-    w1 = emb @ a0.wv.weight.T @ a0.wo.weight.T                                       # (N, d) rows w_1(k)
-    keys = emb @ a1.wk.weight @ w1.T                                                 # (query k, key j)
-    cand = torch.tensor(triggers) if triggers else torch.arange(n)
-    out["wk1_acc"] = recall(keys[cand][:, cand])
-    out["wk1_all_acc"] = recall(keys)
-    s = pos @ a0.wk.weight @ pos.T                                                   # (t, s)
-    out["wk0_acc"] = float((s[1:, :-1].argmax(1) == torch.arange(seq_length - 1)).double().mean())
-    return out
+def memory_probes(model: nn.Module, triggers: list[int] | None) -> dict[str, float]:
+    """wo1_acc, wk1_acc (K-way for fixed triggers), wk1_all_acc (N-way) and wk0_acc of SPEC §4.1."""
+    res = probes.memory_probes(model, triggers=triggers, n_train_toks=model.vocab_size)
+    return {"wo1_acc": res["wo1_acc"], "wk1_acc": res["wk1_acc"],
+            "wk1_all_acc": res.get("wk1_full_acc", res["wk1_acc"]), "wk0_acc": res["wk0_acc"]}
 
 
 class ThreeSteps:
@@ -216,8 +207,7 @@ class ThreeSteps:
     def evaluate(self, state: dict[str, torch.Tensor], batch: Batch | None = None) -> dict[str, float]:
         self.load(state)
         loss, acc = in_context(self.red, batch if batch is not None else self.test, self.cfg.chunk)
-        probes = memory_probes(self.model, self.task.fixed, self.cfg.seq_length)
-        return {"loss": loss, "acc": acc, **probes}
+        return {"loss": loss, "acc": acc, **memory_probes(self.model, self.task.fixed)}
 
     def direction(self, state: dict[str, torch.Tensor], name: str) -> tuple[torch.Tensor, float]:
         """(-gradient / ||gradient||, ||gradient||) of ``name`` at ``state``; zero direction if the norm is 0."""
