@@ -19,11 +19,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from birth.corpus import bundled_stats  # noqa: E402
+from birth.plots import paper_style  # noqa: E402
 from birth.theory import lemmas, memory  # noqa: E402
 from birth.theory.three_steps import ORDERS, TOP_DOWN, ThreeStepConfig, run_orders  # noqa: E402
 
-STYLE = MappingProxyType({"font.family": "serif", "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9,
-                          "legend.fontsize": 7, "figure.dpi": 100})
 
 
 # -- output helpers -----------------------------------------------------------------------------
@@ -102,7 +101,7 @@ def run_capacity(out: Path, seed: int = 0, quick: bool = False, dims=None, log=p
 def _plot_capacity(out: Path, rows: list[dict], dims: list[int], sizes: list[int]) -> None:
     grid = lambda key: np.array([[next(r.get(key, np.nan) for r in rows if r["dim"] == d and r["n_pairs"] == n)
                                   for n in sizes] for d in dims], dtype=float)
-    with plt.rc_context(dict(STYLE)):
+    with paper_style():
         fig, ax = plt.subplots(2, 2, figsize=(8.5, 6.6))
         for a, key, title in ((ax[0, 0], "recall_outer", "outer product  $W=\\sum v_j u_i^\\top$"),
                               (ax[0, 1], "recall_learned", "learned by gradient descent")):
@@ -201,7 +200,7 @@ def run_lemma(out: Path, seed: int = 0, quick: bool = False, log=print) -> str:
 
 
 def _plot_lemma(out: Path, errs: list[dict], assoc: list[dict], span: list[dict]) -> None:
-    with plt.rc_context(dict(STYLE)):
+    with paper_style():
         fig, ax = plt.subplots(1, 3, figsize=(10, 3.2))
         ax[0].semilogy([r["dim"] for r in errs], [max(r["lemma1_rel_error"], 1e-18) for r in errs], "o", ms=3,
                        label="Lemma 1 (random $W$)")
@@ -253,7 +252,7 @@ def run_noisy(out: Path, seed: int = 0, quick: bool = False, dims=None, log=prin
         log(f"noisy d={d}: acc {np.mean([r['acc_positions'] for r in rows if r['dim'] == d]):.3f}")
     write_csv(out / "noisy.csv", rows)
     stat = lambda d, k: (np.mean([r[k] for r in rows if r["dim"] == d]), np.std([r[k] for r in rows if r["dim"] == d]))
-    with plt.rc_context(dict(STYLE)):
+    with paper_style():
         fig, ax = plt.subplots(figsize=(4.8, 3.4))
         for key, label in (("acc_positions", "$x = w_E(y) + p_t$"),
                            ("acc_positions_and_token", "$x = w_E(y) + p_t + w_1(z)$")):
@@ -338,7 +337,7 @@ def run_three_steps(out: Path, seed: int = 0, quick: bool = False, dims=None, lo
 
 def _plot_three_steps(out: Path, dims, ideal_dims, orders, pick, final) -> None:
     steps = ((1, "after W_O2"), (2, "after W_K2"), (3, "after W_K1"))
-    with plt.rc_context(dict(STYLE)):
+    with paper_style():
         fig, ax = plt.subplots(1, 3, figsize=(11, 3.6))
         for o in orders:
             top = o == "O2>K2>K1"
