@@ -87,18 +87,23 @@ class Task:
         # Gumbel top-k: the same law as successive draws renormalised (rng.choice(replace=False))
         return _gumbel(self.log_marginal.expand(batch_size, -1), gen).topk(k, dim=-1).indices
 
+    def output_pool(self, triggers: torch.Tensor) -> torch.Tensor:
+        """Tokens each trigger may output, (..., N) bool for triggers of any shape (...)."""
+        pool = torch.ones(*triggers.shape, self.num_tokens, dtype=torch.bool, device=triggers.device)
+        if self.data.no_repeat:
+            pool.scatter_(-1, triggers[..., None], False)
+        if self.split is not None:
+            # the official code slices the pool *list*, so with no_repeat the cut shifts by one
+            rank = pool.long().cumsum(-1) - 1
+            pool &= (rank < self.n_train_toks) if self.split == "train" else (rank >= self.n_train_toks)
+        return pool
+
     def _outputs(self, triggers: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         b, k = triggers.shape
         n = self.num_tokens
         if k == 0:
             return triggers.clone()
-        pool = torch.ones(b, k, n, dtype=torch.bool, device=self.device)             # (B, K, N)
-        if self.data.no_repeat:
-            pool.scatter_(2, triggers[..., None], False)
-        if self.split is not None:
-            # the official code slices the pool *list*, so with no_repeat the cut shifts by one
-            rank = pool.long().cumsum(-1) - 1
-            pool &= (rank < self.n_train_toks) if self.split == "train" else (rank >= self.n_train_toks)
+        pool = self.output_pool(triggers)                                             # (B, K, N)
         if not self.bigram_outs:
             # uniform over the pool: the r-th allowed token, r uniform below the pool size
             allowed = pool.view(b * k, n).cumsum(-1)                                  # (B*K, N)
@@ -237,36 +242,30 @@ def bayes_floors(task: Task, n_seqs: int = 2048, seed: int = 0) -> dict[str, flo
     - ``chance_acc``: 1/N; and the token-type fractions of SPEC §1.5.
     """
     batch = task.batch(seed, "floors", 0, n_seqs)
-    cond = task.cond
-    ent_b = -(cond * torch.log(torch.where(cond > 0, cond, torch.ones_like(cond)))).sum(-1)  # (N,)
     x, outs = batch.x, batch.outs
     glob = outs == 0
     head = outs >= 2
-    floors = {
-        "floor_loss_bigram": float(ent_b[x[glob]].mean()) if glob.any() else float("nan"),
+    return {
+        "floor_loss_bigram": float(_entropy(task.cond)[x[glob]].mean()) if glob.any() else float("nan"),
         "floor_loss_head": 0.0,
-        "nocontext_loss_head": _nocontext_head_loss(task, batch, head),
+        "nocontext_loss_head": _nocontext_head_loss(task, x[head]),
         "chance_acc": 1.0 / task.num_tokens,
         "frac_outs_ge1": float((outs >= 1).double().mean()),
         "frac_outs_eq1": float((outs == 1).double().mean()),
         "frac_outs_ge2": float(head.double().mean()),
         "frac_repeat": float((batch.x == batch.y)[outs >= 1].double().mean()) if (outs >= 1).any() else 0.0,
     }
-    return floors
 
 
-def _nocontext_head_loss(task: Task, batch: Batch, head: torch.Tensor) -> float:
-    """Entropy of the output distribution pi_o(.|q) averaged over in-context positions."""
-    if not head.any():
+def _entropy(p: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats of each row of p (..., N), with 0 log 0 = 0."""
+    return -(p * torch.log(torch.where(p > 0, p, torch.ones_like(p)))).sum(-1)
+
+
+def _nocontext_head_loss(task: Task, queries: torch.Tensor) -> float:
+    """Entropy of the output distribution pi_o(.|q) averaged over the in-context queries q (M,)."""
+    if not len(queries):
         return float("nan")
-    q = batch.x[head]                                                                 # (M,)
-    n = task.num_tokens
-    pool = torch.ones(len(q), n, dtype=torch.bool, device=q.device)
-    if task.data.no_repeat:
-        pool[torch.arange(len(q)), q] = False
-    if task.split is not None:
-        rank = pool.long().cumsum(-1) - 1
-        pool &= (rank < task.n_train_toks) if task.split == "train" else (rank >= task.n_train_toks)
-    w = pool.double() * (task.cond[q] if task.bigram_outs else 1.0)
-    p = w / w.sum(-1, keepdim=True)
-    return float(-(p * torch.log(torch.where(p > 0, p, torch.ones_like(p)))).sum(-1).mean())
+    pool = task.output_pool(queries).double()                                         # (M, N)
+    w = pool * task.cond[queries] if task.bigram_outs else pool
+    return float(_entropy(w / w.sum(-1, keepdim=True)).mean())
