@@ -58,20 +58,25 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 class MetricsWriter:
-    """Appends one JSON line per evaluation and flushes it; ``offset`` is the file size so far."""
+    """Appends one JSON line per evaluation and flushes it; keeps what the file holds in memory, so
+    that a checkpoint can copy it without reading the file back."""
 
     def __init__(self, path: Path, truncate_to: int = 0):
-        self.file = open(path, "r+b" if path.exists() else "wb")
+        self.file = open(path, "r+b" if path.exists() else "w+b")
+        self.content = bytearray(self.file.read(truncate_to))
         self.file.truncate(truncate_to)  # drops lines written after the checkpoint we resume from
         self.file.seek(truncate_to)
-        self.offset = truncate_to
+
+    @property
+    def offset(self) -> int:
+        """Size of the file so far, in bytes."""
+        return len(self.content)
 
     def write(self, record: dict) -> None:
-        line = json.dumps({k: _clean(v) for k, v in record.items()}) + "\n"
-        data = line.encode()
+        data = (json.dumps({k: _clean(v) for k, v in record.items()}) + "\n").encode()
         self.file.write(data)  # one write of a whole line: a kill leaves no torn line behind
         self.file.flush()
-        self.offset += len(data)
+        self.content += data
 
     def sync(self) -> None:
         os.fsync(self.file.fileno())

@@ -113,7 +113,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, quiet:
         writer.sync()
         state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "rng_cpu": torch.get_rng_state(), "metrics_offset": writer.offset,
-                 "metrics": run.metrics_path.read_bytes()[:writer.offset].decode(),
+                 "metrics": writer.content.decode(),
                  "elapsed": elapsed_before + time.perf_counter() - t0, "config": to_dict(cfg)}
         if setup.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(setup.device)
