@@ -130,9 +130,8 @@ def _plot_losses(rows: list[dict], floors: dict, path: Path) -> Path:
 def _plot_attention(run: RunDir, path: Path, length: int = 48) -> Path:
     import torch
 
-    from birth.setup import build_setup
-    setup = build_setup(run.read_config(), torch.device("cpu"))
-    setup.model.load_state_dict(RunDir.load_checkpoint(run.latest_checkpoint())["model"])
+    from birth.setup import trained_setup
+    setup = trained_setup(run.path)
     batch = setup.eval_batches()["eval"]
     # a varied evaluation sequence (most distinct characters) with at least 3 in-context targets,
     # rather than one caught in a trigger -> output cycle that repeats two tokens forever

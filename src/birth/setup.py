@@ -118,3 +118,13 @@ def build_setup(cfg: TrainConfig, device: Optional[torch.device] = None) -> Setu
         torch.manual_seed(cfg.init_seed)
         model = Transformer(cfg.model_args, stats.num_tokens)
     return Setup(cfg, device, stats, train_task, test_task, split_test, model.to(device))
+
+
+def trained_setup(run_dir, device: torch.device | str = "cpu") -> Setup:
+    """The Setup of a saved run with the weights of its latest checkpoint (for analysis)."""
+    from birth.runs import RunDir
+    run = RunDir(run_dir)
+    setup = build_setup(run.read_config(), torch.device(device))
+    setup.model.load_state_dict(RunDir.load_checkpoint(run.latest_checkpoint(), device)["model"])
+    setup.model.eval()
+    return setup

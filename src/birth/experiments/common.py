@@ -293,15 +293,8 @@ def random_triggers(scale: str, k: Optional[int] = None, **extra) -> tuple[str, 
 
 def load_model(run_dir: Path):
     """The run's Setup on CPU with its final weights loaded."""
-    import torch
-
-    from birth.runs import RunDir
-    from birth.setup import build_setup
-    run = RunDir(run_dir)
-    setup = build_setup(run.read_config(), torch.device("cpu"))
-    setup.model.load_state_dict(RunDir.load_checkpoint(run.latest_checkpoint())["model"])
-    setup.model.eval()
-    return setup
+    from birth.setup import trained_setup
+    return trained_setup(run_dir)
 
 
 def resolved(spec: RunSpec):
