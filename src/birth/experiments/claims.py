@@ -116,6 +116,22 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
+def increases_with(xs: Sequence[float], per_x: Sequence[Sequence[float]], name: str,
+                   min_rho: float = 0.8) -> tuple[list[Optional[bool]], list[str]]:
+    """Per seed: do the values (``per_x[i][seed]`` for x = xs[i]) rise with x (Spearman rho >= min_rho)?
+
+    Returns the outcomes and the measured text of each seed, e.g. "K=1: 0.29, K=3: 0.49 (rho 1.00)".
+    """
+    seeds = min((len(v) for v in per_x), default=0)
+    outcomes, measured = [], []
+    for s in range(seeds):
+        vals = [v[s] for v in per_x]
+        rho = spearman(xs, vals)
+        outcomes.append(None if _nan(rho) else at_least(rho, min_rho))
+        measured.append(", ".join(f"{name}={x}: {fmt(v)}" for x, v in zip(xs, vals)) + f" (rho {fmt(rho)})")
+    return outcomes, measured
+
+
 def _ranks(v: np.ndarray) -> np.ndarray:
     order = v.argsort(kind="stable")
     ranks = np.empty(len(v))

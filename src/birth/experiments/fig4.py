@@ -165,13 +165,8 @@ def claims(res: Results) -> list[C.Claim]:
     for k in ks:
         it, acc = res.curve(k_label(k), ACC)
         aucs.append([C.mean_over(it, row) for row in acc])
-    n = min((len(a) for a in aucs), default=0)
-    outcomes, measured = [], []
-    for s in range(n):
-        vals = [a[s] for a in aucs]
-        rho = C.spearman(ks, vals)
-        outcomes.append(None if np.isnan(rho) else C.at_least(rho, 0.8))
-        measured.append("mean acc " + ", ".join(f"K={k}: {C.fmt(v)}" for k, v in zip(ks, vals)) + f" (rho {C.fmt(rho)})")
+    outcomes, measured = C.increases_with(ks, aucs, "K")
+    measured = ["mean acc " + m for m in measured]
     rows.append(C.make_claim("15a", "Trigger diversity changes the speed of in-context learning (more triggers, "
                                     "faster) [our reading, low confidence]", FIGURE,
                              f"random triggers: mean in-context accuracy over the run increases with K in {list(ks)} "
