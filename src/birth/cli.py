@@ -132,12 +132,40 @@ def cmd_bench(args) -> int:
     return bench.main(args)
 
 
+def _add_interop(sub) -> None:
+    p = sub.add_parser("export", help="export a trained run to another toolkit")
+    p.add_argument("format", choices=("transformer-lens",), help="target toolkit")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True, help="file to write (load it with birth.interop.load_transformer_lens)")
+    p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("report", help="self-contained HTML report of a run or a reproduction output")
+    p.add_argument("path", metavar="RUN_OR_OUT")
+    p.add_argument("--out", help="HTML file to write (default: RUN_OR_OUT/report.html)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_export(args) -> int:
+    from birth.api import load_run
+    from birth.interop import save_transformer_lens
+    run = load_run(args.run_dir)
+    print(save_transformer_lens(run.model(args.step), args.out, run.vocab))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from birth.report import write_report
+    print(write_report(args.path, args.out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="birth", description="Birth of a Transformer: task, models, probes, experiments")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_plot(sub)
     _add_bench(sub)
+    _add_interop(sub)
     for module in ("birth.theory.cli", "birth.experiments.cli"):
         try:
             __import__(module, fromlist=["register"]).register(sub)

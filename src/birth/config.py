@@ -113,6 +113,7 @@ class TrainConfig:
     checkpoint_steps: str = _f("", "extra steps to checkpoint and keep for analysis, e.g. '100,300'")
     save_dir: Optional[str] = _f(None, "run directory (official name; --out takes precedence)")
     root_dir: str = _f("", "prefix of save_dir (official name)")
+    tensorboard: bool = _f(False, "also write the metrics and attention images to RUN/tensorboard/ (pip install 'birth[tensorboard]')")
 
 
 INT_LIMIT = 2 ** 63  # every integer must fit torch's int64

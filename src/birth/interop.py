@@ -24,7 +24,6 @@ post-LayerNorm, the parallel full block and RoPE in the simplified model's first
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -75,11 +74,19 @@ def tl_config(model: Transformer) -> dict:
     heads = 1 if a.arch == "simplified" else a.n_heads
     d_mlp = max(_ffn_width(_ffn(layer)) for layer in model.layers)
     normed = a.arch == "full" and not a.no_norm
-    return {"d_model": a.dim, "d_head": a.dim // heads, "n_heads": heads, "n_layers": len(model.layers),
+    scale = model.layers[0].attention.scale
+    return {"attn_scale": _tl_divisor(scale), "use_attn_scale": True,"d_model": a.dim, "d_head": a.dim // heads, "n_heads": heads, "n_layers": len(model.layers),
             "n_ctx": a.max_length, "d_vocab": model.vocab_size, "d_mlp": d_mlp or None,
             "attn_only": d_mlp == 0, "act_fn": "relu", "normalization_type": "LN" if normed else None,
             "eps": 1e-5, "positional_embedding_type": "standard", "architecture": "TransformerLensNative",
             "tokenizer_prepends_bos": False, "model_name": f"birth-{a.arch}"}
+
+
+def _tl_divisor(scale: float) -> float:
+    """TL divides the scores by ``attn_scale``; 1/scale reproduces our product bit for bit (torch
+    divides by a scalar as a product with its reciprocal). TL refuses 1.0 (unscaled), so an
+    unscaled model gets 2.0 and a W_Q doubled, both exact in floating point."""
+    return 2.0 if scale == 1.0 else 1.0 / scale
 
 
 def _matrix(module: nn.Module, d: int) -> torch.Tensor:
@@ -117,8 +124,7 @@ def tl_state_dict(model: Transformer, cfg: Optional[dict] = None) -> dict[str, t
           "unembed.b_U": torch.zeros(cfg["d_vocab"])}
     for i, layer in enumerate(model.layers):
         att, p = layer.attention, f"blocks.{i}."
-        # TL divides the scores by sqrt(d_head); fold our own scale into W_Q
-        q_gain = att.scale * math.sqrt(hd)
+        q_gain = att.scale * cfg["attn_scale"]  # 1, or 2 for an unscaled model (see _tl_divisor)
         per_head_in = lambda w: w.view(nh, hd, d).transpose(1, 2).contiguous()        # (H, d, hd)
         sd[p + "attn.W_Q"] = per_head_in(_matrix(att.wq, d) * q_gain)
         sd[p + "attn.W_K"] = per_head_in(_matrix(att.wk, d))

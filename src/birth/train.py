@@ -102,6 +102,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, quiet:
     floors = run.read_task()["floors"]
     batches = setup.eval_batches()
     writer = MetricsWriter(run.metrics_path, truncate_to=metrics_offset)
+    from birth.tensorboard import open_log
+    tb = open_log(cfg, run.path, setup, start)
     keep_steps = {int(s) for s in cfg.checkpoint_steps.split(",") if s.strip()}
     summary = {"status": "running", "config": to_dict(cfg), "floors": floors, "device": str(setup.device),
                "start_step": start}
@@ -130,6 +132,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, quiet:
                 if record and record.get("diverged"):
                     raise FloatingPointError(record["diverged"])  # ``last`` keeps the last good metrics
                 last = record or last
+                if tb and record:
+                    tb.log(record)
                 if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 or (step + 1) in keep_steps:
                     # parameters are only checked on evaluation steps: never save a non-finite one as "good"
                     if not _params_finite(model):
@@ -145,14 +149,14 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, quiet:
         summary.update(status="interrupted", signal=str(stop), step=step)
         print(f"birth: {stop} at step {step}; checkpoint {path}\n"
               f"resume with: birth train --resume {run.path}", file=sys.stderr)
-        return _finish(run, summary, writer, bar, last, t0, elapsed_before, step, code=128 + stop.signum)
+        return _finish(run, summary, writer, bar, last, t0, elapsed_before, step, code=128 + stop.signum, tb=tb)
     except FloatingPointError as err:
         summary.update(status="diverged", diverged_at=step, reason=str(err),
                        last_good_checkpoint=str(run.latest_checkpoint() or ""))
         print(f"birth: run diverged at step {step} ({err}); kept the last good checkpoint "
               f"{run.latest_checkpoint() or '(none)'}", file=sys.stderr)
-        return _finish(run, summary, writer, bar, last, t0, elapsed_before, step, code=EXIT_DIVERGED)
-    return _finish(run, summary, writer, bar, last, t0, elapsed_before, cfg.max_iters, code=0)
+        return _finish(run, summary, writer, bar, last, t0, elapsed_before, step, code=EXIT_DIVERGED, tb=tb)
+    return _finish(run, summary, writer, bar, last, t0, elapsed_before, cfg.max_iters, code=0, tb=tb)
 
 
 def _restore(run: RunDir, path: Path, setup: Setup, optimizer) -> tuple[int, int, float]:
@@ -175,8 +179,10 @@ def _restore(run: RunDir, path: Path, setup: Setup, optimizer) -> tuple[int, int
     return int(state["step"]), int(state["metrics_offset"]), float(state.get("elapsed", 0.0))
 
 
-def _finish(run, summary, writer, bar, last, t0, elapsed_before, step, code) -> dict:
+def _finish(run, summary, writer, bar, last, t0, elapsed_before, step, code, tb=None) -> dict:
     bar.close()
+    if tb:
+        tb.close()
     writer.close()
     elapsed = elapsed_before + time.perf_counter() - t0
     cfg_optim = summary["config"]["optim_args"]
