@@ -26,19 +26,21 @@ function ticks(lo, hi, n) {
 
 // One line chart: SVG axes and curves, a legend beside it (click toggles a curve), a hover read-out.
 function chart(panel, parent) {
-  const box = el("div", { class: "chart", "data-panel": panel.name }, parent);
-  const W = 440, H = 270, m = { l: 52, r: 12, t: 26, b: 40 };
+  const outer = el("div", { class: "chart-box", "data-panel": panel.name }, parent);
+  const box = el("div", { class: "chart" }, outer);
+  const W = 400, H = 260, m = { l: 52, r: 12, t: 26, b: 40 };
   const svg = el("svg:svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}` }, box);
   const all = panel.series.flatMap((s) => s.values.filter((v) => v !== null)).concat(panel.lines.map((l) => l.value));
   const iters = panel.series.flatMap((s) => s.iters);
-  const x0 = Math.min(...iters), x1 = Math.max(...iters, x0 + 1);
+  const x0 = Math.min(...iters), xt = ticks(x0, Math.max(...iters, x0 + 1), 5);
+  const x1 = Math.max(...iters, x0 + 1, xt[xt.length - 1] + (xt[1] - xt[0] || 1) * (xt[xt.length - 1] < Math.max(...iters)));
   let [y0, y1] = panel.ylim || [Math.min(0, ...all), Math.max(...all) * 1.05 || 1];
   const X = (v) => m.l + ((v - x0) / (x1 - x0)) * (W - m.l - m.r);
   const Y = (v) => H - m.b - ((v - y0) / (y1 - y0)) * (H - m.t - m.b);
   el("svg:text", { x: W / 2, y: 16, "text-anchor": "middle", "font-weight": "600" }, svg).innerHTML = panel.title;
   el("svg:line", { x1: m.l, x2: W - m.r, y1: H - m.b, y2: H - m.b, stroke: "#444" }, svg);
   el("svg:line", { x1: m.l, x2: m.l, y1: m.t, y2: H - m.b, stroke: "#444" }, svg);
-  for (const v of ticks(x0, x1, 5)) {
+  for (const v of ticks(x0, x1, 5).filter((v) => v <= x1)) {
     el("svg:line", { x1: X(v), x2: X(v), y1: H - m.b, y2: H - m.b + 4, stroke: "#444" }, svg);
     el("svg:text", { x: X(v), y: H - m.b + 16, "text-anchor": "middle" }, svg, String(v));
   }
@@ -49,11 +51,11 @@ function chart(panel, parent) {
   el("svg:text", { x: (W + m.l) / 2, y: H - 6, "text-anchor": "middle" }, svg, "iteration");
   el("svg:text", { x: 12, y: (H - m.b + m.t) / 2, "text-anchor": "middle", transform: `rotate(-90 12 ${(H - m.b + m.t) / 2})` }, svg, panel.ylabel);
   const legend = el("ul", { class: "legend" }, box);
-  const items = [];
+  const items = [], lines = [];
   panel.lines.forEach((l, i) => {
     const g = el("svg:line", { x1: m.l, x2: W - m.r, y1: Y(l.value), y2: Y(l.value), stroke: "#888", "stroke-width": 1,
       "stroke-dasharray": ["5 3", "2 2", "", "6 2 2 2"][i % 4], class: "hline" }, svg);
-    items.push({ label: l.label, node: g, color: "#888", dash: "5 3", width: 1 });
+    lines.push({ label: l.label, node: g, color: "#888", dash: "5 3", width: 1 });
   });
   panel.series.forEach((s, i) => {
     const pts = s.iters.map((it, j) => [it, s.values[j]]).filter((p) => p[1] !== null);
@@ -62,7 +64,7 @@ function chart(panel, parent) {
       "stroke-dasharray": DASHES[i % DASHES.length], "stroke-opacity": i === 0 ? 0.55 : 1, class: "curve", "data-key": s.key }, svg);
     items.push({ label: s.label, node: g, color: COLORS[i % COLORS.length], dash: DASHES[i % DASHES.length], width: 3, series: s });
   });
-  for (const it of items) {
+  for (const it of items.concat(lines)) {
     const li = el("li", { "data-key": it.series ? it.series.key : "line" }, legend);
     el("span", { class: "swatch", style: `border-top: 3px ${it.dash ? "dashed" : "solid"} ${it.color}` }, li);
     el("span", {}, li).innerHTML = it.label;
@@ -71,7 +73,7 @@ function chart(panel, parent) {
       it.node.style.display = off ? "none" : "";
     });
   }
-  if (panel.note) el("p", { class: "note" }, parent === box ? box : box).innerHTML = panel.note;
+  if (panel.note) el("p", { class: "note" }, outer).innerHTML = panel.note;
   const tip = document.getElementById("tip");
   svg.addEventListener("mousemove", (ev) => {
     const r = svg.getBoundingClientRect(), it = x0 + ((ev.clientX - r.left - m.l) / (W - m.l - m.r)) * (x1 - x0);
@@ -85,7 +87,7 @@ function chart(panel, parent) {
     tip.style.top = ev.clientY + 10 + "px";
   });
   svg.addEventListener("mouseleave", () => (tip.style.display = "none"));
-  return box;
+  return outer;
 }
 
 // Blues colour map, 0 -> white, 1 -> dark blue (as the PNG figures).
@@ -95,7 +97,7 @@ function blues(v) {
 }
 
 function heatmap(canvas, A, values, layer) {
-  const T = A.T, cell = Math.max(7, Math.floor(520 / T)), pad = 16, size = pad + T * cell;
+  const T = A.T, cell = Math.max(8, Math.floor(540 / T)), pad = 16, size = pad + T * cell;
   canvas.width = size + 4; canvas.height = size + pad + 4;
   const c = canvas.getContext("2d");
   c.clearRect(0, 0, canvas.width, canvas.height);
