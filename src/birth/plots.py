@@ -206,10 +206,18 @@ def attention_example(setup, length: int = 64) -> dict:
 
 
 def _plot_attention(run: RunDir, path: Path, length: int = 64) -> Path:
+    from birth.setup import trained_setup
+    fig = attention_figure(trained_setup(run.path), length)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def attention_figure(setup, length: int = 64):
+    """Both layers' attention on one evaluation sequence, with a colorbar, the box legend, the
+    triggers and the positions shown in the title."""
     import torch
 
-    from birth.setup import trained_setup
-    setup = trained_setup(run.path)
     ex = attention_example(setup, length)
     with torch.no_grad():
         _, patterns = setup.model(ex["x"], return_attn=True)
@@ -229,6 +237,4 @@ def _plot_attention(run: RunDir, path: Path, length: int = 64) -> Path:
     trig = " ".join(glyph(c) for c in ex["triggers"])
     fig.suptitle(f"attention on one evaluation sequence ({shown}); triggers ({kind}): {trig}   "
                  f"\u23ce newline, \u2423 space", fontsize=9, family="DejaVu Sans")
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
