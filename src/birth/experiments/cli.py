@@ -28,6 +28,11 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (default %(default)s)")
     p.add_argument("--out", default="reproduce_out", help="output folder (default %(default)s)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether they are complete; train nothing")
+    p.add_argument("--backend", choices=("local", "slurm"), default="local",
+                   help="local: worker processes here (default); slurm: one Slurm job per run, through submitit; "
+                        "rerunning the command picks up the jobs still queued or running (docs/cluster.md)")
+    from birth.slurm_profile import add_arguments
+    add_arguments(p)
     p.set_defaults(func=handler)
 
 
@@ -42,9 +47,16 @@ def handler(args) -> int:
     if jobs is None and args.scale == "paper":
         import torch
         jobs = 1 if torch.cuda.is_available() else None
+    if args.backend == "slurm":
+        from birth.slurm import backend_from_args
+        backend = backend_from_args(args)
+    else:
+        from birth.slurm_profile import reject_slurm_options
+        reject_slurm_options(args)
+        backend = LocalBackend(jobs=jobs, threads_per_run=args.threads)
     try:
         report = reproduce(args.name, scale=args.scale, seeds=args.seeds, out=args.out,
-                           backend=LocalBackend(jobs=jobs, threads_per_run=args.threads), dry_run=args.dry_run)
+                           backend=backend, dry_run=args.dry_run)
     except KeyboardInterrupt:
         print("birth: reproduce interrupted; finished runs are kept and interrupted ones resume from their "
               "checkpoint: rerun the same command to continue", file=sys.stderr)
