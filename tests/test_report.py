@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from birth.cli import main
+from birth.runs import RunDir
 from trained_runs import artifact_dir, quick_run, reproduction
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the browser extra (pip install 'birth[browser]')")
@@ -44,12 +45,12 @@ def pixels(page, selector):
     return page.eval_on_selector(selector, "c => c.toDataURL()")
 
 
-def drive(page, slider=True):
+def drive(page, slider=True, points=10):
     """The curves, the legend toggle, and (with ``slider``) the slider redrawing the attention maps."""
     assert page.locator("#charts .chart-box").count() == 3
     curve = page.locator("[data-panel=probes] path.curve").first
-    assert curve.get_attribute("d").count("L") >= 5
-    page.locator("[data-panel=probes] .legend li").nth(1).click()
+    assert curve.get_attribute("d").count("L") == points - 1  # one vertex per evaluation
+    page.locator("[data-panel=probes] .legend li").first.click()  # the first curve
     assert page.locator("[data-panel=probes] path.curve").first.is_hidden()
     if not slider:
         return
@@ -70,7 +71,7 @@ def test_run_report_opens_offline_and_responds(browser, tmp_path):
     assert "trigger \u2192 output" in page.inner_text("#attention")
     assert "max |\u0394logit|" in page.inner_text("#transformer-lens") or "Not available" in page.inner_text("#transformer-lens")
     page.screenshot(path=str(artifact_dir() / "report_run.png"), full_page=True)
-    drive(page)
+    drive(page, points=len(RunDir(run).read_metrics()))
     page.screenshot(path=str(artifact_dir() / "report_run_step40.png"), full_page=True)
 
 
@@ -90,7 +91,7 @@ def test_reproduction_report_shows_claims_figures_and_runs(browser):
     assert options.nth(1).inner_text() in page.inner_text("#run h2") and pixels(page, layer2) != before
     # tiny-scale runs keep their final checkpoint only: the slider is there, with one position
     assert page.get_attribute("#step-slider", "max") == "0"
-    drive(page, slider=False)
+    drive(page, slider=False, points=len(RunDir(sorted((out / "runs").iterdir())[1]).read_metrics()))
     page.screenshot(path=str(artifact_dir() / "report_reproduction.png"), full_page=True)
 
 
