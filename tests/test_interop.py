@@ -90,3 +90,8 @@ def test_bad_export_file_is_a_one_line_error(tmp_path):
     torch.save({"weights": 1}, bad)
     with pytest.raises(ConfigError, match="bad.pt"):
         load_transformer_lens(bad)
+    text = tmp_path / "text.pt"
+    text.write_text("not a model")
+    with pytest.raises(ConfigError, match="text.pt: not a readable export file") as err:
+        load_transformer_lens(text)
+    assert "\n" not in str(err.value) and "weights_only" not in str(err.value)

@@ -186,8 +186,10 @@ def load_transformer_lens(path: str | Path):
     """(TransformerBridge, vocab) from an export file; ConfigError naming the file if it is not one."""
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as err:
-        raise ConfigError(f"{path}: not a readable export file ({str(err).splitlines()[0]})") from None
+    except Exception as err:  # noqa: BLE001 - torch raises many kinds for a damaged or foreign file
+        why = ("not a torch file, or it holds objects that weights-only loading refuses" if "Weights only" in str(err)
+               else (str(err).splitlines() or [type(err).__name__])[0])
+        raise ConfigError(f"{path}: not a readable export file ({why})") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ConfigError(f"{path}: not a birth TransformerLens export (format {FORMAT!r} expected)")
     return bridge_from(blob["config"], blob["state_dict"]), blob.get("vocab", [])
