@@ -19,9 +19,9 @@ from birth.runs import RunDir
 
 pytestmark = pytest.mark.slurm
 
-# about 1500 steps of a tiny model: a few seconds, long enough to be stopped in mid-run
+# 1000 steps of a tiny model: a few seconds, long enough to be stopped in mid-run
 LONG = {"data_args.seq_length": 32, "model_args.max_length": 32, "model_args.dim": 32, "optim_args.batch_size": 16,
-        "eval_batch_size": 16, "max_iters": 1500, "eval_delta": 25, "checkpoint_every": 50}
+        "eval_batch_size": 16, "max_iters": 1000, "eval_delta": 25, "checkpoint_every": 50}
 SHORT = {**LONG, "max_iters": 40, "eval_delta": 10, "checkpoint_every": 20}
 
 
@@ -82,15 +82,15 @@ def long_reference(tmp_path_factory) -> Path:
 
 def test_tiny_recipe_through_slurm_gives_the_local_figures_and_claims(cli, tmp_path):
     from conftest import reproduce_tiny
-    proc = cli.run("reproduce", "fig3", "--scale", "tiny", "--seeds", "1", "--backend", "slurm",
+    proc = cli.run("reproduce", "fig2", "--scale", "tiny", "--seeds", "1", "--backend", "slurm",
                    "--out", str(tmp_path / "slurm"), timeout=600)
     assert proc.returncode == 0, proc.stderr
     runs = len(list((tmp_path / "slurm" / "runs").iterdir()))
     assert f"{runs} job(s) submitted" in proc.stderr and "finished" in proc.stderr  # progress while waiting
-    reproduce_tiny("fig3", tmp_path / "local")
-    for rel in ("data/fig3.csv", "figures/fig3.png"):
+    reproduce_tiny("fig2", tmp_path / "local")
+    for rel in ("data/fig2.csv", "figures/fig2.png"):
         assert (tmp_path / "slurm" / rel).read_bytes() == (tmp_path / "local" / rel).read_bytes(), rel
-    claims = [json.loads((tmp_path / out / "claims/fig3.json").read_text())["claims"] for out in ("slurm", "local")]
+    claims = [json.loads((tmp_path / out / "claims/fig2.json").read_text())["claims"] for out in ("slurm", "local")]
     assert claims[0] == claims[1] and claims[0]
     ids = job_ids(tmp_path / "slurm" / "slurm")
     assert len(ids) == runs
@@ -158,7 +158,7 @@ def test_a_job_that_dies_before_training_is_failed_with_its_log_in_error_txt(tmp
 
 
 def test_two_concurrent_submissions_never_train_one_run_twice(cli, tmp_path):
-    argv = ["reproduce", "fig2", "--scale", "tiny", "--seeds", "1", "--backend", "slurm", "--out", str(tmp_path)]
+    argv = ["reproduce", "layers", "--scale", "tiny", "--seeds", "1", "--backend", "slurm", "--out", str(tmp_path)]
     procs = [cli.start(*argv) for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
