@@ -98,18 +98,28 @@ def test_tiny_recipe_through_slurm_gives_the_local_figures_and_claims(cli, tmp_p
     assert all(name.startswith("birth-") for name, _ in sacct(ids).values())
 
 
-def test_a_job_cancelled_in_mid_run_is_resumed_from_its_checkpoint_by_the_rerun(tmp_path, long_reference):
+def start_long_run(tmp_path):
+    """Submits the LONG run and waits in a thread; returns it, its Slurm job id once it has a
+    checkpoint, and a function that returns the backend's results when the wait is over."""
     from birth.slurm import active_jobs, job_name
-    job = make_job(tmp_path / "runs", LONG, "quick", label="long")
-    run, out = RunDir(job.run_dir), {}
-    first = threading.Thread(target=lambda: out.update(first=backend(tmp_path / "slurm").run([job])))
-    first.start()
-    wait_until(lambda: run.latest_checkpoint() is not None, what="the first checkpoint")
-    [(job_id, state)] = active_jobs([job_name(job)]).values()
+    job, box = make_job(tmp_path / "runs", LONG, "quick", label="long"), {}
+    waiter = threading.Thread(target=lambda: box.update(results=backend(tmp_path / "slurm").run([job])))
+    waiter.start()
+    wait_until(lambda: RunDir(job.run_dir).latest_checkpoint() is not None, what="the first checkpoint")
+    [(job_id, _)] = active_jobs([job_name(job)]).values()
+
+    def results():
+        waiter.join(180)
+        return box["results"]
+    return job, job_id, results
+
+
+def test_a_job_cancelled_in_mid_run_is_resumed_from_its_checkpoint_by_the_rerun(tmp_path, long_reference):
+    job, job_id, results = start_long_run(tmp_path)
     subprocess.run(["scancel", job_id], check=True)
-    first.join(120)
-    [res] = out["first"]
+    [res] = results()
     assert res.status == "interrupted" and "rerun to resume" in res.error
+    run = RunDir(job.run_dir)
     stopped_at = run.read_summary()["step"]
     assert 0 < stopped_at < LONG["max_iters"]
     wait_until(lambda: "CANCELLED" in sacct([job_id])[job_id][1], 30, "sacct to say CANCELLED")
@@ -122,17 +132,11 @@ def test_a_job_cancelled_in_mid_run_is_resumed_from_its_checkpoint_by_the_rerun(
 
 def test_a_checkpoint_signal_requeues_the_job_which_resumes(tmp_path, long_reference):
     """What Slurm does before a time limit (USR2, submitit's --signal): checkpoint, requeue, resume."""
-    from birth.slurm import active_jobs, job_name
-    job = make_job(tmp_path / "runs", LONG, "quick", label="long")
-    run, out = RunDir(job.run_dir), {}
-    waiter = threading.Thread(target=lambda: out.update(res=backend(tmp_path / "slurm").run([job])))
-    waiter.start()
-    wait_until(lambda: run.latest_checkpoint() is not None, what="the first checkpoint")
-    [(job_id, _)] = active_jobs([job_name(job)]).values()
+    job, job_id, results = start_long_run(tmp_path)
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
-    waiter.join(180)
-    [res] = out["res"]
+    [res] = results()
     assert res.status == "completed", res.error
+    run = RunDir(job.run_dir)
     assert run.read_summary()["start_step"] > 0  # the requeued job resumed
     assert job_ids(tmp_path / "slurm") == [job_id]  # the same job, requeued: nothing submitted again
     assert run.metrics_path.read_bytes() == (long_reference / "metrics.jsonl").read_bytes()

@@ -85,3 +85,10 @@ def test_a_job_whose_run_is_being_trained_elsewhere_trains_nothing(tmp_path):
         assert task() == "busy"
     assert not (tmp_path / "runs").exists()
     assert task() == "completed" and task() == "cached"
+
+
+def test_the_documented_gpu_profile_loads():
+    from pathlib import Path
+    profile = load_profile(Path(__file__).parent.parent / "docs" / "cluster-gpu.yaml")
+    assert (profile.partition, profile.gpus, profile.time) == ("gpu", 1, 120)
+    assert profile.sbatch_parameters()["gpus_per_node"] == 1

@@ -35,6 +35,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 from birth.config import ConfigError
 from birth.launch import ERROR_FILE, Job, Result, _failed, execute, is_complete
+from birth.runs import RunDir
 from birth.slurm_profile import SlurmProfile
 
 ENDED = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
@@ -69,13 +70,20 @@ def active_jobs(names: Sequence[str]) -> dict[str, tuple[str, str]]:
     return found
 
 
-def final_state(job_id: str) -> str:
-    """What sacct says became of a job (e.g. 'CANCELLED by 0', 'TIMEOUT'); '' where it cannot say."""
-    try:
-        lines = _slurm(["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "State"], timeout=30).split()
-    except (OSError, RuntimeError, subprocess.TimeoutExpired):
-        return ""
-    return " ".join(lines)
+def final_state(job_id: str, tries: int = 5) -> str:
+    """What sacct says became of a job (e.g. 'CANCELLED by 0', 'TIMEOUT'); '' where it cannot say.
+
+    The accounting database may lag squeue by a moment: asks again while the job looks unfinished."""
+    state = ""
+    for _ in range(tries):
+        try:
+            state = " ".join(_slurm(["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "State"], timeout=30).split())
+        except (OSError, RuntimeError, subprocess.TimeoutExpired):
+            return ""
+        if state.split(" ")[0] in ENDED:
+            break
+        time.sleep(0.5)
+    return state
 
 
 @contextmanager
@@ -205,14 +213,16 @@ class SlurmBackend:
             if not free:
                 self.log(f"slurm: another command is submitting to {self.folder}; waiting for it")
         with _flock(self.folder / "submit.lock", wait=True):
-            active = active_jobs([job_name(j) for j in jobs])
+            try:
+                active = active_jobs([job_name(j) for j in jobs])
+            except (OSError, RuntimeError, subprocess.TimeoutExpired) as err:
+                raise ConfigError(f"--backend slurm: cannot list the queued jobs: {err}") from None
             executor = None
             for job in jobs:
                 name = job_name(job)
                 if name in active:
                     watch[name] = (job, active[name][0])
                 elif is_complete(job.run_dir):
-                    from birth.runs import RunDir
                     report(Result(job, "cached", RunDir(job.run_dir).read_summary()))
                 else:
                     executor = executor or self._executor()
@@ -225,7 +235,7 @@ class SlurmBackend:
                         if not submitted:  # nothing went in: a profile the cluster refuses, not a failed run
                             raise ConfigError(f"--backend slurm: sbatch refused the first job: {why}") from None
                         report(_failed(job, f"sbatch refused the job: {err}", 0.0))
-        ids = sorted(i for _, i in watch.values())
+        ids = sorted((i for _, i in watch.values()), key=lambda i: (len(i), i))
         self.log(f"slurm: {submitted} job(s) submitted, {len(watch) - submitted} already queued or running"
                  + (f" (job ids {', '.join(ids[:8])}{', ...' if len(ids) > 8 else ''})" if ids else "")
                  + f"; logs in {self.logs}")
@@ -271,7 +281,6 @@ class SlurmBackend:
 
     def _outcome(self, job: Job, job_id: str) -> Result:
         """What became of a run whose job has ended, read from its run directory."""
-        from birth.runs import RunDir
         run = RunDir(job.run_dir)
         try:
             summary = run.read_summary()
