@@ -1,17 +1,18 @@
 """Claim rules on synthetic metric logs: each rule passes on a log that satisfies it and fails on
-one that violates it; the verdict over seeds is PASS / FAIL / INCONCLUSIVE as documented."""
+one that violates it; the verdict over seeds is PASS / FAIL / INCONCLUSIVE as documented; rule texts
+are generated from the thresholds and read the runs' configs."""
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from birth.experiments import claims as C
 from birth.experiments import fig2, fig3, fig4, layers, optim
-from birth.experiments.common import Results
+from birth.experiments.recipe import Results
+from birth.experiments.rules import ACC, evaluate
 
 ITERS = list(range(0, 200, 10))
 
@@ -22,10 +23,11 @@ def ramp(at: float, lo: float = 0.0, hi: float = 1.0) -> list[float]:
 
 
 class FakeResults(Results):
-    """Results over synthetic logs: group -> list (one per seed) of {metric: curve}."""
+    """Results over synthetic logs: group -> list (one per seed) of {metric: curve}. Each group's
+    config is the recipe's own at ``scale`` (freeze step, K, widths), with ``changes`` on top."""
 
-    def __init__(self, logs: dict[str, list[dict[str, list[float]]]], scale: str = "quick",
-                 floors: dict | None = None, tasks: dict | None = None, seq_length: int = 128):
+    def __init__(self, recipe, logs: dict[str, list[dict[str, list[float]]]], scale: str = "laptop",
+                 floors: dict | None = None, tasks: dict | None = None, changes: dict | None = None):
         runs = {g: [(s, Path(f"/fake/{g}/{s}")) for s in range(len(seeds))] for g, seeds in logs.items()}
         super().__init__(scale, runs, list(logs))
         for g, seeds in logs.items():
@@ -34,18 +36,24 @@ class FakeResults(Results):
                 self._metrics[Path(f"/fake/{g}/{s}")] = rows
         self._floors = floors or {"floor_loss_bigram": 2.2, "floor_loss_head": 0.0, "nocontext_loss_head": 4.17}
         self._tasks = tasks or {}
-        self._seq = seq_length
+        self._configs = recipe.RECIPE.configs(scale)
+        if changes:
+            from birth.config import apply
+            self._configs = {g: apply(c, changes) for g, c in self._configs.items()}
 
     def task(self, group):
         return {"floors": self._floors, **self._tasks.get(group, {})}
 
     def config(self, group):
-        return SimpleNamespace(data_args=SimpleNamespace(seq_length=self._seq),
-                               optim_args=SimpleNamespace(learning_rate=0.01))
+        return self._configs[group]
 
 
-def by_id(rows, id_, contains: str = "") -> C.Claim:
-    return next(r for r in rows if r.id == id_ and contains in r.claim)
+def claims(recipe, logs, **kw) -> list[C.Claim]:
+    return recipe.RECIPE.claims(FakeResults(recipe, logs, **kw))
+
+
+def by_id(rows, id_) -> C.Claim:
+    return next(r for r in rows if r.id == id_)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,48 +110,73 @@ def test_claims_table_markdown_lists_every_row(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Figure 3 rules
+# Figure 3 rules (laptop scale: F = 300 would leave no iteration after it in ITERS, so F = 150)
+
+F = 150
+class Fig3Results(FakeResults):
+    def __init__(self, logs, **kw):
+        super().__init__(fig3, logs, **kw)
+        from birth.config import apply
+        self._configs = {g: apply(c, {"freeze_until": c.freeze_until.replace("300:", f"{F}:")})
+                         for g, c in self._configs.items()}
+
 
 def fig3_logs(wo_at, wk1_at, wk0_at, wk064_at, frozen_acc_before=0.02, wo_alone=(0.95, 0.3), k1_first=0.8,
               k2_first=0.5, seeds=3):
-    f = fig3.freeze_step("quick")  # 150
-    joint = {"wo1_acc": ramp(wo_at), "wk1_acc": ramp(wk1_at), "wk0_acc": ramp(wk0_at, hi=0.6),
-             "wk0_64_acc": ramp(wk064_at, hi=0.7), fig3.ACC: ramp(100)}
-    wo_frozen = {fig3.ACC: [frozen_acc_before if it < f else 0.9 for it in ITERS],
-                 "wk1_acc": ramp(None, lo=0.2), "wk0_acc": ramp(None, lo=0.01), "wo1_acc": ramp(f)}
+    random = {"wo1_acc": ramp(wo_at), "wk1_acc": ramp(wk1_at), "wk0_acc": ramp(wk0_at, hi=0.6)}
+    fixed = {"wo1_acc": ramp(20), "wk1_acc": ramp(10), "wk0_acc": ramp(wk0_at, hi=0.6),
+             "wk0_64_acc": ramp(wk064_at, hi=0.7), ACC: ramp(100)}
+    wo_frozen = {ACC: [frozen_acc_before if it < F else 0.9 for it in ITERS],
+                 "wk1_acc": ramp(None, lo=0.2), "wk0_acc": ramp(None, lo=0.01), "wo1_acc": ramp(F)}
     wk_frozen = {"wo1_acc": [wo_alone[0] if it >= 50 else 0.1 for it in ITERS],
-                 fig3.ACC: [wo_alone[1] if it < f else 0.9 for it in ITERS]}
-    return {"all trained": [joint] * seeds, "W_O2 frozen": [wo_frozen] * seeds,
+                 ACC: [wo_alone[1] if it < F else 0.9 for it in ITERS]}
+    return {"all trained": [fixed] * seeds, "W_O2 frozen": [wo_frozen] * seeds,
             "W_K1, W_K2 frozen": [wk_frozen] * seeds,
-            "W_K1 frozen": [{fig3.ACC: ramp(0, lo=0, hi=k1_first)}] * seeds,
-            "W_K2 frozen": [{fig3.ACC: ramp(0, lo=0, hi=k2_first)}] * seeds}
+            "W_K1 frozen": [{ACC: ramp(0, lo=0, hi=k1_first)}] * seeds,
+            "W_K2 frozen": [{ACC: ramp(0, lo=0, hi=k2_first)}] * seeds,
+            fig3.RANDOM_JOINT: [random] * seeds}
+
+
+def fig3_claims(logs):
+    res = Fig3Results(logs)
+    return fig3.RECIPE.claims(res), res
 
 
 def test_fig3_rules_pass_on_a_log_that_satisfies_them():
-    rows = fig3.claims(FakeResults(fig3_logs(wo_at=20, wk1_at=40, wk0_at=None, wk064_at=60)))
+    rows, res = fig3_claims(fig3_logs(wo_at=20, wk1_at=40, wk0_at=None, wk064_at=60))
+    assert [r.id for r in rows] == ["6b", "7", "8", "9", "10"]
     assert [r.verdict for r in rows] == [C.PASS] * 5
-    assert by_id(rows, "6").measured.startswith("wo1 20, wk1 40, wk0 never")
+    assert by_id(rows, "6b").measured.startswith("wo1 20, wk1 40, wk0 never")
+    # the freeze step in the text is the runs' own, read from their configs
+    assert f"until {F}: before {F}" in by_id(rows, "7").rule
+    assert "wo1_acc 0.9 at 20, wk1_acc 0.9 at 10" in fig3.info(res)[0]
 
 
 def test_fig3_rules_fail_on_a_log_that_violates_them():
     logs = fig3_logs(wo_at=60, wk1_at=20, wk0_at=40, wk064_at=80, frozen_acc_before=0.4, wo_alone=(0.95, 0.8),
                      k1_first=0.3, k2_first=0.8)
-    rows = fig3.claims(FakeResults(logs))
-    assert [r.verdict for r in rows] == [C.FAIL] * 5
+    assert [r.verdict for r in fig3_claims(logs)[0]] == [C.FAIL] * 5
 
 
 def test_fig3_order_tie_is_inconclusive_and_seeds_that_disagree_too():
-    tie = fig3.claims(FakeResults(fig3_logs(wo_at=20, wk1_at=20, wk0_at=None, wk064_at=60)))
-    assert by_id(tie, "6").verdict == C.INCONCLUSIVE
+    tie, _ = fig3_claims(fig3_logs(wo_at=20, wk1_at=20, wk0_at=None, wk064_at=60))
+    assert by_id(tie, "6b").verdict == C.INCONCLUSIVE
     good, bad = fig3_logs(20, 40, None, 60, seeds=1), fig3_logs(60, 20, 40, 80, seeds=1)
-    mixed = {g: good[g] + bad[g] for g in good}
-    assert by_id(fig3.claims(FakeResults(mixed)), "6").verdict == C.INCONCLUSIVE
-    assert "disagree" in by_id(fig3.claims(FakeResults(mixed)), "6").reason
+    mixed, _ = fig3_claims({g: good[g] + bad[g] for g in good})
+    assert by_id(mixed, "6b").verdict == C.INCONCLUSIVE and "disagree" in by_id(mixed, "6b").reason
 
 
 def test_fig3_early_position_claim_notes_short_sequences():
-    rows = fig3.claims(FakeResults(fig3_logs(20, 40, 60, 60), seq_length=64))
-    assert by_id(rows, "10").verdict == C.INCONCLUSIVE and "T = 64" in by_id(rows, "10").reason
+    rows = fig3.RECIPE.claims(FakeResults(fig3, fig3_logs(20, 40, 60, 60), scale="tiny"))
+    assert by_id(rows, "10").verdict == C.INCONCLUSIVE and "T = 32" in by_id(rows, "10").reason
+
+
+def test_a_missing_value_makes_a_seed_undecidable():
+    logs = fig3_logs(20, 40, None, 60, seeds=2)
+    logs["W_K1, W_K2 frozen"] = [dict(logs["W_K1, W_K2 frozen"][0]),
+                                 {"wo1_acc": [math.nan] * len(ITERS), ACC: [0.1] * len(ITERS)}]
+    row = by_id(fig3_claims(logs)[0], "8")
+    assert row.per_seed == [True, None] and row.verdict == C.INCONCLUSIVE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,81 +192,100 @@ def fig4_logs(global_at, incontext_at: dict, k_acc: dict, drops=(0.4, 0.05), spl
         logs[label] = [{"eval_loss_bigram": [4.3] + loss_curve(4.3, 2.4, global_at)[1:],
                         "eval_loss_head": loss_curve(4.5, 0.5, incontext_at.get(label))}] * 2
     for k, acc in k_acc.items():
-        logs[fig4.k_label(k)] = [{fig4.ACC: [acc] * len(ITERS)}] * 2
+        logs[fig4.k_label(k)] = [{ACC: [acc] * len(ITERS)}] * 2
     bigram_drop, uniform_drop = drops
-    logs[fig4.UNIFORM_TO_BIGRAM] = [{fig4.ACC: [0.9] * len(ITERS), "acc_end_test": [0.9 - uniform_drop] * len(ITERS)}] * 2
-    logs[fig4.BIGRAM_TO_UNIFORM] = [{fig4.ACC: [0.9] * len(ITERS), "acc_end_test": [0.9 - bigram_drop] * len(ITERS)}] * 2
+    logs[fig4.UNIFORM_TO_BIGRAM] = [{ACC: [0.9] * len(ITERS), "acc_end_test": [0.9 - uniform_drop] * len(ITERS)}] * 2
+    logs[fig4.BIGRAM_TO_UNIFORM] = [{ACC: [0.9] * len(ITERS), "acc_end_test": [0.9 - bigram_drop] * len(ITERS)}] * 2
     held, trained = split
-    logs[fig4.SPLIT] = [{fig4.ACC: [trained] * len(ITERS), "acc_end_split_test": [held] * len(ITERS)}] * 2
+    logs[fig4.SPLIT] = [{ACC: [trained] * len(ITERS), "acc_end_split_test": [held] * len(ITERS)}] * 2
     return logs
 
 
 def test_fig4_rules_pass_on_a_log_that_satisfies_them():
     logs = fig4_logs(global_at=20, incontext_at={"fixed: most frequent": 60, "fixed: 2nd most frequent": 120},
                      k_acc={1: 0.2, 3: 0.5, 5: 0.6, 10: 0.8})
-    rows = fig4.claims(FakeResults(logs))
+    rows = claims(fig4, logs)
     assert [r.verdict for r in rows] == [C.PASS] * 5
     assert "fixed: most frequent s0: global 20, in-context 60" in by_id(rows, "2").measured
+    assert "increases with data_args.k in [1, 3, 5, 10]" in by_id(rows, "15a").rule  # K read from the configs
 
 
 def test_fig4_rules_fail_on_a_log_that_violates_them():
     everything_at = {label: 10 for label in fig4.TRIGGER_CONDITIONS}
     logs = fig4_logs(global_at=100, incontext_at=everything_at, k_acc={1: 0.8, 3: 0.6, 5: 0.5, 10: 0.2},
                      drops=(0.05, 0.4), split=(0.8, 0.9))
-    rows = fig4.claims(FakeResults(logs))
+    rows = claims(fig4, logs)
     assert by_id(rows, "2").verdict == C.FAIL
     assert by_id(rows, "11").verdict == C.INCONCLUSIVE  # same step for all triggers: undecidable
     assert [by_id(rows, i).verdict for i in ("15a", "15b", "15c")] == [C.FAIL] * 3
     later = fig4_logs(global_at=20, incontext_at={"fixed: most frequent": 150, "fixed: 2nd most frequent": 60},
                       k_acc={1: 0.2, 3: 0.5, 5: 0.6, 10: 0.8})
-    assert by_id(fig4.claims(FakeResults(later)), "11").verdict == C.FAIL
+    assert by_id(claims(fig4, later), "11").verdict == C.FAIL
 
 
 def test_fig4_global_time_is_relative_to_the_floor():
     # first value 4.2, floor 2.2: 75% of the way is 2.7
-    assert fig4.global_time(ITERS[:3], np.array([4.2, 2.8, 2.6]), 2.2) == 20
-    assert fig4.incontext_time(ITERS[:3], np.array([4.5, 2.0, 1.0]), 4.17) == 10
+    assert fig4.global_time(ITERS[:3], np.array([4.2, 2.8, 2.6]), 2.2, 0.75) == 20
 
 
 # ---------------------------------------------------------------------------------------------
 # Layers, optimiser and width, Figure 2
 
 def test_layers_rule_pass_and_fail():
-    ok = {"1 layer": [{layers.ACC: [0.5] * len(ITERS)}], "2 layers": [{layers.ACC: [0.97] * len(ITERS)}]}
-    bad = {"1 layer": [{layers.ACC: [0.85] * len(ITERS)}], "2 layers": [{layers.ACC: [0.97] * len(ITERS)}]}
-    assert layers.claims(FakeResults(ok))[0].verdict == C.PASS
-    assert layers.claims(FakeResults(bad))[0].verdict == C.FAIL
-    assert layers.claims(FakeResults(bad))[0].measured == "1 layer 0.85, 2 layers 0.97"
+    ok = {"1 layer": [{ACC: [0.5] * len(ITERS)}], "2 layers": [{ACC: [0.97] * len(ITERS)}]}
+    bad = {"1 layer": [{ACC: [0.85] * len(ITERS)}], "2 layers": [{ACC: [0.97] * len(ITERS)}]}
+    assert claims(layers, ok)[0].verdict == C.PASS
+    row = claims(layers, bad)[0]
+    assert row.verdict == C.FAIL and row.measured == "1 layer 0.85, 2 layers 0.97, gap 0.12"
+    assert row.rule.endswith("2 layers >= 0.9 and gap >= 0.2")
 
 
 def optim_logs(sgd_score, widths_acc):
-    logs = {"SGD + momentum": [{"eval_score2_acc": [sgd_score] * len(ITERS), optim.ACC: [0.9] * len(ITERS)}],
-            "AdamW": [{"eval_score2_acc": [0.97] * len(ITERS), optim.ACC: [0.95] * len(ITERS)}]}
+    logs = {optim.SGD: [{"eval_score2_acc": [sgd_score] * len(ITERS), ACC: [0.9] * len(ITERS)}],
+            optim.ADAMW: [{"eval_score2_acc": [0.97] * len(ITERS), ACC: [0.95] * len(ITERS)}]}
     for d, acc in widths_acc.items():
-        logs[f"d = {d}"] = [{optim.ACC: [acc] * len(ITERS)}]
+        logs[optim.width_label(d)] = [{ACC: [acc] * len(ITERS)}]
     return logs
 
 
 def test_optim_rules_pass_and_fail():
-    rows = optim.claims(FakeResults(optim_logs(0.95, {32: 0.5, 64: 0.8, 128: 0.9, 256: 0.95})))
+    rows = claims(optim, optim_logs(0.95, {32: 0.5, 64: 0.8, 128: 0.9, 256: 0.95}))
     assert [r.verdict for r in rows] == [C.PASS, C.PASS, C.PASS]
-    rows = optim.claims(FakeResults(optim_logs(0.5, {32: 0.95, 64: 0.9, 128: 0.8, 256: 0.5})))
+    assert "model_args.dim in [32, 64, 128, 256]" in rows[2].rule
+    rows = claims(optim, optim_logs(0.5, {32: 0.95, 64: 0.9, 128: 0.8, 256: 0.5}))
     assert [r.verdict for r in rows] == [C.FAIL, C.PASS, C.FAIL]
 
 
-def test_fig2_score_rule_pass_and_fail():
+def test_fig2_score_rules_pass_and_fail():
     good = {fig2.FIXED: [{"eval_score_acc": [0.99] * len(ITERS), "eval_score2_acc": [0.95] * len(ITERS)}],
             fig2.RANDOM: [{"eval_score_acc": [0.5] * len(ITERS), "eval_score2_acc": [0.95] * len(ITERS)}]}
-    rows = fig2.score_claims(FakeResults(good))
+    res = FakeResults(fig2, good)
+    rows = [evaluate(rule, res) for rule in fig2.RULES[:2]]
     assert [r.verdict for r in rows] == [C.PASS, C.FAIL]
 
 
-def test_fig2_any_repeat_rule_pass_and_fail():
+def test_fig2_any_repeat_rule_pass_and_fail(monkeypatch):
     rate = lambda trig, other: {"trigger": trig, "other": other, "n_other": 10}
-    ok = fig2.any_repeat_claim([{"random": rate(0.9, 0.8), "fixed": rate(0.95, 0.1)}] * 3)
-    bad = fig2.any_repeat_claim([{"random": rate(0.9, 0.3), "fixed": rate(0.95, 0.3)}] * 3)
+    logs = {g: [{ACC: [0.9] * len(ITERS)}] * 3 for g in (fig2.FIXED, fig2.RANDOM)}
+    monkeypatch.setattr(fig2, "seed_rates", lambda res: [{"random": rate(0.9, 0.8), "fixed": rate(0.95, 0.1)}] * 3)
+    ok = evaluate(fig2.RULES[2], FakeResults(fig2, logs))
+    monkeypatch.setattr(fig2, "seed_rates", lambda res: [{"random": rate(0.9, 0.3), "fixed": rate(0.95, 0.3)}] * 3)
+    bad = evaluate(fig2.RULES[2], FakeResults(fig2, logs))
     assert ok.verdict == C.PASS and bad.verdict == C.FAIL
-    assert ok.measured.startswith("random 0.80 vs fixed 0.10")
+    assert ok.measured.startswith("random 0.80, fixed 0.10")
+
+
+def test_claim_ids_are_unique_and_every_threshold_is_in_its_text():
+    from birth.experiments import recipes
+    ids = [rule.id for r in recipes().values() for rule in r.rules]
+    assert len(ids) == len(set(ids))
+    for r in recipes().values():
+        res = Results("laptop", {}, [])
+        for rule in r.rules:
+            text = rule.text(res)
+            for attr in ("bounds", "events", "peak_at_most", "peak_at_least", "gain_at_most", "checks"):
+                for item in getattr(rule, attr, ()):
+                    assert f"{item[-1]:g}" in text, (rule.id, item, text)
 
 
 def test_thresholds_tolerate_float32_logging():

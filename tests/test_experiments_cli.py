@@ -17,8 +17,32 @@ def test_bad_seeds_and_jobs_are_usage_errors(capsys, tmp_path):
 
 
 def test_dry_run_lists_runs_and_trains_nothing(capsys, tmp_path):
-    assert main(["reproduce", "all", "--scale", "quick", "--dry-run", "--out", str(tmp_path)]) == 0
+    from birth.experiments import recipes
+    # distinct configs over every recipe, 3 seeds: the count the dry run must announce
+    from birth.experiments.reproduce import plan
+    from birth.experiments.recipe import Output
+    planned = plan(list(recipes()), "laptop", 3, Output(tmp_path))
+    n = len({job.run_dir for pairs in planned.values() for _, job in pairs})
+    assert main(["reproduce", "all", "--dry-run", "--out", str(tmp_path)]) == 0
     err = capsys.readouterr().err
-    assert "69 runs (0 already complete, 69 to train)" in err
-    assert err.count("todo") == 69
+    assert "at scale laptop" in err and f"{n} runs (0 already complete, {n} to train)" in err
+    assert err.count("todo") == n
     assert not (tmp_path / "runs").exists()
+
+
+def test_show_config_prints_every_condition_as_it_is_trained(capsys):
+    import yaml
+    from birth.experiments import fig3
+    assert main(["reproduce", "fig3", "--show-config", "--scale", "laptop"]) == 0
+    docs = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
+    assert len(docs) == len(fig3.conditions("laptop"))
+    frozen = [d["freeze_until"] for d in docs]
+    assert f"{fig3.FREEZE['laptop']}:W_O2" in frozen and "" in frozen
+    assert all(d["optim_args"]["use_sgd"] and d["model_args"]["freeze_embeddings"] for d in docs)
+
+
+def test_preview_and_smoke_scales_say_so(capsys, tmp_path):
+    assert main(["reproduce", "layers", "--scale", "quick", "--dry-run", "--out", str(tmp_path)]) == 0
+    assert "PREVIEW" in capsys.readouterr().err
+    assert main(["reproduce", "layers", "--scale", "tiny", "--dry-run", "--out", str(tmp_path)]) == 0
+    assert "not evidence" in capsys.readouterr().err

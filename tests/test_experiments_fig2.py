@@ -59,12 +59,13 @@ def test_fig2_claims_report_the_logged_scores(out):
     claims = json.loads((root / "claims" / "fig2.json").read_text())
     assert claims["scale"] == "tiny"
     rows = claims["claims"]
-    assert [r["id"] for r in rows] == ["4", "4", "5"]
+    assert [r["id"] for r in rows] == ["4a", "4b", "5"]
     assert all(r["verdict"] in ("PASS", "FAIL", "INCONCLUSIVE") for r in rows)
     state = json.loads((root / "reproduce.json").read_text())
     fixed_run = next(x for x in state["recipes"]["fig2"]["runs"] if "fixed" in x["label"])
     final = RunDir(root / fixed_run["run_dir"]).read_metrics()[-1]
-    assert rows[0]["measured"] == f"score_acc {final['eval_score_acc']:.2f}, score2_acc {final['eval_score2_acc']:.2f}"
+    assert rows[0]["measured"] == (f"eval_score_acc {final['eval_score_acc']:.2f}, "
+                                   f"eval_score2_acc {final['eval_score2_acc']:.2f}")
 
 
 def test_induction_rates_on_synthetic_attention():

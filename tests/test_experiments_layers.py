@@ -19,6 +19,6 @@ def test_layers_recipe_end_to_end(tmp_path):
     assert "floor_loss_bigram" in one.read_task()["floors"]
     (claim,) = json.loads((tmp_path / "claims" / "layers.json").read_text())["claims"]
     a1, a2 = one.read_metrics()[-1]["eval_acc_end"], two.read_metrics()[-1]["eval_acc_end"]
-    assert claim["id"] == "3" and claim["measured"] == f"1 layer {a1:.2f}, 2 layers {a2:.2f}"
+    assert claim["id"] == "3" and claim["measured"] == f"1 layer {a1:.2f}, 2 layers {a2:.2f}, gap {a2 - a1:.2f}"
     assert (tmp_path / "figures" / "layers.png").stat().st_size > 10_000
     assert (tmp_path / "data" / "layers.csv").read_text().startswith("panel,condition,metric,iter")

@@ -1,4 +1,4 @@
-"""Claims of SPEC §7 as computable rules over per-seed metric curves, and the claims table.
+"""The verdict over seeds and the claims table; the pure building blocks that rules are made of.
 
 Every rule is evaluated on each seed separately, giving True (satisfied), False (violated) or None
 (undecidable, e.g. two events at the same evaluation step). The verdict over seeds:
@@ -8,8 +8,8 @@ Every rule is evaluated on each seed separately, giving True (satisfied), False 
 - INCONCLUSIVE: the seeds disagree (the band is too wide to decide), some are undecidable, or no
   completed run was there to look at. The reason says which.
 
-The rules are pure functions of numbers (``first_reach``, ``order_holds``, ...), unit-tested on
-synthetic logs; the recipes only pick the curves and the thresholds.
+The building blocks are pure functions of numbers (``first_reach``, ``order_holds``, ...), unit-tested
+on synthetic logs; the rules themselves are in ``birth.experiments.rules``.
 """
 from __future__ import annotations
 
@@ -86,19 +86,19 @@ def order_holds(times: Sequence[float]) -> Optional[bool]:
 
 def max_before(iters: Sequence[float], values: Sequence[float], until: float) -> float:
     """The largest value logged at iterations < ``until`` (NaN if none)."""
-    sel = [v for it, v in zip(iters, values) if it < until and not _nan(v)]
+    sel = [v for it, v in zip(iters, values) if it < until and not is_nan(v)]
     return max(sel) if sel else math.nan
 
 
 def mean_over(iters: Sequence[float], values: Sequence[float], start: float = -INF) -> float:
     """Mean of the values logged at iterations >= ``start``: the area under the curve per step."""
-    sel = [v for it, v in zip(iters, values) if it >= start and not _nan(v)]
+    sel = [v for it, v in zip(iters, values) if it >= start and not is_nan(v)]
     return float(np.mean(sel)) if sel else math.nan
 
 
 def compare(a: float, b: float, tol: float = 0.0) -> Optional[bool]:
     """a > b (True), a < b (False), or None when they are within ``tol`` or undefined."""
-    if _nan(a) or _nan(b):
+    if is_nan(a) or is_nan(b):
         return None
     if abs(a - b) <= tol:
         return None
@@ -116,22 +116,6 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def increases_with(xs: Sequence[float], per_x: Sequence[Sequence[float]], name: str,
-                   min_rho: float = 0.8) -> tuple[list[Optional[bool]], list[str]]:
-    """Per seed: do the values (``per_x[i][seed]`` for x = xs[i]) rise with x (Spearman rho >= min_rho)?
-
-    Returns the outcomes and the measured text of each seed, e.g. "K=1: 0.29, K=3: 0.49 (rho 1.00)".
-    """
-    seeds = min((len(v) for v in per_x), default=0)
-    outcomes, measured = [], []
-    for s in range(seeds):
-        vals = [v[s] for v in per_x]
-        rho = spearman(xs, vals)
-        outcomes.append(None if _nan(rho) else at_least(rho, min_rho))
-        measured.append(", ".join(f"{name}={x}: {fmt(v)}" for x, v in zip(xs, vals)) + f" (rho {fmt(rho)})")
-    return outcomes, measured
-
-
 def _ranks(v: np.ndarray) -> np.ndarray:
     order = v.argsort(kind="stable")
     ranks = np.empty(len(v))
@@ -142,7 +126,7 @@ def _ranks(v: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _nan(v) -> bool:
+def is_nan(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
@@ -189,7 +173,7 @@ def fmt_iter(t: float) -> str:
 
 
 def fmt(v: float, digits: int = 2) -> str:
-    return "n/a" if _nan(v) else f"{v:.{digits}f}"
+    return "n/a" if is_nan(v) else f"{v:.{digits}f}"
 
 
 def paired(a: np.ndarray, b: np.ndarray) -> list[tuple[float, float]]:
@@ -201,18 +185,22 @@ def paired(a: np.ndarray, b: np.ndarray) -> list[tuple[float, float]]:
 # ---------------------------------------------------------------------------------------------
 # The table
 
-def write_claims(rows: Sequence[Claim], out_dir: Path, stem: str, header: dict) -> list[Path]:
-    """``stem``.json (rows plus ``header``: scale, seeds, command) and ``stem``.md under ``out_dir``."""
+def write_claims(rows: Sequence[Claim], out_dir: Path, stem: str, header: dict, info: Sequence[str] = (),
+                 status: str = "") -> list[Path]:
+    """``stem``.json (rows, ``header``: scale, seeds, command; ``info``; ``status``) and ``stem``.md."""
     out_dir.mkdir(parents=True, exist_ok=True)
     js = out_dir / f"{stem}.json"
-    js.write_text(json.dumps({**header, "claims": [r.as_dict() for r in rows]}, indent=2) + "\n")
+    js.write_text(json.dumps({**header, "status": status, "claims": [r.as_dict() for r in rows],
+                              "info": list(info)}, indent=2) + "\n")
     md = out_dir / f"{stem}.md"
-    md.write_text(claims_markdown(rows, header) + "\n")
+    md.write_text(claims_markdown(rows, header, info, status) + "\n")
     return [js, md]
 
 
-def claims_markdown(rows: Sequence[Claim], header: dict) -> str:
+def claims_markdown(rows: Sequence[Claim], header: dict, info: Sequence[str] = (), status: str = "") -> str:
     lines = []
+    if status:
+        lines += [f"**{status}**", ""]
     if header:
         lines.append(" · ".join(f"{k}: `{v}`" if k == "command" else f"{k}: {v}" for k, v in header.items()))
         lines.append("")
@@ -225,6 +213,8 @@ def claims_markdown(rows: Sequence[Claim], header: dict) -> str:
         cells = [r.id, r.claim, f"{r.figure} ({r.recipe})" if r.recipe else r.figure, r.rule, r.measured,
                  f"**{r.verdict}**" + (f": {r.reason}" if r.verdict != PASS else "")]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    if info:
+        lines += ["", "Shown without a verdict:", ""] + [f"- {line}" for line in info]
     return "\n".join(lines)
 
 

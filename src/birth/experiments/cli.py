@@ -1,4 +1,4 @@
-"""``birth reproduce NAME|all [--scale quick|paper] [--seeds N] [--jobs J] [--out DIR]``."""
+"""``birth reproduce NAME|all [--scale tiny|quick|laptop|paper] [--seeds N] [--jobs J] [--out DIR] [--show-config]``."""
 from __future__ import annotations
 
 import argparse
@@ -6,13 +6,14 @@ import sys
 
 from birth.config import ConfigError
 
-SCALE_HELP = ("quick (default): every recipe small enough that 'all' runs in about 30 minutes on 2 CPU cores; "
-              "paper: the paper's sizes (batch 512, T = 256), meant for a GPU; tiny: seconds, for tests")
+SCALE_HELP = ("laptop (default): every claim checked, 'all' within the hour on 2 CPU cores (docs/laptop-scale.md); "
+              "quick: a preview in minutes, too short for several claims; "
+              "paper: the paper's sizes (batch 512, T = 256), meant for a GPU; tiny: seconds, a smoke test")
 
 
 def register(subparsers) -> None:
     from birth.experiments import recipes
-    from birth.experiments.common import DEFAULT_SEEDS, SCALES
+    from birth.experiments.recipe import DEFAULT_SCALE, DEFAULT_SEEDS, SCALES
     names = list(recipes())
     p = subparsers.add_parser(
         "reproduce", help="run the experiments of a paper figure, plot them and check the paper's claims",
@@ -21,13 +22,15 @@ def register(subparsers) -> None:
         epilog="recipes: " + ", ".join(f"{n} ({r.figure})" for n, r in recipes().items()),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", metavar="NAME", help=f"recipe: all, {', '.join(names)}")
-    p.add_argument("--scale", default="quick", choices=SCALES, help=SCALE_HELP)
+    p.add_argument("--scale", default=DEFAULT_SCALE, choices=SCALES, help=SCALE_HELP)
     p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="seeds per configuration (default %(default)s)")
     p.add_argument("--jobs", type=int, default=None,
                    help="parallel worker processes (default: CPUs / threads per run; 1 at paper scale on a GPU)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (default %(default)s)")
     p.add_argument("--out", default="reproduce_out", help="output folder (default %(default)s)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether they are complete; train nothing")
+    p.add_argument("--show-config", action="store_true",
+                   help="print the resolved config of every condition the recipe trains at --scale (YAML); train nothing")
     p.add_argument("--backend", choices=("local", "slurm"), default="local",
                    help="local: worker processes here (default); slurm: one Slurm job per run, through submitit; "
                         "rerunning the command picks up the jobs still queued or running (docs/cluster.md)")
@@ -37,7 +40,10 @@ def register(subparsers) -> None:
 
 
 def handler(args) -> int:
-    from birth.experiments.reproduce import reproduce
+    from birth.experiments.reproduce import reproduce, show_config
+    if args.show_config:
+        print(show_config(args.name, args.scale), end="")
+        return 0
     from birth.launch import LocalBackend
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs: must be >= 1, got {args.jobs}")

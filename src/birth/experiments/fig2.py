@@ -13,18 +13,29 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from birth.experiments import claims as C
-from birth.experiments.common import (Output, Recipe, Results, RunSpec, describe, fixed_triggers, grid,
-                                      load_model, random_triggers, save, style, write_csv)
+from birth.experiments.figures import save, style, write_csv
+from birth.experiments.recipe import SCALE_STATUS, Output, Recipe, Results, Size, describe, load_model, simplified
+from birth.experiments.rules import Checks, FinalAtLeast
 
 NAME = "fig2"
 FIGURE = "Fig. 2"
 FIXED, RANDOM = "fixed triggers", "random triggers"
 WINDOW = 32  # positions shown
+K = 3
+
+# Everything this recipe trains, per scale (both conditions have the same sizes).
+SIZES = {
+    "tiny": Size(T=32, d=32, batch=32, steps=30, lr=0.1, eval_every=10, eval_batch=32),
+    "quick": Size(T=64, d=64, batch=64, steps=600, lr=0.1),
+    "laptop": Size(T=64, d=256, batch=64, steps=2000, lr=0.03, eval_every=20),
+    "paper": Size(T=256, d=128, batch=512, steps=1000, lr=0.03, eval_every=5, eval_batch=512, device="auto"),
+}
 
 
-def specs(scale: str, seeds: int) -> list[RunSpec]:
-    return grid({FIXED: fixed_triggers(scale), RANDOM: random_triggers(scale)}, seeds)
+def conditions(scale: str) -> dict[str, dict]:
+    size = SIZES[scale]
+    return {FIXED: simplified(size, data_args__k=K, data_args__fixed_special_toks=True),
+            RANDOM: simplified(size, data_args__k=K, data_args__fixed_special_toks=False)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,7 +86,7 @@ def plot(res: Results, out: Output) -> list:
     import matplotlib.pyplot as plt
 
     from birth.plots import draw_attention, repeat_boxes
-    if FIXED not in res.groups() or RANDOM not in res.groups():
+    if not res.has(FIXED, RANDOM):
         return []
     fixed, rand = load_model(res.run_dirs(FIXED)[0]), load_model(res.run_dirs(RANDOM)[0])
     batch = fixed.eval_batches()["eval"]
@@ -99,7 +110,7 @@ def plot(res: Results, out: Output) -> list:
         fig.suptitle(f"triggers of this sequence: {trig_chars}  (red: trigger$\\to$output, green: other repeats)",
                      fontsize=7, y=1.02)
         fig.tight_layout()
-        paths = save(fig, out, NAME)
+        paths = save(fig, out.figures, NAME, SCALE_STATUS[res.scale])
     boxes = {(q, s): ("trigger" if tr else "repeat") for q, s, tr in repeat_boxes(tokens, o)}
     rows = [[title, q, s, chars[q], chars[s], f"{attn[q, s]:.5g}", boxes.get((q, s), "") if show else ""]
             for title, attn, show in panels for q in range(length) for s in range(q + 1)]
@@ -127,47 +138,46 @@ def seed_rates(res: Results) -> list[dict]:
     return out
 
 
-def claims(res: Results) -> list[C.Claim]:
-    rates = seed_rates(res) if FIXED in res.groups() and RANDOM in res.groups() else []
-    return score_claims(res) + [any_repeat_claim(rates)]
-
-
-def score_claims(res: Results) -> list[C.Claim]:
-    """Claim 4 for each trigger condition, from the logged attention probes."""
-    rows = []
-    for group in (FIXED, RANDOM):
-        s1, s2 = res.final(group, "eval_score_acc"), res.final(group, "eval_score2_acc")
-        outcomes = [None if np.isnan(a) or np.isnan(b) else bool(C.at_least(a, 0.9) and C.at_least(b, 0.9)) for a, b in zip(s1, s2)]
-        measured = [f"score_acc {C.fmt(a)}, score2_acc {C.fmt(b)}" for a, b in zip(s1, s2)]
-        rows.append(C.make_claim("4", f"Layer 1 attends to the previous token, layer 2 to the token after an "
-                                      f"earlier occurrence of the current one ({group})", FIGURE,
-                                 "after training, on the evaluation batch: score_acc >= 0.9 and score2_acc >= 0.9",
-                                 outcomes, measured, NAME))
-    return rows
-
-
-def any_repeat_claim(rates: list[dict]) -> C.Claim:
-    """Claim 5 from per-seed induction rates ({'fixed': induction_rates(...), 'random': ...})."""
-    outcomes, measured = [], []
-    for r in rates:
+def repeat_rates(res: Results) -> list[dict]:
+    """Claim 5's values per seed: induction rates at repeated non-trigger tokens (and at triggers)."""
+    out = []
+    for r in seed_rates(res):
         rr, rf = r["random"]["other"], r["fixed"]["other"]
-        outcomes.append(None if np.isnan(rr) or np.isnan(rf) else bool(C.at_least(rr, 0.5) and C.at_most(rf, 0.5 * rr)))
-        measured.append(f"random {C.fmt(rr)} vs fixed {C.fmt(rf)} at repeated non-triggers "
-                        f"(at triggers {C.fmt(r['random']['trigger'])} vs {C.fmt(r['fixed']['trigger'])})")
-    return C.make_claim("5", "With random triggers the induction head fires on any repeated token; with fixed "
-                             "triggers only after the triggers", FIGURE,
-                        "on the fixed-trigger evaluation batch, fraction of repeated non-trigger tokens whose "
-                        "layer-2 argmax follows an earlier occurrence: random-trigger model >= 0.5, "
-                        "fixed-trigger model <= half of that", outcomes, measured, NAME)
+        out.append({"random": rr, "fixed": rf, "fixed / random": rf / rr if rr else float("nan"),
+                    "random at triggers": r["random"]["trigger"], "fixed at triggers": r["fixed"]["trigger"]})
+    return out
+
+
+SCORES = (("eval_score_acc", 0.9), ("eval_score2_acc", 0.9))
+RULES = (
+    FinalAtLeast("4a", "Layer 1 attends to the previous token, layer 2 to the token after an earlier occurrence "
+                       "of the current one (fixed triggers)", FIGURE, group=FIXED, bounds=SCORES),
+    FinalAtLeast("4b", "Layer 1 attends to the previous token, layer 2 to the token after an earlier occurrence "
+                       "of the current one (random triggers)", FIGURE, group=RANDOM, bounds=SCORES),
+    Checks("5", "With random triggers the induction head fires on any repeated token; with fixed triggers only "
+                "after the triggers", FIGURE, measure_fn=repeat_rates, needs=(FIXED, RANDOM),
+           describe="on the fixed-trigger evaluation batch, fraction of repeated non-trigger tokens whose layer-2 "
+                    "argmax follows an earlier occurrence, per model",
+           checks=(("random", ">=", 0.5), ("fixed / random", "<=", 0.5))),
+)
 
 
 def notes(scale: str) -> str:
-    fixed, rand = specs(scale, 1)
+    configs = RECIPE.configs(scale)
+    diff = {
+        "tiny": "test-only sizes.",
+        "quick": "a preview: d = 64 and 600 steps, too short for the previous-token head to complete.",
+        "laptop": (f"T = {SIZES['laptop'].T} and batch {SIZES['laptop'].batch} instead of 256 and 512, to fit 2 CPU "
+                   f"cores; d = {SIZES['laptop'].d} and lr {SIZES['laptop'].lr:g} as the official README command: "
+                   "the previous-token head of layer 1 is a positional memory whose cross-talk grows like "
+                   "sqrt(T/d), and at d = 128 or lr 0.1 it stalls below 0.9 (docs/laptop-scale.md)."),
+        "paper": "the paper's sizes (SPEC §6).",
+    }[scale]
     return ("Simplified model (Sec. 4.2: one head per layer, frozen random embeddings), in-context loss; "
-            f"the paper drew the full transformer. Fixed: {describe(fixed)}. Random: {describe(rand)}. "
-            f"Maps: the first seed's models on one evaluation sequence of the fixed-trigger task, first {WINDOW} "
-            "positions.")
+            f"the paper drew the full transformer. Fixed: {describe(configs[FIXED])}. Random: "
+            f"{describe(configs[RANDOM])}. Maps: the first seed's models on one evaluation sequence of the "
+            f"fixed-trigger task, first {WINDOW} positions. Differences from the paper scale: {diff}")
 
 
 RECIPE = Recipe(NAME, FIGURE, "Attention maps: previous-token head and induction head, fixed vs random triggers",
-                specs, plot, claims, notes)
+                conditions, plot, RULES, notes)

@@ -14,18 +14,31 @@ from __future__ import annotations
 import numpy as np
 
 from birth.experiments import claims as C
-from birth.experiments.common import (COLORS, CurveTable, Output, Recipe, Results, RunSpec, base, floor_line,
-                                      describe, grid, random_triggers, save, style)
+from birth.experiments.figures import COLORS, CurveTable, floor_line, save, style
+from birth.experiments.recipe import SCALE_STATUS, Output, Recipe, Results, Size, describe, simplified
+from birth.experiments.rules import ACC, Checks, IncreasesWith, PairedBetter, Rule
 
 NAME = "fig4"
 FIGURE = "Fig. 4"
-ACC = "eval_acc_end"
 
-GLOBAL_STEPS = {"tiny": 30, "quick": 600, "paper": 1000}
+# Everything this recipe trains, per scale: (a) uses GLOBAL, (b)-(d) use INCONTEXT.
+GLOBAL = {
+    "tiny": Size(T=32, d=32, batch=32, steps=30, lr=0.1, eval_every=10, eval_batch=32),
+    "quick": Size(T=64, d=64, batch=64, steps=600, lr=0.1),
+    "laptop": Size(T=64, d=128, batch=64, steps=1000, lr=0.1, eval_every=20),
+    "paper": Size(T=256, d=128, batch=512, steps=1000, lr=0.03, eval_every=5, eval_batch=512, device="auto"),
+}
+INCONTEXT = {
+    "tiny": Size(T=32, d=32, batch=32, steps=30, lr=0.1, eval_every=10, eval_batch=32),
+    "quick": Size(T=64, d=64, batch=64, steps=400, lr=0.1),
+    "laptop": Size(T=64, d=128, batch=64, steps=600, lr=0.1, eval_every=20),
+    "paper": Size(T=256, d=128, batch=512, steps=1000, lr=0.03, eval_every=5, eval_batch=512, device="auto"),
+}
+KS = {"tiny": (1, 3), "quick": (1, 3, 5, 10), "laptop": (1, 3, 5, 10), "paper": (1, 3, 5, 10)}
+K_DEFAULT = 3  # random triggers of panels (c), (d)
 # (a): one trigger per sequence; label -> special_toks_offset (None: random trigger)
 TRIGGER_CONDITIONS = {"random trigger": None, "fixed: most frequent": 0, "fixed: 2nd most frequent": 1,
                       "fixed: 6th most frequent": 5}
-KS = {"tiny": (1, 3), "quick": (1, 3, 5, 10), "paper": (1, 3, 5, 10)}
 UNIFORM_TO_BIGRAM, BIGRAM_TO_UNIFORM, SPLIT = "uniform outputs", "bigram outputs", "75/25 output split"
 
 
@@ -33,18 +46,19 @@ def k_label(k: int) -> str:
     return f"K = {k}"
 
 
-def specs(scale: str, seeds: int) -> list[RunSpec]:
-    groups = {}
+def conditions(scale: str) -> dict[str, dict]:
+    out = {}
     for label, offset in TRIGGER_CONDITIONS.items():
-        extra = {"data_args__fixed_special_toks": offset is not None, "data_args__special_toks_offset": offset or 0}
-        groups[label] = base(scale, data_args__k=1, loss_head_only=False, model_args__final_ffn=True,
-                             max_iters=GLOBAL_STEPS[scale], **extra)
-    for k in KS[scale]:
-        groups[k_label(k)] = random_triggers(scale, k=k)
-    groups[UNIFORM_TO_BIGRAM] = random_triggers(scale, bigram_outs_test=True)
-    groups[BIGRAM_TO_UNIFORM] = random_triggers(scale, bigram_outs_train=True, bigram_outs_test=False)
-    groups[SPLIT] = random_triggers(scale, data_args__output_split=True)
-    return grid(groups, seeds)
+        out[label] = simplified(GLOBAL[scale], data_args__k=1, loss_head_only=False, model_args__final_ffn=True,
+                                data_args__fixed_special_toks=offset is not None,
+                                data_args__special_toks_offset=offset or 0)
+    random = lambda **kw: simplified(INCONTEXT[scale], data_args__fixed_special_toks=False, **kw)
+    for k in KS[scale]:  # the K_DEFAULT point is the uniform-outputs run of (c): one run, shared
+        out[k_label(k)] = random(data_args__k=k, bigram_outs_test=k == K_DEFAULT)
+    out[UNIFORM_TO_BIGRAM] = random(data_args__k=K_DEFAULT, bigram_outs_test=True)
+    out[BIGRAM_TO_UNIFORM] = random(data_args__k=K_DEFAULT, bigram_outs_train=True, bigram_outs_test=False)
+    out[SPLIT] = random(data_args__k=K_DEFAULT, data_args__output_split=True)
+    return out
 
 
 def plot(res: Results, out: Output) -> list:
@@ -103,7 +117,7 @@ def plot(res: Results, out: Output) -> list:
                ylim=(-0.02, 1.02))
         ax.legend(frameon=False, fontsize=6)
         fig.tight_layout()
-        paths = save(fig, out, NAME)
+        paths = save(fig, out.figures, NAME, SCALE_STATUS[res.scale])
     paths.append(table.write(out.data / f"{NAME}.csv"))
     return paths
 
@@ -112,96 +126,115 @@ def _show(c: str) -> str:
     return "space" if c == " " else repr(c)
 
 
-def global_time(iters, loss, floor: float, frac: float = 0.75) -> float:
+GLOBAL_FRACTION = 0.75   # of the way from the first global loss to its Bayes floor
+INCONTEXT_FRACTION = 0.5  # of the no-context loss (log N)
+
+
+class GlobalBeforeInContext(Rule):
+    """Claim 2, per run of every trigger condition of panel (a): the global loss covers
+    GLOBAL_FRACTION of the way to its floor strictly before the in-context loss falls below
+    INCONTEXT_FRACTION of the no-context loss."""
+
+    unit = "runs (condition x seed)"
+
+    def groups(self):
+        return ()
+
+    def text(self, res):
+        return (f"full loss with W_F, every trigger condition and seed: loss_bigram covers {GLOBAL_FRACTION:.0%} of "
+                f"the way from its first value to its Bayes floor before loss_head falls below "
+                f"{INCONTEXT_FRACTION:g} x the no-context loss (log N)")
+
+    def measure(self, res):
+        return [{"run": f"{label} s{s}", "global": tg, "in-context": ti}
+                for label in TRIGGER_CONDITIONS if res.has(label)
+                for s, (tg, ti) in enumerate(zip(*event_times(res, label)))]
+
+    def holds(self, v):
+        return C.order_holds([v["global"], v["in-context"]])
+
+    def show(self, v):
+        return f"{v['run']}: global {C.fmt_iter(v['global'])}, in-context {C.fmt_iter(v['in-context'])}"
+
+
+class FrequentTriggerFirst(Rule):
+    """Claim 11, per seed: the in-context loss of the most frequent fixed trigger falls below
+    INCONTEXT_FRACTION x log N strictly before that of either rarer fixed trigger."""
+
+    top, rarer = "fixed: most frequent", ("fixed: 2nd most frequent", "fixed: 6th most frequent")
+
+    def groups(self):
+        return (self.top,) + self.rarer
+
+    def text(self, res):
+        return (f"loss_head falls below {INCONTEXT_FRACTION:g} x log N earlier for the most frequent fixed trigger "
+                "than for either rarer one")
+
+    def measure(self, res):
+        top = event_times(res, self.top)[1]
+        others = [event_times(res, g)[1] for g in self.rarer]
+        return [{"most frequent": t, **{f"rarer {i + 1}": o[s] for i, o in enumerate(others)}}
+                for s, t in enumerate(top) if all(s < len(o) for o in others)]
+
+    def holds(self, v):
+        return C.order_holds([v["most frequent"], min(x for k, x in v.items() if k != "most frequent")])
+
+
+def event_times(res: Results, label: str) -> tuple[list[float], list[float]]:
+    """Per seed of a panel (a) condition: (global time, in-context time)."""
+    fl = res.floors(label)
+    it, lb = res.curve(label, "eval_loss_bigram")
+    _, lh = res.curve(label, "eval_loss_head")
+    glob = [global_time(it, row, fl["floor_loss_bigram"], GLOBAL_FRACTION) for row in lb]
+    inctx = [C.first_reach(it, row, INCONTEXT_FRACTION * fl["nocontext_loss_head"], above=False) for row in lh]
+    return glob, inctx
+
+
+def global_time(iters, loss, floor: float, frac: float) -> float:
     """First iteration at which the global loss has covered ``frac`` of the way from its first value to the floor."""
     if len(loss) == 0 or np.isnan(loss[0]):
         return C.INF
     return C.first_reach(iters, loss, loss[0] - frac * (loss[0] - floor), above=False)
 
 
-def incontext_time(iters, loss, nocontext: float) -> float:
-    """First iteration at which the in-context loss is below half the no-context loss (log N for uniform outputs)."""
-    return C.first_reach(iters, loss, 0.5 * nocontext, above=False)
+def split_ratio(res: Results) -> list[dict]:
+    a, h = res.final(SPLIT, ACC), res.final(SPLIT, "acc_end_split_test")
+    return [{"trained outputs": x, "held-out": y, "held-out / trained": y / x if x else float("nan")}
+            for x, y in zip(a, h)]
 
 
-def claims(res: Results) -> list[C.Claim]:
-    rows = []
-    # 2: global before in-context, in every condition of panel (a)
-    outcomes, measured = [], []
-    times: dict[str, list[float]] = {}
-    for label in TRIGGER_CONDITIONS:
-        if label not in res.groups():
-            continue
-        fl = res.floors(label)
-        it, lb = res.curve(label, "eval_loss_bigram")
-        _, lh = res.curve(label, "eval_loss_head")
-        times[label] = []
-        for s in range(len(lb)):
-            tg = global_time(it, lb[s], fl["floor_loss_bigram"])
-            ti = incontext_time(it, lh[s], fl["nocontext_loss_head"])
-            times[label].append(ti)
-            outcomes.append(C.order_holds([tg, ti]))
-            measured.append(f"{label} s{s}: global {C.fmt_iter(tg)}, in-context {C.fmt_iter(ti)}")
-    rows.append(C.make_claim("2", "Global bigrams are learned fast; the induction head develops more slowly", FIGURE,
-                             "full loss with W_F, every trigger condition and seed: loss_bigram covers 75% of the way "
-                             "from its first value to its Bayes floor before loss_head falls below half the no-context "
-                             "loss (log N)", outcomes, measured, NAME, unit="runs (condition x seed)"))
-    # 11: most frequent trigger first
-    top = times.get("fixed: most frequent", [])
-    rarer = [times[g] for g in ("fixed: 2nd most frequent", "fixed: 6th most frequent") if g in times]
-    outcomes, measured = [], []
-    for s in range(len(top)):
-        others = [r[s] for r in rarer if s < len(r)]
-        if not others:
-            continue
-        outcomes.append(C.order_holds([top[s], min(others)]))
-        measured.append(f"most frequent {C.fmt_iter(top[s])} vs rarer {', '.join(C.fmt_iter(o) for o in others)}")
-    rows.append(C.make_claim("11", "The more frequent the trigger, the faster the in-context loss drops", FIGURE,
-                             "loss_head falls below half of log N earlier for the most frequent fixed trigger than for "
-                             "either rarer one", outcomes, measured, NAME))
-    # 15a: number of triggers
-    ks = [k for k in KS[res.scale] if k_label(k) in res.groups()]
-    aucs = []
-    for k in ks:
-        it, acc = res.curve(k_label(k), ACC)
-        aucs.append([C.mean_over(it, row) for row in acc])
-    outcomes, measured = C.increases_with(ks, aucs, "K")
-    measured = ["mean acc " + m for m in measured]
-    rows.append(C.make_claim("15a", "Trigger diversity changes the speed of in-context learning (more triggers, "
-                                    "faster) [our reading, low confidence]", FIGURE,
-                             f"random triggers: mean in-context accuracy over the run increases with K in {list(ks)} "
-                             "(Spearman rho >= 0.8 per seed)", outcomes, measured, NAME))
-    # 15b: OOD in both directions
-    outcomes, measured = [], []
-    if UNIFORM_TO_BIGRAM in res.groups() and BIGRAM_TO_UNIFORM in res.groups():
-        gu = res.final(UNIFORM_TO_BIGRAM, ACC) - res.final(UNIFORM_TO_BIGRAM, "acc_end_test")
-        gb = res.final(BIGRAM_TO_UNIFORM, ACC) - res.final(BIGRAM_TO_UNIFORM, "acc_end_test")
-        for u, b in C.paired(gu, gb):
-            outcomes.append(C.compare(b, u, tol=0.02))
-            measured.append(f"drop bigram->uniform {C.fmt(b)} vs uniform->bigram {C.fmt(u)}")
-    rows.append(C.make_claim("15b", "Training on bigram-drawn outputs generalizes worse to uniform outputs than "
-                                    "training on uniform outputs generalizes to bigram ones [low confidence]", FIGURE,
-                             "final accuracy drop from in-distribution (eval_acc_end) to the other output distribution "
-                             "(acc_end_test): bigram-trained > uniform-trained + 0.02", outcomes, measured, NAME))
-    # 15c: output split (our derivation from Lemma 1)
-    outcomes, measured = [], []
-    if SPLIT in res.groups():
-        a, h = res.final(SPLIT, ACC), res.final(SPLIT, "acc_end_split_test")
-        for x, y in zip(a, h):
-            outcomes.append(None if np.isnan(x) or np.isnan(y) else bool(y < 0.5 * x - C.EPS))
-            measured.append(f"held-out {C.fmt(y)} vs trained outputs {C.fmt(x)}")
-    rows.append(C.make_claim("15c", "Outputs never seen in training are not copied: W_O^2 stores only the "
-                                    "associations its gradient saw [derived from Lemma 1, not a paper figure]", FIGURE,
-                             "75/25 split: final acc_end_split_test < 0.5 x eval_acc_end", outcomes, measured, NAME))
-    return rows
+RULES = (
+    GlobalBeforeInContext("2", "Global bigrams are learned fast; the induction head develops more slowly", FIGURE),
+    FrequentTriggerFirst("11", "The more frequent the trigger, the faster the in-context loss drops", FIGURE),
+    IncreasesWith("15a", "Trigger diversity changes the speed of in-context learning (more triggers, faster) "
+                         "[our reading, low confidence]", FIGURE,
+                  select="K = ", key="data_args.k", metric=ACC, stat="mean"),
+    PairedBetter("15b", "Training on bigram-drawn outputs generalizes worse to uniform outputs than training on "
+                        "uniform outputs generalizes to bigram ones [low confidence]", FIGURE,
+                 higher=BIGRAM_TO_UNIFORM, lower=UNIFORM_TO_BIGRAM, metric=ACC, stat="final", margin=0.02,
+                 minus="acc_end_test"),
+    Checks("15c", "Outputs never seen in training are not copied: W_O^2 stores only the associations its gradient "
+                  "saw [derived from Lemma 1, not a paper figure]", FIGURE, measure_fn=split_ratio, needs=(SPLIT,),
+           describe="75/25 split, final values", checks=(("held-out / trained", "<", 0.5),)),
+)
 
 
 def notes(scale: str) -> str:
-    by_group = {s.group: s for s in specs(scale, 1)}
-    return ("Simplified model. (a): one trigger, full loss (loss_head_only=False) with a linear final W_F; "
-            f"{describe(by_group['fixed: most frequent'])}. (b)-(d): in-context loss only; "
-            f"{describe(by_group[UNIFORM_TO_BIGRAM])}. acc_end_test counts outs >= 2 (as the simplified script).")
+    configs = RECIPE.configs(scale)
+    diff = {
+        "tiny": "test-only sizes.",
+        "quick": "a preview: d = 64 and 600 steps.",
+        "laptop": (f"T = {GLOBAL['laptop'].T} and batch {GLOBAL['laptop'].batch} instead of 256 and 512, d = "
+                   f"{GLOBAL['laptop'].d}, {GLOBAL['laptop'].steps} steps ((b)-(d): {INCONTEXT['laptop'].steps}), "
+                   f"to fit 2 CPU cores; lr "
+                   f"{GLOBAL['laptop'].lr:g} instead of 0.03 for the smaller batch (docs/laptop-scale.md)."),
+        "paper": "the paper's sizes (SPEC §6).",
+    }[scale]
+    return ("Simplified model, SGD + momentum. (a): one trigger, full loss (loss_head_only=False) with a linear "
+            f"final W_F; {describe(configs['fixed: most frequent'])}. (b)-(d): in-context loss only; "
+            f"{describe(configs[UNIFORM_TO_BIGRAM])}. acc_end_test counts outs >= 2 (as the simplified script). "
+            f"Differences from the paper scale: {diff}")
 
 
 RECIPE = Recipe(NAME, FIGURE, "Global vs in-context learning; number of triggers, output distribution, OOD split",
-                specs, plot, claims, notes)
+                conditions, plot, RULES, notes)

@@ -1,0 +1,118 @@
+"""Pilot runs that chose the `laptop` scale (docs/laptop-scale.md): small trainings of candidate
+settings, in parallel, with a one-line summary each (wall time, final metrics, first iteration at
+which each memory probe reaches 0.5 and 0.9).
+
+    python scripts/pilots.py GROUP [--out DIR] [--jobs 2]
+    python scripts/pilots.py --list
+
+Runs are cached by config hash under --out (default /tmp/birth-pilots), so rerunning a group only
+prints its table.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from birth.launch import LocalBackend, make_job, run_jobs
+from birth.runs import RunDir
+
+# The simplified model on the in-context loss with frozen embeddings and W_U, SGD + momentum 0.9.
+BASE = {"loss_head_only": True, "model_args.freeze_embeddings": True, "model_args.freeze_output": True,
+        "optim_args.use_sgd": True, "optim_args.momentum": 0.9, "optim_args.weight_decay": 1e-4,
+        "optim_args.batch_size": 64, "eval_batch_size": 128, "eval_delta": 10, "device": "cpu",
+        "data_args.seq_length": 64, "model_args.max_length": 64, "model_args.dim": 64}
+FIXED = {"data_args.k": 3, "data_args.fixed_special_toks": True}
+RANDOM = {"data_args.k": 3, "data_args.fixed_special_toks": False}
+
+
+def _v(**kw) -> dict:
+    return {k.replace("__", "."): v for k, v in kw.items()}
+
+
+GROUPS: dict[str, dict[str, dict]] = {
+    # 1. SGD learning rate at the quick sizes (B 64, T 64, d 64): fixed and random triggers
+    "lr": {f"{trig} lr {lr:g}": {**BASE, **t, "optim_args.learning_rate": lr, "max_iters": 800}
+           for lr in (0.1, 0.3, 1.0) for trig, t in (("fixed", FIXED), ("random", RANDOM))},
+    # 2. width and a smaller step, longer: does W_K^1 (previous-token head, score_acc) complete?
+    "width": {f"{trig} d {d} lr {lr:g}": {**BASE, **t, "model_args.dim": d, "optim_args.learning_rate": lr,
+                                          "max_iters": 2000, "eval_delta": 20}
+              for d in (64, 128) for lr in (0.03, 0.1) for trig, t in (("fixed", FIXED), ("random", RANDOM))},
+    # 3. the previous-token head (score_acc) is limited by positional cross-talk ~ sqrt(T/d): d 256, or T 32;
+    #    and the Fig. 3 freezing at T 128, K 5, d 128, lr 0.1 (W_O2 alone, and W_O2 frozen, until 300)
+    "prevtoken": {
+        **{f"{trig} d 256 lr {lr:g}": {**BASE, **t, "model_args.dim": 256, "optim_args.learning_rate": lr,
+                                       "max_iters": 1500, "eval_delta": 20}
+           for lr in (0.03, 0.1) for trig, t in (("fixed", FIXED), ("random", RANDOM))},
+        **{f"{trig} d 128 T 32 lr 0.1": {**BASE, **t, "model_args.dim": 128, "optim_args.learning_rate": 0.1,
+                                         "data_args.seq_length": 32, "model_args.max_length": 32,
+                                         "max_iters": 1500, "eval_delta": 20}
+           for trig, t in (("fixed", FIXED), ("random", RANDOM))},
+        **{f"fig3 {frozen} frozen": {**BASE, "data_args.k": 5, "data_args.fixed_special_toks": True,
+                                     "data_args.seq_length": 128, "model_args.max_length": 128,
+                                     "model_args.dim": 128, "optim_args.learning_rate": 0.1, "max_iters": 600,
+                                     "freeze_until": f"300:{frozen}"}
+           for frozen in ("W_O2", "W_K1,W_K2")},
+    },
+    # 4. Fig. 4 (a) with SGD: one trigger, the full loss and a linear W_F; random vs fixed triggers by frequency
+    "fig4": {f"fig4a {label}": {**BASE, "data_args.k": 1, "data_args.fixed_special_toks": offset is not None,
+                                "data_args.special_toks_offset": offset or 0, "loss_head_only": False,
+                                "model_args.final_ffn": True, "model_args.dim": 128,
+                                "optim_args.learning_rate": 0.1, "max_iters": 1000, "eval_delta": 20}
+             for label, offset in (("random", None), ("1st", 0), ("2nd", 1), ("6th", 5))},
+    # 5. claim 6b (SPEC §9.11): with random triggers, does wk1 reach 0.5 before wk0? At T 64 wk0 came
+    #    first (groups 1-2); T 128 gives W_K^1 twice the positions and W_K^2 twice the in-context targets.
+    "order": {f"random T 128 d 128 lr {lr:g}": {**BASE, **RANDOM, "data_args.seq_length": 128,
+                                                 "model_args.max_length": 128, "model_args.dim": 128,
+                                                 "optim_args.learning_rate": lr, "max_iters": 1500, "eval_delta": 20}
+              for lr in (0.03, 0.1)},
+}
+
+
+def first(rows: list[dict], key: str, thr: float) -> str:
+    for r in rows:
+        v = r.get(key)
+        if isinstance(v, (int, float)) and v >= thr - 1e-6:
+            return str(r["iter"])
+    return "-"
+
+
+def summarize(label: str, run_dir: Path, seconds: float) -> str:
+    rows = RunDir(run_dir).read_metrics()
+    if not rows:
+        return f"{label:28s} no metrics"
+    last = rows[-1]
+    fin = lambda k: (f"{last[k]:.2f}" if isinstance(last.get(k), (int, float)) and not math.isnan(last[k]) else "n/a")
+    reach = " ".join(f"{k.split('_acc')[0]}@.5/.9={first(rows, k, .5)}/{first(rows, k, .9)}"
+                     for k in ("wo1_acc", "wk1_acc", "wk0_acc", "eval_acc_end"))
+    return (f"{label:28s} {seconds:6.0f}s  acc {fin('eval_acc_end')} s1 {fin('eval_score_acc')} "
+            f"s2 {fin('eval_score2_acc')} wo1 {fin('wo1_acc')} wk1 {fin('wk1_acc')} wk0 {fin('wk0_acc')} "
+            f"wk0_64 {fin('wk0_64_acc')} | {reach}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("group", nargs="?")
+    p.add_argument("--out", default="/tmp/birth-pilots")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--list", action="store_true")
+    a = p.parse_args(argv)
+    if a.list or not a.group:
+        print("\n".join(GROUPS))
+        return 0
+    if a.group not in GROUPS:
+        print(f"pilots: unknown group {a.group!r}; choose from {', '.join(GROUPS)}", file=sys.stderr)
+        return 2
+    jobs = [make_job(a.out, ov, None, label=label) for label, ov in GROUPS[a.group].items()]
+    results = run_jobs(jobs, LocalBackend(jobs=a.jobs, threads_per_run=1),
+                       lambda r: print(f"  done {r.job.label} ({r.status})", file=sys.stderr, flush=True))
+    by_dir = {r.job.run_dir: r for r in results}
+    for job in jobs:
+        res = by_dir[job.run_dir]
+        print(summarize(job.label, Path(job.run_dir), res.summary.get("wall_seconds") or 0.0))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
