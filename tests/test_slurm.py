@@ -34,8 +34,8 @@ def _slurm_missing() -> str:
         return 'no Slurm here (no sbatch on PATH): run eval "$(scripts/local-slurm up)" first'
     ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True)
     if ping.returncode or "UP" not in ping.stdout:
-        return f'no Slurm controller answers (scontrol ping: {ping.stdout.strip() or ping.stderr.strip()}); ' \
-               'run eval "$(scripts/local-slurm up)" first'
+        said = ((ping.stdout.strip() or ping.stderr.strip()).splitlines() or ["no answer"])[-1]
+        return f'no Slurm controller answers (scontrol ping: {said}); run eval "$(scripts/local-slurm up)" first'
     return ""
 
 
@@ -172,3 +172,22 @@ def test_two_concurrent_submissions_never_train_one_run_twice(cli, tmp_path):
     assert sum(f"{runs} job(s) submitted" in err for _, err in outs) == 1
     for run in (tmp_path / "runs").iterdir():
         assert RunDir(run).read_summary()["start_step"] == 0  # trained once, from the start
+
+
+def test_a_rerun_after_the_submitter_died_waits_for_its_jobs_instead_of_submitting_again(cli, tmp_path):
+    profile = tmp_path / "slow-start.yaml"
+    profile.write_text("setup: ['sleep 6']\n")  # each job waits before training: still queued or running below
+    argv = ["reproduce", "layers", "--scale", "tiny", "--seeds", "1", "--backend", "slurm",
+            "--slurm-profile", str(profile), "--out", str(tmp_path)]
+    first = cli.start(*argv)
+    for line in first.stderr:  # until it has submitted everything
+        if "job(s) submitted" in line:
+            break
+    first.kill()  # the submitting shell dies; its jobs go on
+    first.communicate()
+    submitted = job_ids(tmp_path / "slurm")
+    proc = cli.run(*argv, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"0 job(s) submitted, {len(submitted)} already queued or running" in proc.stderr
+    assert job_ids(tmp_path / "slurm") == submitted
+    assert {s for _, s in sacct(submitted).values()} <= {"COMPLETED", "RUNNING", "COMPLETING"}
