@@ -176,7 +176,7 @@ def test_two_concurrent_submissions_never_train_one_run_twice(cli, tmp_path):
 
 def test_a_rerun_after_the_submitter_died_waits_for_its_jobs_instead_of_submitting_again(cli, tmp_path):
     profile = tmp_path / "slow-start.yaml"
-    profile.write_text("setup: ['sleep 6']\n")  # each job waits before training: still queued or running below
+    profile.write_text("setup: ['sleep 4']\n")  # each job waits before training: still queued or running below
     argv = ["reproduce", "layers", "--scale", "tiny", "--seeds", "1", "--backend", "slurm",
             "--slurm-profile", str(profile), "--out", str(tmp_path)]
     first = cli.start(*argv)
