@@ -4,6 +4,10 @@ which each memory probe reaches 0.5 and 0.9).
 
     python scripts/pilots.py GROUP [--out DIR] [--jobs 2]
     python scripts/pilots.py --list
+    python scripts/pilots.py --budget [--scale laptop]
+
+``--budget`` times a training step of each distinct shape that ``birth reproduce all`` trains at a
+scale (CPU time of one thread, evaluations included) and prints the CPU seconds it predicts.
 
 Runs are cached by config hash under --out (default /tmp/birth-pilots), so rerunning a group only
 prints its table.
@@ -39,29 +43,40 @@ GROUPS: dict[str, dict[str, dict]] = {
     "width": {f"{trig} d {d} lr {lr:g}": {**BASE, **t, "model_args.dim": d, "optim_args.learning_rate": lr,
                                           "max_iters": 2000, "eval_delta": 20}
               for d in (64, 128) for lr in (0.03, 0.1) for trig, t in (("fixed", FIXED), ("random", RANDOM))},
-    # 3. the previous-token head (score_acc) is limited by positional cross-talk ~ sqrt(T/d): d 256, or T 32;
-    #    and the Fig. 3 freezing at T 128, K 5, d 128, lr 0.1 (W_O2 alone, and W_O2 frozen, until 300)
+    # 3. the previous-token head (score_acc) is limited by positional cross-talk ~ sqrt(T/d): d 256
     "prevtoken": {
         **{f"{trig} d 256 lr {lr:g}": {**BASE, **t, "model_args.dim": 256, "optim_args.learning_rate": lr,
                                        "max_iters": 1500, "eval_delta": 20}
            for lr in (0.03, 0.1) for trig, t in (("fixed", FIXED), ("random", RANDOM))},
-        **{f"{trig} d 128 T 32 lr 0.1": {**BASE, **t, "model_args.dim": 128, "optim_args.learning_rate": 0.1,
-                                         "data_args.seq_length": 32, "model_args.max_length": 32,
-                                         "max_iters": 1500, "eval_delta": 20}
-           for trig, t in (("fixed", FIXED), ("random", RANDOM))},
+    },
+    # 4. the Fig. 3 freezing at T 128, K 5, d 128, lr 0.1 (W_O2 alone, and W_O2 frozen, until 300)
+    "fig3": {
         **{f"fig3 {frozen} frozen": {**BASE, "data_args.k": 5, "data_args.fixed_special_toks": True,
                                      "data_args.seq_length": 128, "model_args.max_length": 128,
                                      "model_args.dim": 128, "optim_args.learning_rate": 0.1, "max_iters": 600,
                                      "freeze_until": f"300:{frozen}"}
            for frozen in ("W_O2", "W_K1,W_K2")},
     },
-    # 4. Fig. 4 (a) with SGD: one trigger, the full loss and a linear W_F; random vs fixed triggers by frequency
+    # 4b. at lr 0.1, W_O2 alone reached only 0.71 by step 300: larger steps (and a check of claim 7's drift)
+    "fig3lr": {f"fig3 {frozen} frozen lr {lr:g}": {**BASE, "data_args.k": 5, "data_args.fixed_special_toks": True,
+                                                   "data_args.seq_length": 128, "model_args.max_length": 128,
+                                                   "model_args.dim": 128, "optim_args.learning_rate": lr,
+                                                   "max_iters": 320, "freeze_until": f"300:{frozen}"}
+               for frozen in ("W_O2", "W_K1,W_K2") for lr in (0.2, 0.3)},
+    # 4c. lr 0.3 breaks claim 7 (wk1 drifts by 0.4 with W_O2 frozen); lr 0.2 gains too little by 300:
+    #     a later freeze step, or a larger batch
+    "fig3f": {f"fig3 {frozen} frozen lr {lr:g} batch {b} F {f}": {
+        **BASE, "data_args.k": 5, "data_args.fixed_special_toks": True, "data_args.seq_length": 128,
+        "model_args.max_length": 128, "model_args.dim": 128, "optim_args.learning_rate": lr,
+        "optim_args.batch_size": b, "max_iters": f + 20, "freeze_until": f"{f}:{frozen}"}
+        for frozen in ("W_O2", "W_K1,W_K2") for lr, b, f in ((0.2, 64, 500), (0.1, 128, 300), (0.2, 128, 300))},
+    # 5. Fig. 4 (a) with SGD: one trigger, the full loss and a linear W_F; random vs fixed triggers by frequency
     "fig4": {f"fig4a {label}": {**BASE, "data_args.k": 1, "data_args.fixed_special_toks": offset is not None,
                                 "data_args.special_toks_offset": offset or 0, "loss_head_only": False,
                                 "model_args.final_ffn": True, "model_args.dim": 128,
                                 "optim_args.learning_rate": 0.1, "max_iters": 1000, "eval_delta": 20}
              for label, offset in (("random", None), ("1st", 0), ("2nd", 1), ("6th", 5))},
-    # 5. claim 6b (SPEC §9.11): with random triggers, does wk1 reach 0.5 before wk0? At T 64 wk0 came
+    # 6. claim 6b (SPEC §9.11): with random triggers, does wk1 reach 0.5 before wk0? At T 64 wk0 came
     #    first (groups 1-2); T 128 gives W_K^1 twice the positions and W_K^2 twice the in-context targets.
     "order": {f"random T 128 d 128 lr {lr:g}": {**BASE, **RANDOM, "data_args.seq_length": 128,
                                                  "model_args.max_length": 128, "model_args.dim": 128,
@@ -91,13 +106,64 @@ def summarize(label: str, run_dir: Path, seconds: float) -> str:
             f"wk0_64 {fin('wk0_64_acc')} | {reach}")
 
 
+def budget(scale: str, seeds: int = 3, steps: int = 60) -> None:
+    """Prints, per distinct shape of ``birth reproduce all --scale SCALE``, the CPU ms per step and the
+    predicted CPU seconds (steps x runs), and the total."""
+    import tempfile
+    import time
+
+    import torch
+
+    from birth.experiments import recipes
+    from birth.train import train
+    from birth.validation import resolve_config
+    torch.set_num_threads(1)
+    shapes: dict[tuple, list] = {}
+    seen = set()
+    for recipe in recipes().values():
+        for spec in recipe.specs(scale, seeds):
+            cfg = resolve_config(None, spec.all_overrides())
+            key = (cfg.model_args.arch, cfg.model_args.n_layers, cfg.model_args.dim, cfg.data_args.seq_length,
+                   cfg.optim_args.batch_size, cfg.eval_delta, cfg.model_args.final_ffn)
+            digest = str(sorted(spec.all_overrides().items()))
+            if digest not in seen:
+                seen.add(digest)
+                shapes.setdefault(key, []).append((cfg, cfg.max_iters))
+    total = 0.0
+    for key, runs in shapes.items():
+        cfg = resolve_config(None, {**_flat(runs[0][0]), "max_iters": steps})
+        c0 = time.process_time()
+        train(cfg, tempfile.mkdtemp(), quiet=True)
+        ms = (time.process_time() - c0) / steps * 1000
+        cpu = ms / 1000 * sum(n for _, n in runs)
+        total += cpu
+        print(f"{str(key):60s} {len(runs):3d} runs {ms:7.1f} ms/step  {cpu:7.0f} CPU s", flush=True)
+    print(f"total {total:.0f} CPU s: {total / 2 / 60:.1f} min on 2 workers (training only)")
+
+
+def _flat(cfg) -> dict:
+    from birth.config import to_dict
+    out = {}
+    for k, v in to_dict(cfg).items():
+        if isinstance(v, dict):
+            out.update({f"{k}.{gk}": gv for gk, gv in v.items()})
+        else:
+            out[k] = v
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("group", nargs="?")
     p.add_argument("--out", default="/tmp/birth-pilots")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--list", action="store_true")
+    p.add_argument("--budget", action="store_true")
+    p.add_argument("--scale", default="laptop")
     a = p.parse_args(argv)
+    if a.budget:
+        budget(a.scale)
+        return 0
     if a.list or not a.group:
         print("\n".join(GROUPS))
         return 0

@@ -26,13 +26,15 @@ GLOBAL = {
     "tiny": Size(T=32, d=32, batch=32, steps=30, lr=0.1, eval_every=10, eval_batch=32),
     "quick": Size(T=64, d=64, batch=64, steps=600, lr=0.1),
     "laptop": Size(T=64, d=128, batch=64, steps=1000, lr=0.1, eval_every=20),
-    "paper": Size(T=256, d=128, batch=512, steps=1000, lr=0.03, eval_every=5, eval_batch=512, device="auto"),
+    "paper": Size(T=256, d=128, batch=512, steps=1000, lr=0.03, eval_every=5, eval_batch=512, device="auto",
+                  checkpoint_every=100),
 }
 INCONTEXT = {
     "tiny": Size(T=32, d=32, batch=32, steps=30, lr=0.1, eval_every=10, eval_batch=32),
     "quick": Size(T=64, d=64, batch=64, steps=400, lr=0.1),
     "laptop": Size(T=64, d=128, batch=64, steps=600, lr=0.1, eval_every=20),
-    "paper": Size(T=256, d=128, batch=512, steps=1000, lr=0.03, eval_every=5, eval_batch=512, device="auto"),
+    "paper": Size(T=256, d=128, batch=512, steps=1000, lr=0.03, eval_every=5, eval_batch=512, device="auto",
+                  checkpoint_every=100),
 }
 KS = {"tiny": (1, 3), "quick": (1, 3, 5, 10), "laptop": (1, 3, 5, 10), "paper": (1, 3, 5, 10)}
 K_DEFAULT = 3  # random triggers of panels (c), (d)

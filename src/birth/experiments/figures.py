@@ -49,8 +49,10 @@ def save(fig, folder: Path, name: str, banner: str = "", dpi: int = 200) -> list
     the top when given; closes the figure."""
     import matplotlib.pyplot as plt
     folder.mkdir(parents=True, exist_ok=True)
-    if banner:
-        fig.text(0.5, 1.0, banner, ha="center", va="bottom", fontsize=7, color="#b03a2e", weight="bold",
+    if banner:  # above everything, a suptitle included
+        title = getattr(fig, "_suptitle", None)
+        y = title.get_position()[1] + 0.08 if title is not None else 1.0
+        fig.text(0.5, y, banner, ha="center", va="bottom", fontsize=7, color="#b03a2e", weight="bold",
                  transform=fig.transFigure)
     paths = []
     for ext, kw in (("png", {"dpi": dpi}), ("pdf", {})):

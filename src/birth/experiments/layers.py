@@ -16,7 +16,8 @@ SIZES = {
     "tiny": Size(T=32, d=32, batch=32, steps=30, lr=0.01, eval_every=10, eval_batch=32),
     "quick": Size(T=64, d=64, batch=64, steps=300, lr=0.01),
     "laptop": Size(T=64, d=64, batch=64, steps=300, lr=0.01),
-    "paper": Size(T=256, d=128, batch=512, steps=1000, lr=0.01, eval_every=5, eval_batch=512, device="auto"),
+    "paper": Size(T=256, d=128, batch=512, steps=1000, lr=0.01, eval_every=5, eval_batch=512, device="auto",
+                  checkpoint_every=100),
 }
 HEADS = {"tiny": 2, "quick": 2, "laptop": 2, "paper": 4}
 DEPTHS = {"1 layer": 1, "2 layers": 2}

@@ -16,7 +16,8 @@ SIZES = {
     "tiny": Size(T=32, d=32, batch=32, steps=30, lr=0.1, eval_every=10, eval_batch=32),
     "quick": Size(T=64, d=64, batch=64, steps=400, lr=0.1),
     "laptop": Size(T=64, d=128, batch=64, steps=1000, lr=0.1, eval_every=20),
-    "paper": Size(T=256, d=128, batch=512, steps=1000, lr=0.03, eval_every=5, eval_batch=512, device="auto"),
+    "paper": Size(T=256, d=128, batch=512, steps=1000, lr=0.03, eval_every=5, eval_batch=512, device="auto",
+                  checkpoint_every=100),
 }
 WIDTHS = {"tiny": (16, 32), "quick": (32, 64, 128, 256), "laptop": (32, 64, 128, 256), "paper": (32, 64, 128, 256)}
 ADAMW_KEYS = {"optim_args.use_sgd": False, "optim_args.learning_rate": 0.01, "optim_args.beta1": 0.9,

@@ -57,9 +57,10 @@ class Size:
     eval_every: int = 10
     eval_batch: int = 128   # sequences in each fixed evaluation batch
     device: str = "cpu"     # paper scale: "auto" (CUDA when present)
+    checkpoint_every: int = 0  # paper scale: hours-long runs survive a lost node (0: at the end only)
 
     def keys(self) -> dict:
-        return {"data_args.seq_length": self.T, "model_args.max_length": self.T, "model_args.dim": self.d,
+        return {"checkpoint_every": self.checkpoint_every, "data_args.seq_length": self.T, "model_args.max_length": self.T, "model_args.dim": self.d,
                 "optim_args.batch_size": self.batch, "max_iters": self.steps,
                 "optim_args.learning_rate": self.lr, "eval_delta": self.eval_every,
                 "eval_batch_size": self.eval_batch, "device": self.device}
