@@ -11,6 +11,8 @@
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from birth.experiments import claims as C
@@ -29,13 +31,8 @@ GLOBAL = {
     "paper": Size(T=256, d=128, batch=512, steps=1000, lr=0.03, eval_every=5, eval_batch=512, device="auto",
                   checkpoint_every=100),
 }
-INCONTEXT = {
-    "tiny": Size(T=32, d=32, batch=32, steps=30, lr=0.1, eval_every=10, eval_batch=32),
-    "quick": Size(T=64, d=64, batch=64, steps=400, lr=0.1),
-    "laptop": Size(T=64, d=128, batch=64, steps=600, lr=0.1, eval_every=20),
-    "paper": Size(T=256, d=128, batch=512, steps=1000, lr=0.03, eval_every=5, eval_batch=512, device="auto",
-                  checkpoint_every=100),
-}
+INCONTEXT_STEPS = {"tiny": 30, "quick": 400, "laptop": 600, "paper": 1000}  # the sizes of (a), fewer steps
+INCONTEXT = {scale: replace(GLOBAL[scale], steps=steps) for scale, steps in INCONTEXT_STEPS.items()}
 KS = {"tiny": (1, 3), "quick": (1, 3, 5, 10), "laptop": (1, 3, 5, 10), "paper": (1, 3, 5, 10)}
 K_DEFAULT = 3  # random triggers of panels (c), (d)
 # (a): one trigger per sequence; label -> special_toks_offset (None: random trigger)
