@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from birth.corpus import stats_from_file
+from birth.core.corpus import stats_from_file
 
 ROOT = Path(__file__).resolve().parents[1]
 

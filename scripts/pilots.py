@@ -19,8 +19,8 @@ import math
 import sys
 from pathlib import Path
 
-from birth.launch import LocalBackend, make_job, run_jobs
-from birth.runs import RunDir
+from birth.running.launch import LocalBackend, make_job, run_jobs
+from birth.running.runs import RunDir
 
 # The simplified model on the in-context loss with frozen embeddings and W_U, SGD + momentum 0.9.
 BASE = {"loss_head_only": True, "model_args.freeze_embeddings": True, "model_args.freeze_output": True,
@@ -114,9 +114,9 @@ def budget(scale: str, seeds: int = 3, steps: int = 60) -> None:
 
     import torch
 
-    from birth.experiments import recipes
-    from birth.train import train
-    from birth.validation import resolve_config
+    from birth.analysis.experiments import recipes
+    from birth.running.train import train
+    from birth.running.validation import resolve_config
     torch.set_num_threads(1)
     shapes: dict[tuple, list] = {}
     seen = set()
@@ -142,7 +142,7 @@ def budget(scale: str, seeds: int = 3, steps: int = 60) -> None:
 
 
 def _flat(cfg) -> dict:
-    from birth.config import to_dict
+    from birth.running.config import to_dict
     out = {}
     for k, v in to_dict(cfg).items():
         if isinstance(v, dict):

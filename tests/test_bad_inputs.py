@@ -10,6 +10,8 @@ import torch
 
 from birth.cli import main
 
+pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
+
 OUT = ["--preset", "quick", "--out", "out", "--quiet"]  # 'out' is relative to the test's own directory
 
 # (id, arguments after `birth train`, substrings the error line must contain). {tmp} is the test's

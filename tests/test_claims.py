@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from birth.experiments import claims as C
-from birth.experiments import fig2, fig3, fig4, layers, optim
-from birth.experiments.recipe import Results
-from birth.experiments.rules import ACC, evaluate
+from birth.analysis.experiments import claims as C
+from birth.analysis.experiments import fig2, fig3, fig4, layers, optim
+from birth.analysis.experiments.recipe import Results
+from birth.analysis.experiments.rules import ACC, evaluate
 
 ITERS = list(range(0, 200, 10))
 
@@ -38,7 +38,7 @@ class FakeResults(Results):
         self._tasks = tasks or {}
         self._configs = recipe.RECIPE.configs(scale)
         if changes:
-            from birth.config import apply
+            from birth.running.config import apply
             self._configs = {g: apply(c, changes) for g, c in self._configs.items()}
 
     def task(self, group):
@@ -116,7 +116,7 @@ F = 150
 class Fig3Results(FakeResults):
     def __init__(self, logs, **kw):
         super().__init__(fig3, logs, **kw)
-        from birth.config import apply
+        from birth.running.config import apply
         self._configs = {g: apply(c, {"freeze_until": c.freeze_until.replace("300:", f"{F}:")})
                          for g, c in self._configs.items()}
 
@@ -276,7 +276,7 @@ def test_fig2_any_repeat_rule_pass_and_fail(monkeypatch):
 
 
 def test_claim_ids_are_unique_and_every_threshold_is_in_its_text():
-    from birth.experiments import recipes
+    from birth.analysis.experiments import recipes
     ids = [rule.id for r in recipes().values() for rule in r.rules]
     assert len(ids) == len(set(ids))
     for r in recipes().values():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from birth.corpus import CorpusError, bundled_stats, stats_from_file, stats_from_text
+from birth.core.corpus import CorpusError, bundled_stats, stats_from_file, stats_from_text
 
 
 def test_bundled_table_is_tiny_shakespeare_statistics():

@@ -3,8 +3,10 @@ and the initialisation seed (``init_seed``) each move only what they name."""
 import pytest
 import torch
 
-from birth.setup import build_setup
-from birth.validation import resolve_config
+from birth.running.build import build_setup
+from birth.running.validation import resolve_config
+
+pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
 
 TINY = ["optim_args.batch_size=8", "eval_batch_size=8", "data_args.seq_length=32", "model_args.max_length=32",
         "model_args.dim=32"]

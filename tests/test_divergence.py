@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from birth.cli import main
-from birth.runs import RunDir
+from birth.running.runs import RunDir
+
+pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
 
 EXIT_DIVERGED = 3
 HUGE_LR = ["optim_args.use_sgd=true", "optim_args.learning_rate=1e30", "max_iters=40", "eval_delta=4"]

@@ -17,10 +17,10 @@ def test_bad_seeds_and_jobs_are_usage_errors(capsys, tmp_path):
 
 
 def test_dry_run_lists_runs_and_trains_nothing(capsys, tmp_path):
-    from birth.experiments import recipes
+    from birth.analysis.experiments import recipes
     # distinct configs over every recipe, 3 seeds: the count the dry run must announce
-    from birth.experiments.reproduce import plan
-    from birth.experiments.recipe import Output
+    from birth.analysis.experiments.reproduce import plan
+    from birth.analysis.experiments.recipe import Output
     planned = plan(list(recipes()), "laptop", 3, Output(tmp_path))
     n = len({job.run_dir for pairs in planned.values() for _, job in pairs})
     assert main(["reproduce", "all", "--dry-run", "--out", str(tmp_path)]) == 0
@@ -32,7 +32,7 @@ def test_dry_run_lists_runs_and_trains_nothing(capsys, tmp_path):
 
 def test_show_config_prints_every_condition_as_it_is_trained(capsys):
     import yaml
-    from birth.experiments import fig3
+    from birth.analysis.experiments import fig3
     assert main(["reproduce", "fig3", "--show-config", "--scale", "laptop"]) == 0
     docs = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
     assert len(docs) == len(fig3.conditions("laptop"))

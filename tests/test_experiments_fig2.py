@@ -10,8 +10,10 @@ import pytest
 from conftest import reproduce_tiny
 import torch
 
-from birth.experiments import fig2
-from birth.runs import RunDir
+from birth.analysis.experiments import fig2
+from birth.running.runs import RunDir
+
+pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,10 @@ import pytest
 
 from conftest import reproduce_tiny
 
-from birth.experiments import fig3
-from birth.runs import RunDir
+from birth.analysis.experiments import fig3
+from birth.running.runs import RunDir
+
+pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
 
 
 def run(root):

@@ -1,10 +1,14 @@
 """layers end to end at tiny scale: one- and two-layer full transformers, figure, claim 3."""
 from __future__ import annotations
 
+import pytest
+
 import json
 
-from birth.runs import RunDir
+from birth.running.runs import RunDir
 from conftest import reproduce_tiny
+
+pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
 
 
 def test_layers_recipe_end_to_end(tmp_path):

@@ -1,10 +1,14 @@
 """optim end to end at tiny scale: SGD vs AdamW, the width sweep, shared runs, claims."""
 from __future__ import annotations
 
+import pytest
+
 import json
 
-from birth.runs import RunDir
+from birth.running.runs import RunDir
 from conftest import reproduce_tiny
+
+pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
 
 
 def test_optim_recipe_end_to_end(tmp_path):

@@ -8,7 +8,9 @@ import pytest
 
 from conftest import reproduce_tiny
 
-from birth.experiments import theory_recipe
+from birth.analysis.experiments import theory_recipe
+
+pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
 
 
 @pytest.fixture(scope="module")

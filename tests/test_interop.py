@@ -5,12 +5,14 @@ import torch
 
 import birth
 from birth.cli import main
-from birth.config import ConfigError, ModelArgs
-from birth.model import Transformer
+from birth.running.config import ConfigError, ModelArgs
+from birth.core.model import Transformer
 from trained_runs import full_run, quick_run
 
 tl = pytest.importorskip("transformer_lens", reason="the TransformerLens extra (pip install 'birth[tl]')")
-from birth.interop import head_scores, load_transformer_lens, to_transformer_lens  # noqa: E402
+from birth.analysis.interop import head_scores, load_transformer_lens, to_transformer_lens  # noqa: E402
+
+pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
 
 
 def compare(model, bridge, x):

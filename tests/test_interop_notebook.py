@@ -10,6 +10,8 @@ pytest.importorskip("transformer_lens", reason="the notebook exports to Transfor
 
 from trained_runs import artifact_dir  # noqa: E402
 
+pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
+
 NOTEBOOK = Path(__file__).parent.parent / "docs" / "quickstart.ipynb"
 
 

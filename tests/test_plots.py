@@ -8,9 +8,11 @@ import pytest
 import torch
 
 import birth
-from birth.config import ConfigError, TrainConfig
-from birth.plots import attention_figure, glyph, plot_run, run_panels
+from birth.running.config import ConfigError, TrainConfig
+from birth.analysis.plots import attention_figure, glyph, plot_run, run_panels
 from trained_runs import quick_run
+
+pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
 
 TASK = {"num_tokens": 65, "fixed_triggers": [1, 2, 3], "floors": {"floor_loss_head": 0.0, "floor_loss_bigram": 2.2}}
 

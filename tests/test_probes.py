@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from birth.config import DataArgs, ModelArgs
-from birth.corpus import bundled_stats
-from birth.model import Transformer
-from birth.probes import attention_probes, loss_metrics, memory_probes
-from birth.task import Task, fixed_triggers
+from birth.running.config import DataArgs, ModelArgs
+from birth.core.corpus import bundled_stats
+from birth.core.model import Transformer
+from birth.core.probes import attention_probes, loss_metrics, memory_probes
+from birth.core.task import Task, fixed_triggers
 
 STATS = bundled_stats()
 N, D, T = 65, 512, 256

@@ -7,10 +7,10 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from birth.config import ConfigError, DataArgs, all_keys, build_config
-from birth.corpus import bundled_stats
-from birth.task import Task
-from birth.validation import resolve_config
+from birth.running.config import ConfigError, DataArgs, all_keys, build_config
+from birth.core.corpus import bundled_stats
+from birth.core.task import Task
+from birth.running.validation import resolve_config
 
 N = 65  # tokens of the bundled tiny Shakespeare table
 

@@ -7,12 +7,12 @@ import shutil
 import pytest
 
 from birth.cli import main
-from birth.runs import RunDir
+from birth.running.runs import RunDir
 from trained_runs import artifact_dir, quick_run, reproduction
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the browser extra (pip install 'birth[browser]')")
 CHROMIUM = os.environ.get("BIRTH_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium)")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium)")]
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """Exact resume: a run killed at any point (SIGKILL, SIGTERM, SIGINT) and resumed writes the same
 metrics.jsonl, byte for byte, and ends with the same weights as the same run left alone."""
+import pytest
 import json
 import os
 import signal
@@ -8,7 +9,9 @@ import time
 import torch
 
 from birth.cli import main
-from birth.runs import RunDir
+from birth.running.runs import RunDir
+
+pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
 
 
 def _iters(path) -> list[int]:

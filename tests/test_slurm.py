@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from birth.launch import ERROR_FILE, Job, LocalBackend, make_job
-from birth.runs import RunDir
+from birth.running.launch import ERROR_FILE, Job, LocalBackend, make_job
+from birth.running.runs import RunDir
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 # 1000 steps of a tiny model: a few seconds, long enough to be stopped in mid-run
 LONG = {"data_args.seq_length": 32, "model_args.max_length": 32, "model_args.dim": 32, "optim_args.batch_size": 16,
@@ -66,8 +66,8 @@ def wait_until(predicate, timeout: float = 120, what: str = "") -> None:
 
 
 def backend(folder: Path, **profile):
-    from birth.slurm import SlurmBackend
-    from birth.slurm_profile import SlurmProfile
+    from birth.running.slurm import SlurmBackend
+    from birth.running.slurm_profile import SlurmProfile
     return SlurmBackend(folder, SlurmProfile(**profile), poll_s=0.3, log=lambda s: None)
 
 
@@ -101,7 +101,7 @@ def test_tiny_recipe_through_slurm_gives_the_local_figures_and_claims(cli, tmp_p
 def start_long_run(tmp_path):
     """Submits the LONG run and waits in a thread; returns it, its Slurm job id once it has a
     checkpoint, and a function that returns the backend's results when the wait is over."""
-    from birth.slurm import active_jobs, job_name
+    from birth.running.slurm import active_jobs, job_name
     job, box = make_job(tmp_path / "runs", LONG, "quick", label="long"), {}
     waiter = threading.Thread(target=lambda: box.update(results=backend(tmp_path / "slurm").run([job])))
     waiter.start()

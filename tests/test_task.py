@@ -1,12 +1,12 @@
-"""The vectorised sampler against the official per-token algorithm (birth.reference_sampler)."""
+"""The vectorised sampler against the official per-token algorithm (birth.baselines.official_sampler)."""
 import numpy as np
 import pytest
 import torch
 
-from birth.config import DataArgs
-from birth.corpus import bundled_stats
-from birth.reference_sampler import naive_batch
-from birth.task import Task, alias_tables, fixed_triggers
+from birth.running.config import DataArgs
+from birth.core.corpus import bundled_stats
+from birth.baselines.official_sampler import naive_batch
+from birth.core.task import Task, alias_tables, fixed_triggers
 
 STATS = bundled_stats()
 

@@ -8,8 +8,10 @@ import pytest
 pytest.importorskip("tensorboard", reason="the TensorBoard extra (pip install 'birth[tensorboard]')")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
-from birth.runs import RunDir  # noqa: E402
-from birth.tensorboard import read_scalars  # noqa: E402
+from birth.running.runs import RunDir  # noqa: E402
+from birth.running.tensorboard import read_scalars  # noqa: E402
+
+pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
 
 
 def test_event_files_hold_the_metrics_and_attention_images(cli, tmp_path):

@@ -1,8 +1,11 @@
 """`birth theory ...`: the subcommand writes its data, figure and summary section."""
+import pytest
 import argparse
 
-from birth.theory.cli import register
-from birth.theory.experiments import update_summary
+from birth.analysis.theory.cli import register
+from birth.analysis.theory.experiments import update_summary
+
+pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
 
 
 def _parse(*argv):
@@ -33,7 +36,7 @@ def test_summary_sections_are_replaced_not_duplicated(tmp_path):
 
 def test_three_steps_options_reach_the_config():
     args = _parse("three-steps", "--k", "5", "--random-triggers", "--allow-repeat", "--step-norms", "30,auto,1e4")
-    from birth.theory.cli import _three_step_overrides
+    from birth.analysis.theory.cli import _three_step_overrides
     over = _three_step_overrides(args)
     assert over == {"k": 5, "fixed_triggers": False, "no_repeat": False, "step_norms": (30.0, None, 1e4)}
     assert _three_step_overrides(_parse("three-steps", "--criterion", "acc")) == {"criterion": "acc"}

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from birth.corpus import bundled_stats
-from birth.theory import lemmas, memory
+from birth.core.corpus import bundled_stats
+from birth.analysis.theory import lemmas, memory
 
 F64 = dict(dtype=torch.float64)
 

@@ -3,7 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from birth.theory.three_steps import TOP_DOWN, ReducedModel, ThreeStepConfig, ThreeSteps, population_gradient, run_orders
+from birth.analysis.theory.three_steps import TOP_DOWN, ReducedModel, ThreeStepConfig, ThreeSteps, population_gradient, run_orders
+
+pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
 
 SMALL = dict(dim=48, seq_length=32, n_seqs=64, search_seqs=32, test_seqs=32)
 

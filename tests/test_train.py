@@ -5,9 +5,11 @@ import sys
 
 import pytest
 
-from birth.runs import RunDir
-from birth.train import train
-from birth.validation import resolve_config
+from birth.running.runs import RunDir
+from birth.running.train import train
+from birth.running.validation import resolve_config
+
+pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
 
 OFFICIAL_KEYS = ["iter", "loss", "loss_bigram", "loss_head", "acc_tot", "acc_start", "acc_end", "acc_end_test",
                  "score_acc", "score_start_acc", "score2_acc", "score_cond_acc", "pred_attended_acc",

@@ -1,6 +1,6 @@
 """The Python loader of a saved run: ``birth.load_run(path)``.
 
-Owns nothing on disk (``birth.runs`` does); it gathers what an analysis needs in one object:
+Owns nothing on disk (``birth.running.runs`` does); it gathers what an analysis needs in one object:
 
     run = birth.load_run("runs/quick")
     run.config                  # TrainConfig
@@ -21,11 +21,11 @@ from typing import Optional, Sequence
 
 import torch
 
-from birth.config import ConfigError, TrainConfig
-from birth.model import Transformer
-from birth.runs import RunDir
-from birth.setup import Setup, build_setup
-from birth.task import Batch
+from birth.running.config import ConfigError, TrainConfig
+from birth.core.model import Transformer
+from birth.running.runs import RunDir
+from birth.running.build import Setup, build_setup
+from birth.core.task import Batch
 
 
 class Run:

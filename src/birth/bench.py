@@ -12,12 +12,12 @@ import time
 import numpy as np
 import torch
 
-from birth.config import DataArgs, build_config
-from birth.corpus import bundled_stats
-from birth.reference_sampler import naive_batch
-from birth.setup import build_setup, make_optimizer, resolve_device
-from birth.task import Task
-from birth.train import training_loss
+from birth.running.config import DataArgs, build_config
+from birth.core.corpus import bundled_stats
+from birth.baselines.official_sampler import naive_batch
+from birth.running.build import build_setup, make_optimizer, resolve_device
+from birth.core.task import Task
+from birth.running.train import training_loss
 
 
 def _best_time(fn, repeats: int, sync=lambda: None) -> float:
@@ -88,7 +88,7 @@ def main(args) -> int:
             return 0
         naive = naive_sampler_speed(args.seq_len, args.k, args.repeats)
         print(f"sampler  batch={args.batch} T={args.seq_len} K={args.k} random triggers, {ours['threads']} thread(s), {device}")
-        print(f"  vectorised (birth.task): {ours['tokens_per_s']:>12,.0f} tokens/s")
+        print(f"  vectorised (birth.core.task): {ours['tokens_per_s']:>12,.0f} tokens/s")
         print(f"  per-token (official):    {naive['tokens_per_s']:>12,.0f} tokens/s")
         print(f"  ratio: {ours['tokens_per_s'] / naive['tokens_per_s']:.0f}x")
     if args.what in ("all", "step"):

@@ -6,7 +6,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from birth.config import PRESETS, ConfigError
+from birth.running.config import PRESETS, ConfigError
 
 EXIT_USAGE = 2
 
@@ -19,7 +19,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _train_epilog() -> str:
-    from birth.validation import config_fields_help
+    from birth.running.validation import config_fields_help
     rows = config_fields_help()
     width = max(len(k) for k, _, _ in rows)
     lines = ["configuration keys (KEY=VALUE; official names accepted verbatim, also data./model./optim. prefixes):"]
@@ -51,9 +51,9 @@ def _run_dir(args, cfg) -> Path:
 
 
 def cmd_train(args) -> int:
-    from birth.runs import RunDir
-    from birth.train import train
-    from birth.validation import resolve_config
+    from birth.running.runs import RunDir
+    from birth.running.train import train
+    from birth.running.validation import resolve_config
     if args.resume:
         run = RunDir(args.resume)
         if not run.holds_run():
@@ -62,7 +62,7 @@ def cmd_train(args) -> int:
             raise ConfigError("--resume: takes no overrides, --preset, --out or --overwrite; "
                               "the run's own config.yaml and directory are used")
         cfg = run.read_config()
-        from birth.validation import validate
+        from birth.running.validation import validate
         validate(cfg)
         if run.read_summary().get("status") == "completed":
             print(f"birth: {run.path} is already complete", file=sys.stderr)
@@ -85,7 +85,7 @@ def cmd_train(args) -> int:
               f"acc_end (eval batch) {_fmt(fm.get('eval_acc_end'))}, loss_head {_fmt(fm.get('eval_loss_head'))}, "
               f"score2_acc {_fmt(fm.get('score2_acc'))}, wo1_acc {_fmt(fm.get('wo1_acc'))}")
         if args.plot:
-            from birth.plots import plot_run
+            from birth.analysis.plots import plot_run
             for path in plot_run(run.path):
                 print(f"birth: wrote {path}")
     return summary["exit_code"]
@@ -103,8 +103,8 @@ def _add_plot(sub) -> None:
 
 
 def cmd_plot(args) -> int:
-    from birth.plots import plot_run
-    from birth.runs import RunDir
+    from birth.analysis.plots import plot_run
+    from birth.running.runs import RunDir
     if not RunDir(args.run_dir).holds_run():
         raise ConfigError(f"plot: {args.run_dir} holds no run (no config.yaml)")
     for path in plot_run(args.run_dir, args.out):
@@ -136,7 +136,7 @@ def _add_interop(sub) -> None:
     p = sub.add_parser("export", help="export a trained run to another toolkit")
     p.add_argument("format", choices=("transformer-lens",), help="target toolkit")
     p.add_argument("run_dir")
-    p.add_argument("--out", required=True, help="file to write (load it with birth.interop.load_transformer_lens)")
+    p.add_argument("--out", required=True, help="file to write (load it with birth.analysis.interop.load_transformer_lens)")
     p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("report", help="self-contained HTML report of a run or a reproduction output")
@@ -147,14 +147,14 @@ def _add_interop(sub) -> None:
 
 def cmd_export(args) -> int:
     from birth.api import load_run
-    from birth.interop import save_transformer_lens
+    from birth.analysis.interop import save_transformer_lens
     run = load_run(args.run_dir)
     print(save_transformer_lens(run.model(args.step), args.out, run.vocab))
     return 0
 
 
 def cmd_report(args) -> int:
-    from birth.report import write_report
+    from birth.analysis.report import write_report
     print(write_report(args.path, args.out))
     return 0
 
@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plot(sub)
     _add_bench(sub)
     _add_interop(sub)
-    for module in ("birth.theory.cli", "birth.experiments.cli"):
+    for module in ("birth.analysis.theory.cli", "birth.analysis.experiments.cli"):
         try:
             __import__(module, fromlist=["register"]).register(sub)
         except ModuleNotFoundError as err:

@@ -1,0 +1,222 @@
+"""The verdict over seeds and the claims table; the pure building blocks that rules are made of.
+
+Every rule is evaluated on each seed separately, giving True (satisfied), False (violated) or None
+(undecidable, e.g. two events at the same evaluation step). The verdict over seeds:
+
+- PASS: every seed satisfies the rule;
+- FAIL: no seed satisfies it and at least one violates it;
+- INCONCLUSIVE: the seeds disagree (the band is too wide to decide), some are undecidable, or no
+  completed run was there to look at. The reason says which.
+
+The building blocks are pure functions of numbers (``first_reach``, ``order_holds``, ...), unit-tested
+on synthetic logs; the rules themselves are in ``birth.analysis.experiments.rules``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
+INF = math.inf
+# Metrics are logged from float32 (0.2 arrives as 0.2000000030) and rank correlations come out of
+# floating-point arithmetic (0.8 as 0.7999999999): every threshold is compared with this slack, so
+# that a rule means what its text says.
+EPS = 1e-6
+
+
+def at_least(value: float, bound: float) -> bool:
+    return value >= bound - EPS
+
+
+def at_most(value: float, bound: float) -> bool:
+    return value <= bound + EPS
+
+
+@dataclass
+class Claim:
+    """One row of the claims table."""
+
+    id: str            # SPEC §7 claim number (with a letter when a claim has several rules)
+    claim: str
+    figure: str
+    rule: str
+    measured: str
+    verdict: str
+    reason: str = ""
+    recipe: str = ""
+    per_seed: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rule building blocks (pure)
+
+def first_reach(iters: Sequence[float], values: Sequence[float], threshold: float, above: bool = True) -> float:
+    """The first iteration at which ``values`` is >= threshold (<= when ``above`` is False); inf if never."""
+    for it, v in zip(iters, values):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        if at_least(v, threshold) if above else at_most(v, threshold):
+            return float(it)
+    return INF
+
+
+def order_holds(times: Sequence[float]) -> Optional[bool]:
+    """Do events happen in the listed order? inf = never happened.
+
+    True when each event happens strictly before the next (an event that never happens comes after
+    every one that does); False when some later event happens strictly before an earlier one;
+    None when two consecutive events are simultaneous (same evaluation step, or both never).
+    """
+    undecided = False
+    for a, b in zip(times, times[1:]):
+        if a == b:
+            undecided = True
+        elif b < a:
+            return False
+    return None if undecided else True
+
+
+def max_before(iters: Sequence[float], values: Sequence[float], until: float) -> float:
+    """The largest value logged at iterations < ``until`` (NaN if none)."""
+    sel = [v for it, v in zip(iters, values) if it < until and not is_nan(v)]
+    return max(sel) if sel else math.nan
+
+
+def mean_over(iters: Sequence[float], values: Sequence[float], start: float = -INF) -> float:
+    """Mean of the values logged at iterations >= ``start``: the area under the curve per step."""
+    sel = [v for it, v in zip(iters, values) if it >= start and not is_nan(v)]
+    return float(np.mean(sel)) if sel else math.nan
+
+
+def compare(a: float, b: float, tol: float = 0.0) -> Optional[bool]:
+    """a > b (True), a < b (False), or None when they are within ``tol`` or undefined."""
+    if is_nan(a) or is_nan(b):
+        return None
+    if abs(a - b) <= tol:
+        return None
+    return a > b
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation (ties get average ranks); NaN when undefined."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 2 or np.isnan(x).any() or np.isnan(y).any():
+        return math.nan
+    rx, ry = _ranks(x), _ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return math.nan
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _ranks(v: np.ndarray) -> np.ndarray:
+    order = v.argsort(kind="stable")
+    ranks = np.empty(len(v))
+    ranks[order] = np.arange(len(v), dtype=float)
+    for value in np.unique(v):
+        same = v == value
+        ranks[same] = ranks[same].mean()
+    return ranks
+
+
+def is_nan(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def outcome(value) -> Optional[bool]:
+    """A per-seed outcome as True/False/None (numpy booleans included)."""
+    return None if value is None else bool(value)
+
+
+def verdict(outcomes: Sequence[Optional[bool]], unit: str = "seeds") -> tuple[str, str]:
+    """The verdict over seeds of per-seed outcomes (see the module docstring) and its reason."""
+    outcomes = [outcome(o) for o in outcomes]
+    n = len(outcomes)
+    if n == 0:
+        return INCONCLUSIVE, "no completed run to evaluate"
+    yes = sum(o is True for o in outcomes)
+    no = sum(o is False for o in outcomes)
+    undecided = n - yes - no
+    if yes == n:
+        return PASS, f"all {n} {unit} satisfy the rule"
+    if yes == 0 and no > 0 and undecided == 0:
+        return FAIL, f"all {n} {unit} violate the rule"
+    if yes and no:
+        return INCONCLUSIVE, f"{unit} disagree ({yes} of {n} satisfy, {no} violate): band too wide to decide"
+    if yes == 0 and no > 0:
+        return INCONCLUSIVE, f"{no} of {n} {unit} violate the rule, {undecided} undecidable"
+    return INCONCLUSIVE, (f"{undecided} of {n} {unit} undecidable (simultaneous or never-reached thresholds)"
+                          + (f", {yes} satisfy" if yes else ""))
+
+
+def make_claim(id: str, claim: str, figure: str, rule: str, outcomes: Sequence[Optional[bool]],
+               measured: Sequence[str] | str, recipe: str = "", extra_reason: str = "",
+               unit: str = "seeds") -> Claim:
+    """A Claim row from per-seed outcomes and the per-seed measured values."""
+    v, reason = verdict(outcomes, unit)
+    if extra_reason:
+        reason = f"{reason}; {extra_reason}"
+    text = measured if isinstance(measured, str) else " | ".join(measured)
+    return Claim(id=id, claim=claim, figure=figure, rule=rule, measured=text, verdict=v, reason=reason,
+                 recipe=recipe, per_seed=[outcome(o) for o in outcomes])
+
+
+def fmt_iter(t: float) -> str:
+    return "never" if math.isinf(t) else str(int(t))
+
+
+def fmt(v: float, digits: int = 2) -> str:
+    return "n/a" if is_nan(v) else f"{v:.{digits}f}"
+
+
+def paired(a: np.ndarray, b: np.ndarray) -> list[tuple[float, float]]:
+    """Seed-paired values of two conditions (the shorter length wins)."""
+    n = min(len(a), len(b))
+    return list(zip(a[:n], b[:n]))
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+
+def write_claims(rows: Sequence[Claim], out_dir: Path, stem: str, header: dict, info: Sequence[str] = (),
+                 status: str = "") -> list[Path]:
+    """``stem``.json (rows, ``header``: scale, seeds, command; ``info``; ``status``) and ``stem``.md."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    js = out_dir / f"{stem}.json"
+    js.write_text(json.dumps({**header, "status": status, "claims": [r.as_dict() for r in rows],
+                              "info": list(info)}, indent=2) + "\n")
+    md = out_dir / f"{stem}.md"
+    md.write_text(claims_markdown(rows, header, info, status) + "\n")
+    return [js, md]
+
+
+def claims_markdown(rows: Sequence[Claim], header: dict, info: Sequence[str] = (), status: str = "") -> str:
+    lines = []
+    if status:
+        lines += [f"**{status}**", ""]
+    if header:
+        lines.append(" · ".join(f"{k}: `{v}`" if k == "command" else f"{k}: {v}" for k, v in header.items()))
+        lines.append("")
+    counts = {v: sum(r.verdict == v for r in rows) for v in (PASS, FAIL, INCONCLUSIVE)}
+    lines.append(f"{counts[PASS]} PASS, {counts[FAIL]} FAIL, {counts[INCONCLUSIVE]} INCONCLUSIVE")
+    lines.append("")
+    lines.append("| # | claim | figure | rule | measured (per seed) | verdict |")
+    lines.append("|---|---|---|---|---|---|")
+    for r in rows:
+        cells = [r.id, r.claim, f"{r.figure} ({r.recipe})" if r.recipe else r.figure, r.rule, r.measured,
+                 f"**{r.verdict}**" + (f": {r.reason}" if r.verdict != PASS else "")]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    if info:
+        lines += ["", "Shown without a verdict:", ""] + [f"- {line}" for line in info]
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")

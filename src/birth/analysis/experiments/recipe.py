@@ -1,0 +1,243 @@
+"""The recipe framework: scales, what a recipe is, and reading its runs back.
+
+A recipe (one module per paper figure, or the theory) is data:
+
+- ``conditions(scale)``: ``{label: overrides}``, each a complete dotted-key config of one curve
+  (no preset underneath), so that ``birth reproduce NAME --show-config`` prints exactly what is
+  trained. Seeds are applied on top by ``specs``: seed i sets the data seed 42 + i and the init
+  seed i.
+- ``rules``: the claims it checks (``birth.analysis.experiments.rules``), each a value with its thresholds;
+- ``plot(results, out)``: figures into ``out.figures`` and the plotted numbers into ``out.data``;
+- ``notes(scale)``: every difference from the paper scale, and why.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from birth.running.config import ConfigError, TrainConfig
+
+# tiny: seconds per run, for the tests; quick: a preview in minutes; laptop: every claim on 2 CPU
+# cores within the hour (the default); paper: the paper's sizes, for a GPU.
+SCALES = ("tiny", "quick", "laptop", "paper")
+DEFAULT_SCALE = "laptop"
+DEFAULT_SEEDS = 3
+# What a scale's output says about itself, in its figures and claims tables ("" = evidence).
+SCALE_STATUS = {
+    "tiny": "SMOKE TEST (scale tiny): runs of seconds for the tests; not evidence for or against any claim",
+    "quick": "PREVIEW (scale quick): too short for several claims; run the default scale (laptop) for the verdicts",
+    "laptop": "",
+    "paper": "",
+}
+
+
+def check_scale(scale: str) -> str:
+    if scale not in SCALES:
+        raise ConfigError(f"--scale: unknown scale {scale!r}; choose from {', '.join(SCALES)}")
+    return scale
+
+
+def seed_overrides(index: int) -> dict:
+    """Seed ``index`` varies both the data stream and the initialisation (the evaluation batch stays)."""
+    return {"seed": 42 + index, "init_seed": index}
+
+
+@dataclass(frozen=True)
+class Size:
+    """The sizes and budget of one recipe at one scale."""
+
+    T: int                  # sequence length (and number of positions)
+    d: int                  # model width
+    batch: int              # fresh sequences per step
+    steps: int
+    lr: float               # constant learning rate
+    eval_every: int = 10
+    eval_batch: int = 128   # sequences in each fixed evaluation batch
+    device: str = "cpu"     # paper scale: "auto" (CUDA when present)
+    checkpoint_every: int = 0  # paper scale: hours-long runs survive a lost node (0: at the end only)
+
+    def keys(self) -> dict:
+        return {"checkpoint_every": self.checkpoint_every, "data_args.seq_length": self.T, "model_args.max_length": self.T, "model_args.dim": self.d,
+                "optim_args.batch_size": self.batch, "max_iters": self.steps,
+                "optim_args.learning_rate": self.lr, "eval_delta": self.eval_every,
+                "eval_batch_size": self.eval_batch, "device": self.device}
+
+
+def simplified(size: Size, **keys) -> dict:
+    """The simplified model of Sec. 4.2 trained as in the official README command: frozen random
+    embeddings and W_U, loss on the in-context targets only, SGD with momentum 0.9 and weight decay
+    1e-4 at a constant learning rate, at ``size``; ``keys``: further dotted keys (``__`` for ``.``)."""
+    ov = {"model_args.arch": "simplified", "model_args.freeze_embeddings": True, "model_args.freeze_output": True,
+          "loss_head_only": True, "optim_args.use_sgd": True, "optim_args.momentum": 0.9,
+          "optim_args.weight_decay": 1e-4, **size.keys()}
+    ov.update({k.replace("__", "."): v for k, v in keys.items()})
+    return ov
+
+
+def full_model(size: Size, **keys) -> dict:
+    """The general architecture with the official ``ihead_full_main.py`` defaults (pre-LN, ReLU MLP,
+    learned positions, full loss, AdamW lr 0.01, wd 0.01, betas (0.9, 0.99)), at ``size``
+    (whose ``lr`` is AdamW's); ``keys``: further dotted keys (``__`` for ``.``)."""
+    ov = {"model_args.arch": "full", "loss_head_only": False, "optim_args.use_sgd": False,
+          "optim_args.weight_decay": 0.01, "optim_args.beta1": 0.9, "optim_args.beta2": 0.99, **size.keys()}
+    ov.update({k.replace("__", "."): v for k, v in keys.items()})
+    return ov
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a recipe: ``group`` is the condition (one curve), ``seed`` the seed index."""
+
+    group: str
+    seed: int
+    overrides: dict
+
+    def all_overrides(self) -> dict:
+        return {**self.overrides, **seed_overrides(self.seed)}
+
+
+@dataclass
+class Output:
+    """Where a reproduction writes: ``root/figures``, ``root/data``, ``root/runs``."""
+
+    root: Path
+
+    def __post_init__(self):
+        self.root = Path(self.root)
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+
+@dataclass
+class Recipe:
+    name: str
+    figure: str                 # the paper figure it reproduces
+    title: str
+    conditions: Callable[[str], dict[str, dict]]
+    plot: Callable[["Results", Output], list[Path]]
+    rules: Sequence = ()
+    notes: Callable[[str], str] = lambda scale: ""
+    # a computation instead of (or besides) training runs: compute(scale, seeds, out) -> files
+    compute: Optional[Callable[[str, int, Output], list[Path]]] = None
+    info: Callable[["Results"], list[str]] = field(default=lambda res: [])  # shown without a verdict
+
+    def specs(self, scale: str, seeds: int) -> list[RunSpec]:
+        return [RunSpec(label, s, dict(ov)) for label, ov in self.conditions(check_scale(scale)).items()
+                for s in range(seeds)]
+
+    def claims(self, res: "Results") -> list:
+        """The claims-table rows of every rule on ``res``."""
+        from birth.analysis.experiments.rules import evaluate
+        return [evaluate(rule, res, self.name) for rule in self.rules]
+
+    def configs(self, scale: str) -> dict[str, TrainConfig]:
+        """The resolved (validated) config of each condition, seed 0."""
+        from birth.running.validation import resolve_config
+        return {label: resolve_config(None, {**ov, **seed_overrides(0)})
+                for label, ov in self.conditions(check_scale(scale)).items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading runs back
+
+class Results:
+    """The completed runs of a recipe, by condition; curves are per seed on common iterations."""
+
+    def __init__(self, scale: str, runs: dict[str, list[tuple[int, Path]]], order: Sequence[str],
+                 root: Optional[Path] = None):
+        self.scale = scale
+        self.root = root             # the reproduction's output folder (computations read from it)
+        self._runs = runs            # group -> [(seed index, run dir)] of completed runs
+        self.order = list(order)     # groups in the order the recipe lists them
+        self._metrics: dict[Path, list[dict]] = {}
+
+    @classmethod
+    def from_specs(cls, scale: str, pairs: Sequence[tuple[RunSpec, Path]],
+                   complete: Callable[[Path], bool], root: Optional[Path] = None) -> "Results":
+        """``pairs``: (spec, its run directory); runs for which ``complete`` is false are left out."""
+        runs: dict[str, list[tuple[int, Path]]] = {}
+        order: list[str] = []
+        for spec, path in pairs:
+            if spec.group not in order:
+                order.append(spec.group)
+            if complete(Path(path)):
+                runs.setdefault(spec.group, []).append((spec.seed, Path(path)))
+        return cls(scale, runs, order, root)
+
+    def groups(self) -> list[str]:
+        return [g for g in self.order if self._runs.get(g)]
+
+    def has(self, *groups: str) -> bool:
+        return all(g in self.groups() for g in groups)
+
+    def seeds(self, group: str) -> list[int]:
+        return [s for s, _ in self._runs.get(group, [])]
+
+    def run_dirs(self, group: str) -> list[Path]:
+        return [p for _, p in self._runs.get(group, [])]
+
+    def metrics(self, path: Path) -> list[dict]:
+        if path not in self._metrics:
+            from birth.running.runs import RunDir
+            self._metrics[path] = RunDir(path).read_metrics()
+        return self._metrics[path]
+
+    def curve(self, group: str, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(iters, values (n_seeds, n_iters)): NaN where a run has no value at an iteration."""
+        runs = [self.metrics(p) for p in self.run_dirs(group)]
+        iters = sorted({r["iter"] for rows in runs for r in rows})
+        index = {it: i for i, it in enumerate(iters)}
+        values = np.full((len(runs), len(iters)), np.nan)
+        for s, rows in enumerate(runs):
+            for r in rows:
+                v = r.get(key)
+                if isinstance(v, (int, float)):
+                    values[s, index[r["iter"]]] = float(v)
+        return np.asarray(iters, dtype=float), values
+
+    def final(self, group: str, key: str) -> np.ndarray:
+        """The last logged value of ``key`` for each seed."""
+        _, values = self.curve(group, key)
+        out = []
+        for row in values:
+            finite = row[~np.isnan(row)]
+            out.append(finite[-1] if finite.size else np.nan)
+        return np.asarray(out)
+
+    def task(self, group: str) -> dict:
+        from birth.running.runs import RunDir
+        return RunDir(self.run_dirs(group)[0]).read_task()
+
+    def floors(self, group: str) -> dict:
+        return self.task(group)["floors"]
+
+    def config(self, group: str) -> TrainConfig:
+        from birth.running.runs import RunDir
+        return RunDir(self.run_dirs(group)[0]).read_config()
+
+
+def load_model(run_dir: Path):
+    """The run's Setup on CPU with its final weights loaded."""
+    from birth.running.build import trained_setup
+    return trained_setup(run_dir)
+
+
+def describe(cfg: TrainConfig) -> str:
+    """One line of a config's main settings: triggers, sizes, steps, optimiser."""
+    d, m, o = cfg.data_args, cfg.model_args, cfg.optim_args
+    opt = f"SGD + momentum {o.momentum:g} lr {o.learning_rate:g}" if o.use_sgd else f"AdamW lr {o.learning_rate:g}"
+    return (f"K = {d.k} {'fixed' if d.fixed_special_toks else 'random'} triggers, T = {d.seq_length}, "
+            f"d = {m.dim}, batch {o.batch_size}, {cfg.max_iters} steps, {opt}")

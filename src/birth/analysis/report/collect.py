@@ -1,0 +1,124 @@
+"""The payload of a report: everything the page draws, gathered from a run or reproduction directory.
+
+A run: config, summary, the curves of ``birth.analysis.plots.run_panels``, the attention of both layers on
+one evaluation sequence at every saved checkpoint, and the TransformerLens export check and head
+scores (when ``transformer-lens`` is installed). A reproduction (``OUT/reproduce.json``): its
+claims table, its figures (PNG, inlined as data URIs) and the same run view for each of its runs.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import re
+from pathlib import Path
+
+import torch
+
+from birth.running.config import ConfigError, dump_yaml
+from birth.analysis.plots import attention_example, glyph, repeat_boxes, run_panels
+from birth.running.runs import RunDir
+
+MAX_RUNS = 12          # runs of a reproduction shown in its page
+SUMMARY_KEYS = ("eval_acc_end", "eval_loss_head", "eval_loss_bigram", "score2_acc", "wo1_acc", "wk1_acc", "wk0_acc")
+
+
+def _finite(v):
+    return v if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def label_html(label: str) -> str:
+    """A plot label as HTML: ``$W_O^2$`` -> W<sub>O</sub><sup>2</sup>, everything else escaped."""
+    return re.sub(r"\$W_(\w)\^(\d)\$", r"W<sub>\1</sub><sup>\2</sup>", html.escape(label))
+
+
+def collect(path: Path) -> dict:
+    """The payload of ``path``: a reproduction output if it holds reproduce.json, else a run."""
+    if (path / "reproduce.json").exists():
+        return _reproduction(path)
+    if not RunDir(path).holds_run():
+        raise ConfigError(f"report: {path} holds neither a run (config.yaml) nor a reproduction (reproduce.json)")
+    return {"kind": "run", "title": f"birth run {path.name}", "runs": [run_payload(path)]}
+
+
+def _reproduction(root: Path) -> dict:
+    state = json.loads((root / "reproduce.json").read_text())
+    claims_file = root / "claims.json"
+    claims = json.loads(claims_file.read_text()).get("claims", []) if claims_file.exists() else []
+    figures = [{"name": p.stem, "src": "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()}
+               for p in sorted((root / "figures").glob("*.png"))]
+    run_dirs = [p for p in sorted((root / "runs").glob("*")) if RunDir(p).holds_run() and RunDir(p).checkpoints()]
+    return {"kind": "reproduction", "title": f"birth reproduction {root.name}",
+            "command": state.get("last", {}).get("command", ""),
+            "claims": [{k: str(c.get(k, "")) for k in ("id", "claim", "figure", "rule", "measured", "verdict", "reason")}
+                       for c in claims],
+            "figures": figures, "runs_total": len(run_dirs),
+            "runs": [run_payload(p) for p in run_dirs[:MAX_RUNS]]}
+
+
+def run_payload(path: Path) -> dict:
+    """Config, summary, curves, attention over checkpoints and TL scores of one run."""
+    run = RunDir(path)
+    cfg, task, rows = run.read_config(), run.read_task(), run.read_metrics()
+    summary = run.read_summary()
+    final = rows[-1] if rows else {}
+    panels = []
+    for p in run_panels(cfg, task):
+        series = []
+        for key, label in p.series:
+            pts = [(r["iter"], _finite(r.get(key))) for r in rows if "iter" in r]
+            if any(v is not None and v >= 0 for _, v in pts):
+                series.append({"key": key, "label": label_html(label), "iters": [i for i, _ in pts],
+                               "values": [v for _, v in pts]})
+        panels.append({"name": p.name, "title": html.escape(p.title), "ylabel": p.ylabel, "series": series,
+                       "lines": [{"value": v, "label": label_html(lab)} for v, lab in p.lines],
+                       "note": label_html(p.note), "ylim": p.ylim})
+    return {"name": path.name, "config": dump_yaml(cfg), "status": summary.get("status", "unknown"),
+            "steps": summary.get("steps"), "wall_seconds": summary.get("wall_seconds"),
+            "summary": {k: _finite(final.get(k)) for k in SUMMARY_KEYS if k in final},
+            "panels": panels, **_attention(run)}
+
+
+def _attention(run: RunDir, length: int = 64) -> dict:
+    """Attention maps of every layer and head at every checkpoint, on one evaluation sequence."""
+    from birth.running.build import build_setup
+    ckpts = run.checkpoints()
+    if not ckpts:
+        return {"attention": None, "tl": {"error": "no checkpoint"}}
+    setup = build_setup(run.read_config(), torch.device("cpu"))
+    ex = attention_example(setup, length)
+    t = len(ex["tokens"])
+    maps = []
+    for step, ckpt in ckpts:
+        setup.model.load_state_dict(RunDir.load_checkpoint(ckpt)["model"])
+        setup.model.eval()
+        with torch.no_grad():
+            _, patterns = setup.model(ex["x"], return_attn=True)
+        # [layer][head] -> row-major T*T, 3 decimals
+        maps.append([[[round(float(v), 3) for v in attn[0, h].flatten()] for h in range(attn.shape[1])]
+                     for attn in patterns])
+    attention = {"chars": [glyph(c) for c in ex["chars"]], "raw": ex["chars"], "outs": ex["outs"], "T": t,
+                 "seq_length": ex["seq_length"], "triggers": [glyph(c) for c in ex["triggers"]],
+                 "fixed": ex["fixed"], "boxes": [[q, s, int(tr)] for q, s, tr in repeat_boxes(ex["tokens"], ex["outs"])],
+                 "steps": [s for s, _ in ckpts], "maps": maps}
+    return {"attention": attention, "tl": tl_check(setup)}
+
+
+def tl_check(setup, n_seqs: int = 32) -> dict:
+    """The TransformerLens export of the latest weights in ``setup``: max |Δlogit|, max attention
+    difference and TL head scores on the first ``n_seqs`` evaluation sequences."""
+    try:
+        from birth.analysis.interop import head_scores, to_transformer_lens
+        bridge = to_transformer_lens(setup.model)
+    except ConfigError as err:
+        return {"error": str(err)}
+    batch = setup.eval_batches()["eval"]
+    x, outs = batch.x[:n_seqs].cpu(), batch.outs[:n_seqs].cpu()
+    with torch.no_grad():
+        ours, patterns = setup.model(x, return_attn=True)
+        theirs, cache = bridge.run_with_cache(x)
+    attn_diff = max(float((cache[f"blocks.{i}.attn.hook_pattern"] - p).abs().max()) for i, p in enumerate(patterns))
+    return {"max_logit_diff": float((ours - theirs).abs().max()), "max_attention_diff": attn_diff,
+            "n_seqs": len(x), **head_scores(bridge, x, outs)}
+

@@ -1,0 +1,1 @@
+"""Core science: the corpus statistics, the task sampler, the two architectures and the probes."""

@@ -1,0 +1,130 @@
+"""Builds what a run needs from its config: corpus statistics, the task samplers, the model, the
+freeze schedule and the optimizer. Shared by training, plotting and analysis of saved runs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from birth.running.config import ConfigError, TrainConfig
+from birth.core.corpus import CorpusStats, load_stats
+from birth.core.model import Transformer, resolve_param_names
+from birth.core.task import Batch, Task
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda requested but no CUDA device is available; use device=auto or cpu")
+    return torch.device(name)
+
+
+def parse_freeze_until(spec: str) -> list[tuple[int, str]]:
+    """``'300:W_O2,W_K2,600:layers.0.attention.wk.weight'`` -> [(300, 'W_O2'), (300, 'W_K2'), (600, ...)].
+
+    An entry without a step takes the step of the entry before it.
+    """
+    entries: list[tuple[int, str]] = []
+    step: Optional[int] = None
+    for raw in filter(None, (e.strip() for e in spec.split(","))):
+        if ":" in raw:
+            head, _, name = raw.partition(":")
+            try:
+                step = int(head)
+            except ValueError:
+                raise ConfigError(f"freeze_until: {head!r} is not a step number in {raw!r} (format STEP:NAME,...)") from None
+        elif step is None:
+            raise ConfigError(f"freeze_until: {raw!r} has no step (format STEP:NAME,...)")
+        else:
+            name = raw
+        if step < 0:
+            raise ConfigError(f"freeze_until: negative step {step} in {raw!r}")
+        if not name.strip():
+            raise ConfigError(f"freeze_until: empty parameter name in {raw!r}")
+        entries.append((step, name.strip()))
+    return entries
+
+
+def freeze_schedule(spec: str, model: Transformer) -> dict[str, int]:
+    """Parameter name -> step at which it is unfrozen; every name must match a parameter."""
+    schedule: dict[str, int] = {}
+    for step, name in parse_freeze_until(spec):
+        names = resolve_param_names(name, model)
+        if not names:
+            raise ConfigError(f"freeze_until: {name!r} names no parameter of this model "
+                              f"(e.g. W_K1, W_K2, W_O2 or {next(iter(dict(model.named_parameters())))})")
+        for n in names:
+            schedule[n] = step
+    return schedule
+
+
+def apply_freeze(model: Transformer, schedule: dict[str, int], step: int) -> None:
+    """Parameters of the schedule train from their step on (the official unfreezing at step i)."""
+    params = dict(model.named_parameters())
+    for name, until in schedule.items():
+        params[name].requires_grad_(step >= until)
+
+
+def make_optimizer(cfg: TrainConfig, model: Transformer) -> torch.optim.Optimizer:
+    o = cfg.optim_args
+    # all parameters, as official: frozen ones get no grad and are skipped (no decay either)
+    if o.use_sgd:
+        return torch.optim.SGD(model.parameters(), lr=o.learning_rate, weight_decay=o.weight_decay, momentum=o.momentum)
+    return torch.optim.AdamW(model.parameters(), lr=o.learning_rate, weight_decay=o.weight_decay,
+                             betas=(o.beta1, o.beta2), eps=o.eps)
+
+
+@dataclass
+class Setup:
+    """The task distributions and the model of one config, on one device."""
+
+    cfg: TrainConfig
+    device: torch.device
+    stats: CorpusStats
+    train_task: Task
+    test_task: Task                # the official ds_test (bigram_outs_test)
+    split_test_task: Optional[Task]  # outputs from the held-out 25% of tokens
+    model: Transformer
+
+    @property
+    def triggers(self) -> Optional[list[int]]:
+        return self.train_task.fixed
+
+    def train_batch(self, step: int) -> Batch:
+        return self.train_task.batch(self.cfg.seed, "train", step, self.cfg.optim_args.batch_size)
+
+    def eval_batches(self) -> dict[str, Batch]:
+        """The fixed evaluation batches: training distribution, OOD test and split test."""
+        c = self.cfg
+        out = {"eval": self.train_task.batch(c.eval_seed, "eval", 0, c.eval_batch_size),
+               "test": self.test_task.batch(c.eval_seed, "test", 0, c.eval_batch_size)}
+        if self.split_test_task is not None:
+            out["split_test"] = self.split_test_task.batch(c.eval_seed, "split_test", 0, c.eval_batch_size)
+        return out
+
+
+def build_setup(cfg: TrainConfig, device: Optional[torch.device] = None) -> Setup:
+    """Samplers and a freshly initialised model (seeded by ``init_seed`` only)."""
+    device = device or resolve_device(cfg.device)
+    stats = load_stats(cfg.data_args.corpus)
+    split = "train" if cfg.data_args.output_split else None
+    train_task = Task(cfg.data_args, stats, bigram_outs=cfg.bigram_outs_train, split=split, device=device)
+    test_task = Task(cfg.data_args, stats, bigram_outs=cfg.bigram_outs_test, split=split, device=device)
+    split_test = (Task(cfg.data_args, stats, split="test", device=device) if cfg.data_args.output_split else None)
+    # init on CPU under a private RNG: the weights depend on init_seed alone, not on the device
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.init_seed)
+        model = Transformer(cfg.model_args, stats.num_tokens)
+    return Setup(cfg, device, stats, train_task, test_task, split_test, model.to(device))
+
+
+def trained_setup(run_dir, device: torch.device | str = "cpu") -> Setup:
+    """The Setup of a saved run with the weights of its latest checkpoint (for analysis)."""
+    from birth.running.runs import RunDir
+    run = RunDir(run_dir)
+    setup = build_setup(run.read_config(), torch.device(device))
+    setup.model.load_state_dict(RunDir.load_checkpoint(run.latest_checkpoint(), device)["model"])
+    setup.model.eval()
+    return setup

@@ -1,0 +1,217 @@
+"""Running many runs: each job is a resolved config trained into its own directory, named by a
+stable hash of that config, so that a rerun finds finished work and skips it.
+
+    jobs = [make_job(root, {"data_args.k": 5}, preset="quick")]
+    results = run_jobs(jobs, LocalBackend(jobs=2))
+
+A backend only runs jobs (``Backend.run``); ``run_jobs`` does the bookkeeping around it:
+deduplication, skipping completed runs, and turning failures into results. ``LocalBackend`` runs
+them in worker processes on this machine; a cluster backend can stand behind the same interface.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Protocol, Sequence
+
+from birth.running.config import TrainConfig, from_dict, to_dict
+
+ERROR_FILE = "error.txt"
+
+
+def config_hash(cfg: TrainConfig) -> str:
+    """First 12 hex digits of the sha256 of the config's sorted JSON: equal configs, equal names."""
+    text = json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run to make: a resolved config and the directory it trains into."""
+
+    config: dict       # to_dict(TrainConfig): plain data, so that it crosses process boundaries
+    run_dir: str
+    label: str = ""    # who asked for it, e.g. "fig3/W_O2 frozen/seed 1" (not part of the hash)
+
+    @property
+    def key(self) -> str:
+        return Path(self.run_dir).name
+
+
+def make_job(root: str | Path, overrides: dict, preset: Optional[str] = None, label: str = "") -> Job:
+    """Resolves (and validates) ``preset`` + ``overrides``; the run lives in ``root/<hash>``."""
+    from birth.running.validation import resolve_config
+    cfg = resolve_config(preset, dict(overrides))
+    return Job(config=to_dict(cfg), run_dir=str(Path(root) / config_hash(cfg)), label=label)
+
+
+@dataclass
+class Result:
+    """What became of a job. ``status``: completed, cached (complete before we started), failed,
+    diverged or interrupted."""
+
+    job: Job
+    status: str
+    summary: dict = field(default_factory=dict)
+    error: str = ""
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("completed", "cached")
+
+
+class Backend(Protocol):
+    """Runs jobs whose directories are not complete; returns one Result per job, in any order."""
+
+    def run(self, jobs: Sequence[Job], on_result: Optional[Callable[[Result], None]] = None) -> list[Result]:
+        ...
+
+
+def is_complete(run_dir: str | Path) -> bool:
+    from birth.running.runs import RunDir
+    return RunDir(run_dir).read_summary().get("status") == "completed"
+
+
+def run_jobs(jobs: Sequence[Job], backend: Backend,
+             on_result: Optional[Callable[[Result], None]] = None) -> list[Result]:
+    """Runs the jobs that are not complete yet; returns one Result per distinct run directory."""
+    unique: dict[str, Job] = {}
+    for job in jobs:
+        unique.setdefault(job.run_dir, job)
+    results, todo = [], []
+    for job in unique.values():
+        if is_complete(job.run_dir):
+            from birth.running.runs import RunDir
+            res = Result(job, "cached", RunDir(job.run_dir).read_summary())
+            results.append(res)
+            if on_result:
+                on_result(res)
+        else:
+            todo.append(job)
+    if todo:
+        # longest first: the last worker to finish then waits least
+        results += backend.run(sorted(todo, key=lambda j: -estimated_cost(j.config)), on_result)
+    return results
+
+
+def estimated_cost(config: dict) -> float:
+    """Rough relative training cost of a config: steps x tokens per step x (width + length)."""
+    try:
+        d, m, o = config["data_args"], config["model_args"], config["optim_args"]
+    except (KeyError, TypeError):
+        return 0.0  # not a config: it will fail fast
+    per_token = m["dim"] * (m["dim"] + d["seq_length"]) * max(1, m.get("n_layers", 2))
+    return float(config["max_iters"]) * o["batch_size"] * d["seq_length"] * per_token
+
+
+def default_workers(threads_per_run: int = 1) -> int:
+    """As many workers as the CPUs this process may use can take without oversubscribing threads."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // max(1, threads_per_run))
+
+
+class LocalBackend:
+    """Worker processes on this machine (``spawn``: no torch state is inherited by fork).
+
+    ``jobs=1`` with ``in_process=True`` trains in this process instead (no start-up cost; tests).
+    """
+
+    def __init__(self, jobs: Optional[int] = None, threads_per_run: int = 1, in_process: bool = False):
+        self.threads = max(1, threads_per_run)
+        self.workers = jobs if jobs else default_workers(self.threads)
+        self.in_process = in_process
+
+    def run(self, jobs: Sequence[Job], on_result: Optional[Callable[[Result], None]] = None) -> list[Result]:
+        if self.in_process or self.workers == 1 and len(jobs) <= 1:
+            return [self._report(execute(job, self.threads), on_result) for job in jobs]
+        import multiprocessing
+        results: list[Result] = []
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(self.workers, len(jobs)), mp_context=ctx) as pool:
+            futures = {pool.submit(execute, job, self.threads): job for job in jobs}
+            try:
+                self._collect(futures, results, on_result)
+            except KeyboardInterrupt:  # workers got the signal too: they checkpoint; queued jobs never start
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+        return results
+
+    def _collect(self, futures: dict, results: list, on_result) -> None:
+        from concurrent.futures.process import BrokenProcessPool
+        for fut in as_completed(futures):
+            job = futures[fut]
+            try:
+                res = fut.result()
+            except BrokenProcessPool as err:  # a worker died (killed, out of memory): record, go on
+                res = _failed(job, f"worker process died: {err}", 0.0)
+            except Exception as err:  # noqa: BLE001 - anything the worker could not report itself
+                res = _failed(job, f"{type(err).__name__}: {err}", 0.0)
+            results.append(self._report(res, on_result))
+
+    @staticmethod
+    def _report(res: Result, on_result) -> Result:
+        if on_result:
+            on_result(res)
+        return res
+
+
+def _failed(job: Job, error: str, seconds: float) -> Result:
+    """Writes the error next to the run (error.txt, summary.json status 'failed') and returns it."""
+    from birth.running.runs import RunDir, atomic_write_bytes
+    run = RunDir(job.run_dir)
+    try:
+        summary = run.read_summary()
+    except (OSError, json.JSONDecodeError):
+        summary = {}
+    summary.update(status="failed", error=error.strip().splitlines()[-1] if error.strip() else "failed",
+                   label=job.label, config=job.config)
+    try:
+        atomic_write_bytes(run.path / ERROR_FILE, error.encode())
+        run.write_summary(summary)
+    except OSError:
+        pass
+    return Result(job, "failed", summary, error, seconds)
+
+
+def execute(job: Job, threads: int = 1) -> Result:
+    """Trains one job (in a worker or in this process); never raises for a failed run."""
+    import torch
+    from birth.running.runs import RunDir
+    from birth.running.train import train
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    run = RunDir(job.run_dir)
+    try:
+        cfg = from_dict(job.config)
+        resume = _prepare(run)
+        summary = train(cfg, run.path, resume=resume, quiet=True)
+        (run.path / ERROR_FILE).unlink(missing_ok=True)
+        return Result(job, summary["status"], summary, summary.get("reason", ""), time.perf_counter() - t0)
+    except Exception:  # noqa: BLE001 - a failed run is recorded, the others carry on
+        return _failed(job, traceback.format_exc(), time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _prepare(run) -> bool:
+    """Resume an interrupted run from its checkpoint; start anything else that is not complete afresh."""
+    if not run.holds_run():
+        run.path.mkdir(parents=True, exist_ok=True)
+        return False
+    if run.read_summary().get("status") == "interrupted" and run.latest_checkpoint() is not None:
+        return True
+    shutil.rmtree(run.path)
+    run.path.mkdir(parents=True)
+    return False

@@ -1,0 +1,179 @@
+"""The run directory: resolved config, metrics log, checkpoints and summary.
+
+    RUN/config.yaml        resolved config (every key)
+    RUN/task.json          vocabulary, trigger set and the task's Bayes floors
+    RUN/metrics.jsonl      one JSON object per evaluation, flushed as written
+    RUN/checkpoints/step_XXXXXXXX.pt   model, optimizer, step, RNG states, config, metrics so far
+    RUN/summary.json       status (running/completed/interrupted/diverged/failed), final metrics
+
+Every file but metrics.jsonl is written atomically (temp file + rename). Checkpoints are loaded
+with ``weights_only=True``: loading never executes pickled code.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import torch
+import yaml
+
+from birth.running.config import ConfigError, TrainConfig, dump_yaml, load_yaml
+
+CKPT_RE = re.compile(r"step_(\d{8})\.pt$")
+
+
+def _clean(value: Any) -> Any:
+    """NaN/inf become null so that every line is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _temp_path(path: Path) -> Path:
+    """A fresh name beside ``path``. Not mkstemp: its files are 0600, unreadable to the rest of a team."""
+    return path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(path)
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_clean) + "\n").encode())
+
+
+class MetricsWriter:
+    """Appends one JSON line per evaluation and flushes it; keeps what the file holds in memory, so
+    that a checkpoint can copy it without reading the file back."""
+
+    def __init__(self, path: Path, truncate_to: int = 0):
+        self.file = open(path, "r+b" if path.exists() else "w+b")
+        self.content = bytearray(self.file.read(truncate_to))
+        self.file.truncate(truncate_to)  # drops lines written after the checkpoint we resume from
+        self.file.seek(truncate_to)
+
+    @property
+    def offset(self) -> int:
+        """Size of the file so far, in bytes."""
+        return len(self.content)
+
+    def write(self, record: dict) -> None:
+        data = (json.dumps({k: _clean(v) for k, v in record.items()}) + "\n").encode()
+        self.file.write(data)  # one write of a whole line: a kill leaves no torn line behind
+        self.file.flush()
+        self.content += data
+
+    def sync(self) -> None:
+        os.fsync(self.file.fileno())
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class RunDir:
+    """Paths and I/O of one run directory."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config_path = self.path / "config.yaml"
+        self.metrics_path = self.path / "metrics.jsonl"
+        self.summary_path = self.path / "summary.json"
+        self.task_path = self.path / "task.json"
+        self.ckpt_dir = self.path / "checkpoints"
+
+    def holds_run(self) -> bool:
+        return self.config_path.exists()
+
+    def check_writable(self) -> None:
+        """Raises ConfigError, before anything is created, when the directory cannot be made or written."""
+        existing = next(p for p in (self.path.absolute(), *self.path.absolute().parents) if p.exists())
+        if not existing.is_dir():
+            raise ConfigError(f"--out: {existing} is a file, not a directory, so {self.path} cannot be a run directory")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"--out: {existing} is not writable, so {self.path} cannot be created or written")
+
+    # config, task, summary
+    def write_config(self, cfg: TrainConfig) -> None:
+        atomic_write_bytes(self.config_path, dump_yaml(cfg).encode())
+
+    def read_config(self) -> TrainConfig:
+        """The run's config; ConfigError (one line) when config.yaml is unreadable or malformed."""
+        try:
+            return load_yaml(self.config_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError, TypeError) as err:
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ConfigError(f"--resume: cannot read {self.config_path}: {first}") from None
+
+    def write_task(self, info: dict) -> None:
+        atomic_write_json(self.task_path, info)
+
+    def read_task(self) -> dict:
+        return json.loads(self.task_path.read_text())
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write_json(self.summary_path, summary)
+
+    def read_summary(self) -> dict:
+        return json.loads(self.summary_path.read_text()) if self.summary_path.exists() else {}
+
+    # metrics
+    def read_metrics(self) -> list[dict]:
+        """Every complete line of metrics.jsonl (a torn last line, if any, is ignored)."""
+        if not self.metrics_path.exists():
+            return []
+        rows = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+        return rows
+
+    # checkpoints
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        if not self.ckpt_dir.exists():
+            return []
+        found = [(int(m.group(1)), p) for p in self.ckpt_dir.iterdir() if (m := CKPT_RE.search(p.name))]
+        return sorted(found)
+
+    def latest_checkpoint(self) -> Optional[Path]:
+        ckpts = self.checkpoints()
+        return ckpts[-1][1] if ckpts else None
+
+    def save_checkpoint(self, state: dict, step: int, keep_last: int, keep_steps: Iterable[int] = ()) -> Path:
+        """Writes ``state`` atomically as step_<step>.pt, then prunes older periodic checkpoints."""
+        path = self.ckpt_dir / f"step_{step:08d}.pt"
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        tmp = _temp_path(path)
+        try:
+            torch.save(state, tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        keep = set(keep_steps) | {s for s, _ in self.checkpoints()[-max(keep_last, 1):]}
+        for s, p in self.checkpoints():
+            if s not in keep:
+                p.unlink(missing_ok=True)
+        return path
+
+    @staticmethod
+    def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict:
+        return torch.load(path, map_location=device, weights_only=True)

@@ -1,0 +1,237 @@
+"""The training loop: one fresh batch per step, the freeze schedule, evaluation every
+``eval_delta`` steps (official metrics on the training batch, plus the fixed evaluation, OOD and
+split batches), checkpoints, exact resume, clean stop on SIGINT/SIGTERM, divergence detection.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from birth.running.config import ConfigError, TrainConfig, to_dict
+from birth.core.probes import attention_probes, loss_metrics, memory_probes, weight_norms
+from birth.running.runs import MetricsWriter, RunDir, atomic_write_bytes
+from birth.running.build import Setup, apply_freeze, build_setup, freeze_schedule, make_optimizer
+from birth.core.task import Batch, bayes_floors
+
+EXIT_DIVERGED = 3
+
+
+class Interrupted(Exception):
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def training_loss(cfg: TrainConfig, pred: torch.Tensor, y: torch.Tensor, outs: torch.Tensor) -> torch.Tensor:
+    if cfg.loss_head_only:
+        return F.cross_entropy(pred[outs >= 2], y[outs >= 2])
+    return F.cross_entropy(pred.flatten(0, 1), y.flatten())
+
+
+@torch.no_grad()
+def evaluate_batch(setup: Setup, batch: Batch, prefix: str) -> dict[str, float]:
+    """Losses, accuracies and attention probes of the current model on a fixed batch."""
+    pred, patterns = setup.model(batch.x, return_attn=True)
+    res = {prefix + "loss": float(training_loss(setup.cfg, pred, batch.y, batch.outs))}
+    res.update(loss_metrics(pred, batch.y, batch.outs, prefix))
+    res.update({prefix + k: v for k, v in attention_probes(batch.x, batch.y, batch.outs, pred, patterns).items()})
+    return res
+
+
+@torch.no_grad()
+def ood_metrics(setup: Setup, batches: dict[str, Batch]) -> dict[str, float]:
+    """``acc_end_test`` (official: outs>=2 for the simplified script, outs>=1 for the full one) and split test."""
+    res = {}
+    min_outs = 1 if setup.cfg.model_args.arch == "full" else 2
+    for name in ("test", "split_test"):
+        if name in batches:
+            b = batches[name]
+            pred = setup.model(b.x)
+            mask = b.outs >= min_outs
+            res[f"acc_end_{name}"] = float((pred.argmax(-1)[mask] == b.y[mask]).float().mean()) if mask.any() else None
+            res[f"loss_head_{name}"] = float(F.cross_entropy(pred[b.outs >= 2], b.y[b.outs >= 2])) if (b.outs >= 2).any() else None
+    return res
+
+
+def _memory(setup: Setup) -> dict[str, float]:
+    return memory_probes(setup.model, triggers=setup.triggers, n_train_toks=setup.train_task.n_train_toks,
+                         cond=setup.train_task.cond if _has_final_ffn(setup) else None)
+
+
+def _has_final_ffn(setup: Setup) -> bool:
+    return len(setup.model.layers) > 1 and hasattr(setup.model.layers[1], "ff")
+
+
+@contextmanager
+def stop_signals():
+    """SIGINT/SIGTERM raise ``Interrupted`` between steps, not in the middle of a write."""
+    pending: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, _frame: pending.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield pending
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _params_finite(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, quiet: bool = False) -> dict:
+    """Trains ``cfg`` into ``run_dir`` (which must be prepared by the caller); returns the summary."""
+    run = RunDir(run_dir)
+    setup = build_setup(cfg)
+    model = setup.model
+    schedule = freeze_schedule(cfg.freeze_until, model)
+    optimizer = make_optimizer(cfg, model)
+    start, metrics_offset, elapsed_before = 0, 0, 0.0
+    if resume and (ckpt_path := run.latest_checkpoint()) is not None:
+        start, metrics_offset, elapsed_before = _restore(run, ckpt_path, setup, optimizer)
+    else:
+        run.write_config(cfg)
+        run.write_task(_task_info(setup))
+    floors = run.read_task()["floors"]
+    batches = setup.eval_batches()
+    writer = MetricsWriter(run.metrics_path, truncate_to=metrics_offset)
+    from birth.running.tensorboard import open_log
+    tb = open_log(cfg, run.path, setup, start)
+    keep_steps = {int(s) for s in cfg.checkpoint_steps.split(",") if s.strip()}
+    summary = {"status": "running", "config": to_dict(cfg), "floors": floors, "device": str(setup.device),
+               "start_step": start}
+    run.write_summary(summary)
+    last = {}
+    t0 = time.perf_counter()
+
+    def checkpoint(step: int) -> Path:
+        writer.sync()
+        state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "rng_cpu": torch.get_rng_state(), "metrics_offset": writer.offset,
+                 "metrics": writer.content.decode(),
+                 "elapsed": elapsed_before + time.perf_counter() - t0, "config": to_dict(cfg)}
+        if setup.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(setup.device)
+        return run.save_checkpoint(state, step, cfg.keep_checkpoints, keep_steps)
+
+    bar = _progress(cfg.max_iters, start, quiet)
+    step = start
+    try:
+        with stop_signals() as pending:
+            for step in range(start, cfg.max_iters):
+                if pending:
+                    raise Interrupted(pending[0])
+                record = _train_step(setup, optimizer, schedule, step, batches, writer)
+                if record and record.get("diverged"):
+                    raise FloatingPointError(record["diverged"])  # ``last`` keeps the last good metrics
+                last = record or last
+                if tb and record:
+                    tb.log(record)
+                if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 or (step + 1) in keep_steps:
+                    # parameters are only checked on evaluation steps: never save a non-finite one as "good"
+                    if not _params_finite(model):
+                        raise FloatingPointError("non-finite parameter after the update")
+                    checkpoint(step + 1)
+                bar.update(1)
+                if "loss" in last and last.get("iter") == step:
+                    bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last.get('eval_acc_end') or 0:.3f}")
+            checkpoint(cfg.max_iters)
+            summary.update(status="completed")
+    except Interrupted as stop:
+        path = checkpoint(step)
+        summary.update(status="interrupted", signal=str(stop), step=step)
+        print(f"birth: {stop} at step {step}; checkpoint {path}\n"
+              f"resume with: birth train --resume {run.path}", file=sys.stderr)
+        return _finish(run, summary, writer, bar, last, t0, elapsed_before, step, code=128 + stop.signum, tb=tb)
+    except FloatingPointError as err:
+        summary.update(status="diverged", diverged_at=step, reason=str(err),
+                       last_good_checkpoint=str(run.latest_checkpoint() or ""))
+        print(f"birth: run diverged at step {step} ({err}); kept the last good checkpoint "
+              f"{run.latest_checkpoint() or '(none)'}", file=sys.stderr)
+        return _finish(run, summary, writer, bar, last, t0, elapsed_before, step, code=EXIT_DIVERGED, tb=tb)
+    return _finish(run, summary, writer, bar, last, t0, elapsed_before, cfg.max_iters, code=0, tb=tb)
+
+
+def _restore(run: RunDir, path: Path, setup: Setup, optimizer) -> tuple[int, int, float]:
+    """Loads a checkpoint into the model, optimizer and RNGs; returns (step, metrics offset, elapsed)."""
+    try:
+        state = run.load_checkpoint(path, setup.device)
+    except Exception as err:  # noqa: BLE001 - torch raises many kinds for a damaged file
+        # torch's own weights-only message is many lines of advice to load unsafely: not ours to give
+        why = ("damaged, or holds objects that weights-only loading refuses" if "Weights only" in str(err)
+               else (str(err).splitlines() or [type(err).__name__])[0])
+        raise ConfigError(f"--resume: cannot load checkpoint {path} ({why}); "
+                          "delete it to resume from the one before") from None
+    setup.model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng_cpu"].cpu())
+    if "rng_cuda" in state and setup.device.type == "cuda":
+        torch.cuda.set_rng_state(state["rng_cuda"].cpu(), setup.device)
+    if "metrics" in state:  # the checkpoint's own copy: exact even if metrics.jsonl was damaged or cut short
+        atomic_write_bytes(run.metrics_path, state["metrics"].encode())
+    return int(state["step"]), int(state["metrics_offset"]), float(state.get("elapsed", 0.0))
+
+
+def _finish(run, summary, writer, bar, last, t0, elapsed_before, step, code, tb=None) -> dict:
+    bar.close()
+    if tb:
+        tb.close()
+    writer.close()
+    elapsed = elapsed_before + time.perf_counter() - t0
+    cfg_optim = summary["config"]["optim_args"]
+    done = step - summary["start_step"]
+    summary.update(steps=step, final_metrics={k: v for k, v in last.items() if k != "diverged"},
+                   wall_seconds=round(elapsed, 3), exit_code=code,
+                   tokens_per_s=round(done * cfg_optim["batch_size"] * summary["config"]["data_args"]["seq_length"]
+                                      / max(time.perf_counter() - t0, 1e-9)),
+                   checkpoint=str(run.latest_checkpoint() or ""))
+    run.write_summary(summary)
+    return summary
+
+
+def _train_step(setup: Setup, optimizer, schedule, step: int, batches, writer: MetricsWriter) -> Optional[dict]:
+    cfg, model = setup.cfg, setup.model
+    apply_freeze(model, schedule, step)
+    batch = setup.train_batch(step)
+    is_eval = step % cfg.eval_delta == 0 or step == cfg.max_iters - 1
+    optimizer.zero_grad(set_to_none=True)
+    out = model(batch.x, return_attn=is_eval)
+    pred, patterns = out if is_eval else (out, None)
+    loss = training_loss(cfg, pred, batch.y, batch.outs)
+    if not math.isfinite(loss.item()):
+        return {"diverged": f"non-finite loss {loss.item()}"}
+    loss.backward()
+    norms = weight_norms(model, cfg.log_norms) if is_eval else {}  # gradient norms before the step
+    optimizer.step()
+    if not is_eval:
+        return None
+    if not _params_finite(model):
+        return {"diverged": "non-finite parameter after the update"}
+    rec = {"iter": step, "loss": loss.item()}
+    rec.update(loss_metrics(pred.detach(), batch.y, batch.outs))
+    rec.update(attention_probes(batch.x, batch.y, batch.outs, pred.detach(), patterns))
+    rec.update(_memory(setup))  # after the step, as official
+    rec.update(ood_metrics(setup, batches))
+    rec.update(evaluate_batch(setup, batches["eval"], "eval_"))
+    rec.update(norms)
+    writer.write(rec)
+    return rec
+
+
+def _task_info(setup: Setup) -> dict:
+    t = setup.train_task
+    return {"vocab": list(setup.stats.vocab), "corpus": setup.stats.source, "num_tokens": t.num_tokens,
+            "fixed_triggers": t.fixed, "fixed_trigger_chars": [setup.stats.vocab[i] for i in t.fixed or []],
+            "n_train_toks": t.n_train_toks, "floors": bayes_floors(t, n_seqs=1024)}
+
+
+def _progress(total: int, initial: int, quiet: bool):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=initial, disable=quiet, unit="step", dynamic_ncols=True, leave=True)
