@@ -30,16 +30,18 @@ class FakeResults(Results):
                  floors: dict | None = None, tasks: dict | None = None, changes: dict | None = None):
         runs = {g: [(s, Path(f"/fake/{g}/{s}")) for s in range(len(seeds))] for g, seeds in logs.items()}
         super().__init__(scale, runs, list(logs))
-        for g, seeds in logs.items():
-            for s, curves in enumerate(seeds):
-                rows = [{"iter": it, **{k: v[i] for k, v in curves.items()}} for i, it in enumerate(ITERS)]
-                self._metrics[Path(f"/fake/{g}/{s}")] = rows
+        self.rows = {Path(f"/fake/{g}/{s}"): [{"iter": it, **{k: v[i] for k, v in curves.items()}}
+                                              for i, it in enumerate(ITERS)]
+                     for g, seeds in logs.items() for s, curves in enumerate(seeds)}
         self._floors = floors or {"floor_loss_bigram": 2.2, "floor_loss_head": 0.0, "nocontext_loss_head": 4.17}
         self._tasks = tasks or {}
         self._configs = recipe.RECIPE.configs(scale)
         if changes:
             from birth.running.config import apply
             self._configs = {g: apply(c, changes) for g, c in self._configs.items()}
+
+    def metrics(self, path):
+        return self.rows[path]
 
     def task(self, group):
         return {"floors": self._floors, **self._tasks.get(group, {})}

@@ -15,20 +15,20 @@ def _memory(n, d, seed=0):
 
 def test_outer_memory_recalls_every_pair_when_few_pairs_in_large_d():
     u, v, pairs = _memory(32, 512)
-    assert memory.recall(memory.outer_memory(u, v, pairs), u, v, pairs) == 1.0
+    assert memory.pair_recall(memory.outer_memory(u, v, pairs), u, v, pairs) == 1.0
 
 
 @pytest.mark.parametrize("n, d", [(1024, 16), (4096, 64)])
 def test_outer_memory_recall_collapses_when_pairs_far_exceed_d(n, d):
     u, v, pairs = _memory(n, d)
-    assert memory.recall(memory.outer_memory(u, v, pairs), u, v, pairs) < 0.15
+    assert memory.pair_recall(memory.outer_memory(u, v, pairs), u, v, pairs) < 0.15
 
 
 def test_recall_degrades_monotonically_with_stored_pairs_at_fixed_d():
     recalls = []
     for n in (16, 128, 1024):
         u, v, pairs = _memory(n, 64)
-        recalls.append(memory.recall(memory.outer_memory(u, v, pairs), u, v, pairs))
+        recalls.append(memory.pair_recall(memory.outer_memory(u, v, pairs), u, v, pairs))
     assert recalls[0] > 0.95 > recalls[1] > recalls[2]
 
 
@@ -50,7 +50,7 @@ def test_cross_talk_uses_the_outer_memory_decomposition():
 
 @pytest.mark.parametrize("n, d", [(256, 64), (64, 16), (4096, 256)])
 def test_gaussian_recall_prediction_matches_measurement(n, d):
-    measured = sum(memory.recall(memory.outer_memory(u, v, p), u, v, p)
+    measured = sum(memory.pair_recall(memory.outer_memory(u, v, p), u, v, p)
                    for u, v, p in (_memory(n, d, seed) for seed in range(4))) / 4
     assert abs(measured - memory.predicted_recall(n, n, d)) < 0.06
 
@@ -64,10 +64,10 @@ def test_code_scale_embeddings_have_norm_sqrt_d():
 
 def test_learned_memory_stores_pairs_beyond_outer_product_capacity():
     u, v, pairs = _memory(256, 64)
-    outer = memory.recall(memory.outer_memory(u, v, pairs), u, v, pairs)
+    outer = memory.pair_recall(memory.outer_memory(u, v, pairs), u, v, pairs)
     w, losses = memory.learned_memory(u, v, pairs, steps=20)
     assert outer < 0.85
-    assert memory.recall(w, u, v, pairs) >= 0.95
+    assert memory.pair_recall(w, u, v, pairs) >= 0.95
     assert losses[-1] < losses[0]
 
 

@@ -17,8 +17,9 @@ from matplotlib.patches import Rectangle  # noqa: E402
 
 from birth.running.runs import RunDir  # noqa: E402
 
-PROBE_KEYS = {"wo1_acc": "$W_O^2$ (wo1)", "wk1_acc": "$W_K^2$ (wk1)", "wk0_acc": "$W_K^1$ (wk0)",
-              "wk0_64_acc": "$W_K^1$, t<64 (wk0_64)"}
+# The one map from the official probe keys to the paper's matrices (docs/metrics.md)
+PROBE_LABELS = {"wo1_acc": "$W_O^2$", "wk1_acc": "$W_K^2$", "wk0_acc": "$W_K^1$", "wk0_64_acc": "$W_K^1$, t<64"}
+PROBE_KEYS = {k: f"{v} ({k.removesuffix('_acc')})" for k, v in PROBE_LABELS.items()}
 GLYPHS = {"\n": "\u23ce", " ": "\u2423", "\t": "\u21e5"}  # ⏎ ␣ ⇥: visible newline, space, tab
 COLUMN_WIDTH = 3.25  # inches, one column of a two-column paper
 
@@ -118,10 +119,10 @@ def run_panels(cfg, task: dict) -> list[Panel]:
         acc.series.append(("acc_end_split_test", "held-out output tokens (OOD split)"))
     k_way = len(task.get("fixed_triggers") or []) or n
     probes = Panel("probes", "memory recall probes", "recall accuracy",
-                   [("wo1_acc", "$W_O^2$ (wo1)"), ("wk1_acc", "$W_K^2$ (wk1)"), ("wk0_acc", "$W_K^1$ (wk0)")],
+                   [(k, PROBE_KEYS[k]) for k in ("wo1_acc", "wk1_acc", "wk0_acc")],
                    [(1.0 / k_way, f"chance of $W_K^2$ (1/{k_way})")], ylim=(-0.02, 1.02))
     if cfg.model_args.max_length > 64:
-        probes.series.append(("wk0_64_acc", "$W_K^1$, t < 64 (wk0_64)"))
+        probes.series.append(("wk0_64_acc", PROBE_KEYS["wk0_64_acc"]))
     else:
         probes.note = f"$W_K^1$ t<64 (wk0_64) equals $W_K^1$ here (max_length = {cfg.model_args.max_length} \u2264 64)."
     probes.series.append(("score2_acc", "induction attention (score2)"))

@@ -25,7 +25,7 @@ def _mean(mask_or_values: torch.Tensor) -> float:
     return float(mask_or_values.float().mean()) if mask_or_values.numel() else NAN
 
 
-def recall(scores: torch.Tensor, target: torch.Tensor, prefix: str) -> dict[str, float]:
+def recall_metrics(scores: torch.Tensor, target: torch.Tensor, prefix: str) -> dict[str, float]:
     """Accuracy, margin and rank of ``target`` under ``scores`` (rows = probe items, cols = candidates)."""
     right = scores.gather(1, target[:, None])                                         # (M, 1)
     wrong = scores.scatter(1, target[:, None], float("-inf"))                         # (M, C)
@@ -55,7 +55,7 @@ def memory_probes(model: Transformer, *, triggers: Optional[Sequence[int]], n_tr
     # W_O2: w_U(j)^T W_O2 W_V2 w_E(k) should peak at j = k
     l2 = model.layers[1].attention
     wo_scores = model.output(l2.wo(l2.wv(emb))) * model.output_scale                  # (N, N)
-    out.update(recall(wo_scores[:n_train_toks], toks[:n_train_toks], "wo1"))
+    out.update(recall_metrics(wo_scores[:n_train_toks], toks[:n_train_toks], "wo1"))
     if n_train_toks < n:
         out["wo1_split_test_acc"] = _mean(wo_scores[n_train_toks:].argmax(-1) == toks[n_train_toks:])
     # W_K2: query w_E(k) against keys W_O1 W_V1 w_E(j), argmax over keys
@@ -65,10 +65,10 @@ def memory_probes(model: Transformer, *, triggers: Optional[Sequence[int]], n_tr
     scores = queries @ keys.t()                                                       # (N, N)
     if triggers is not None:
         idx = torch.as_tensor(list(triggers), device=dev, dtype=torch.long)
-        out.update(recall(scores[idx][:, idx], torch.arange(len(idx), device=dev), "wk1"))
-        out["wk1_full_acc"] = recall(scores, toks, "wk1_full")["wk1_full_acc"]
+        out.update(recall_metrics(scores[idx][:, idx], torch.arange(len(idx), device=dev), "wk1"))
+        out["wk1_full_acc"] = recall_metrics(scores, toks, "wk1_full")["wk1_full_acc"]
     else:
-        out.update(recall(scores, toks, "wk1"))
+        out.update(recall_metrics(scores, toks, "wk1"))
     # W_K1: position t should attend to t-1 (keys 0..T-2, not causally masked, as official)
     pe = model.positions()
     if pe is None:  # RoPE: no absolute positions to probe
@@ -77,7 +77,7 @@ def memory_probes(model: Transformer, *, triggers: Optional[Sequence[int]], n_tr
         for cutoff, name in ((None, "wk0"), (64, "wk0_64")):
             p = pe[:cutoff]                                                           # (L, d)
             s = l1.wq(p[1:]) @ l1.wk(p[:-1]).t()                                      # (L-1, L-1)
-            res = recall(s, torch.arange(len(p) - 1, device=dev), name)
+            res = recall_metrics(s, torch.arange(len(p) - 1, device=dev), name)
             out.update(res)
     out["ff1_loss"] = _ff1_loss(model, triggers, cond) if cond is not None else -1.0
     return out

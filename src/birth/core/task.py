@@ -20,6 +20,14 @@ from birth.running.config import DataArgs
 from birth.core.corpus import CorpusStats
 
 # Independent random streams derived from one seed.
+TRAIN_OUTPUT_FRACTION = 0.75  # the official 75/25 split: training outputs from the first 75% of token ids
+
+
+def n_train_outputs(num_tokens: int) -> int:
+    """How many token ids (the first ones) the training side of the 75/25 output split may output."""
+    return int(TRAIN_OUTPUT_FRACTION * num_tokens)
+
+
 STREAMS = {"train": 0, "eval": 1, "test": 2, "split_test": 3, "floors": 4}
 
 
@@ -62,7 +70,7 @@ class Task:
         self.split = split
         self.device = torch.device(device)
         self.num_tokens = stats.num_tokens
-        self.n_train_toks = int(0.75 * self.num_tokens) if split else self.num_tokens
+        self.n_train_toks = n_train_outputs(self.num_tokens) if split else self.num_tokens
         marginal = torch.as_tensor(stats.marginal, dtype=torch.float64)
         cond = torch.as_tensor(stats.cond, dtype=torch.float64)
         self.marginal = marginal.to(self.device)

@@ -16,8 +16,9 @@ import math
 import os
 import re
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import torch
 import yaml
@@ -39,18 +40,25 @@ def _temp_path(path: Path) -> Path:
     return path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; once written it is synced to disk and renamed
+    over ``path``, so that ``path`` is always either the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_path(path)
     try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp, open(tmp, "xb") as f:
+        f.write(data)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -158,16 +166,8 @@ class RunDir:
     def save_checkpoint(self, state: dict, step: int, keep_last: int, keep_steps: Iterable[int] = ()) -> Path:
         """Writes ``state`` atomically as step_<step>.pt, then prunes older periodic checkpoints."""
         path = self.ckpt_dir / f"step_{step:08d}.pt"
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        tmp = _temp_path(path)
-        try:
+        with atomic_path(path) as tmp:
             torch.save(state, tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         keep = set(keep_steps) | {s for s, _ in self.checkpoints()[-max(keep_last, 1):]}
         for s, p in self.checkpoints():
             if s not in keep:

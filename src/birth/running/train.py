@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -122,18 +123,19 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, quiet:
         return run.save_checkpoint(state, step, cfg.keep_checkpoints, keep_steps)
 
     bar = _progress(cfg.max_iters, start, quiet)
+    ended = _Closing(run, summary, writer, bar, tb, t0, elapsed_before)
     step = start
     try:
         with stop_signals() as pending:
             for step in range(start, cfg.max_iters):
                 if pending:
                     raise Interrupted(pending[0])
-                record = _train_step(setup, optimizer, schedule, step, batches, writer)
-                if record and record.get("diverged"):
-                    raise FloatingPointError(record["diverged"])  # ``last`` keeps the last good metrics
-                last = record or last
-                if tb and record:
-                    tb.log(record)
+                stepped = _train_step(setup, optimizer, schedule, step)  # raises on divergence: ``last`` stays good
+                if stepped is not None:
+                    last = _evaluate(setup, step, stepped, batches)
+                    writer.write(last)
+                    if tb:
+                        tb.log(last)
                 if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 or (step + 1) in keep_steps:
                     # parameters are only checked on evaluation steps: never save a non-finite one as "good"
                     if not _params_finite(model):
@@ -149,14 +151,14 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, quiet:
         summary.update(status="interrupted", signal=str(stop), step=step)
         print(f"birth: {stop} at step {step}; checkpoint {path}\n"
               f"resume with: birth train --resume {run.path}", file=sys.stderr)
-        return _finish(run, summary, writer, bar, last, t0, elapsed_before, step, code=128 + stop.signum, tb=tb)
+        return _finish(ended, last, step, code=128 + stop.signum)
     except FloatingPointError as err:
         summary.update(status="diverged", diverged_at=step, reason=str(err),
                        last_good_checkpoint=str(run.latest_checkpoint() or ""))
         print(f"birth: run diverged at step {step} ({err}); kept the last good checkpoint "
               f"{run.latest_checkpoint() or '(none)'}", file=sys.stderr)
-        return _finish(run, summary, writer, bar, last, t0, elapsed_before, step, code=EXIT_DIVERGED, tb=tb)
-    return _finish(run, summary, writer, bar, last, t0, elapsed_before, cfg.max_iters, code=0, tb=tb)
+        return _finish(ended, last, step, code=EXIT_DIVERGED)
+    return _finish(ended, last, cfg.max_iters, code=0)
 
 
 def _restore(run: RunDir, path: Path, setup: Setup, optimizer) -> tuple[int, int, float]:
@@ -179,24 +181,50 @@ def _restore(run: RunDir, path: Path, setup: Setup, optimizer) -> tuple[int, int
     return int(state["step"]), int(state["metrics_offset"]), float(state.get("elapsed", 0.0))
 
 
-def _finish(run, summary, writer, bar, last, t0, elapsed_before, step, code, tb=None) -> dict:
-    bar.close()
-    if tb:
-        tb.close()
-    writer.close()
-    elapsed = elapsed_before + time.perf_counter() - t0
-    cfg_optim = summary["config"]["optim_args"]
-    done = step - summary["start_step"]
-    summary.update(steps=step, final_metrics={k: v for k, v in last.items() if k != "diverged"},
-                   wall_seconds=round(elapsed, 3), exit_code=code,
-                   tokens_per_s=round(done * cfg_optim["batch_size"] * summary["config"]["data_args"]["seq_length"]
-                                      / max(time.perf_counter() - t0, 1e-9)),
-                   checkpoint=str(run.latest_checkpoint() or ""))
-    run.write_summary(summary)
-    return summary
+@dataclass
+class _Closing:
+    """What ``_finish`` closes and summarises when a run ends, however it ends."""
+
+    run: RunDir
+    summary: dict
+    writer: MetricsWriter
+    bar: object
+    tb: object
+    t0: float              # perf_counter at the start of this process's part of the run
+    elapsed_before: float  # seconds the run had trained before a resume
 
 
-def _train_step(setup: Setup, optimizer, schedule, step: int, batches, writer: MetricsWriter) -> Optional[dict]:
+def _finish(c: _Closing, last: dict, step: int, code: int) -> dict:
+    c.bar.close()
+    if c.tb:
+        c.tb.close()
+    c.writer.close()
+    elapsed = c.elapsed_before + time.perf_counter() - c.t0
+    config = c.summary["config"]
+    done = step - c.summary["start_step"]
+    c.summary.update(steps=step, final_metrics=dict(last), wall_seconds=round(elapsed, 3), exit_code=code,
+                     tokens_per_s=round(done * config["optim_args"]["batch_size"] * config["data_args"]["seq_length"]
+                                        / max(time.perf_counter() - c.t0, 1e-9)),
+                     checkpoint=str(c.run.latest_checkpoint() or ""))
+    c.run.write_summary(c.summary)
+    return c.summary
+
+
+@dataclass
+class Stepped:
+    """What an evaluation step leaves for ``_evaluate``: its batch, predictions, attention, loss and
+    the gradient norms taken before the update."""
+
+    batch: Batch
+    pred: torch.Tensor
+    patterns: list
+    loss: float
+    norms: dict
+
+
+def _train_step(setup: Setup, optimizer, schedule, step: int) -> Optional[Stepped]:
+    """One update on batch ``step``; returns what evaluating it needs on evaluation steps, else None.
+    Raises FloatingPointError for a non-finite loss, or a non-finite parameter on an evaluation step."""
     cfg, model = setup.cfg, setup.model
     apply_freeze(model, schedule, step)
     batch = setup.train_batch(step)
@@ -206,22 +234,27 @@ def _train_step(setup: Setup, optimizer, schedule, step: int, batches, writer: M
     pred, patterns = out if is_eval else (out, None)
     loss = training_loss(cfg, pred, batch.y, batch.outs)
     if not math.isfinite(loss.item()):
-        return {"diverged": f"non-finite loss {loss.item()}"}
+        raise FloatingPointError(f"non-finite loss {loss.item()}")
     loss.backward()
     norms = weight_norms(model, cfg.log_norms) if is_eval else {}  # gradient norms before the step
     optimizer.step()
     if not is_eval:
         return None
     if not _params_finite(model):
-        return {"diverged": "non-finite parameter after the update"}
-    rec = {"iter": step, "loss": loss.item()}
-    rec.update(loss_metrics(pred.detach(), batch.y, batch.outs))
-    rec.update(attention_probes(batch.x, batch.y, batch.outs, pred.detach(), patterns))
-    rec.update(_memory(setup))  # after the step, as official
+        raise FloatingPointError("non-finite parameter after the update")
+    return Stepped(batch, pred.detach(), patterns, loss.item(), norms)
+
+
+def _evaluate(setup: Setup, step: int, s: Stepped, batches: dict[str, Batch]) -> dict:
+    """The metrics line of an evaluation step: the official probes on its training batch, the memory
+    probes of the updated weights (as official), the fixed evaluation, OOD and split batches."""
+    rec = {"iter": step, "loss": s.loss}
+    rec.update(loss_metrics(s.pred, s.batch.y, s.batch.outs))
+    rec.update(attention_probes(s.batch.x, s.batch.y, s.batch.outs, s.pred, s.patterns))
+    rec.update(_memory(setup))
     rec.update(ood_metrics(setup, batches))
     rec.update(evaluate_batch(setup, batches["eval"], "eval_"))
-    rec.update(norms)
-    writer.write(rec)
+    rec.update(s.norms)
     return rec
 
 

@@ -9,6 +9,7 @@ import torch
 from birth.running.config import ConfigError, ModelArgs, TrainConfig, build_config
 from birth.core.corpus import CorpusError, load_stats
 from birth.core.model import Transformer
+from birth.core.task import n_train_outputs
 from birth.running.build import freeze_schedule, resolve_device
 
 # Options that only exist in one architecture: setting one in the other is a contradiction.
@@ -69,7 +70,7 @@ def validate(cfg: TrainConfig) -> None:
         support = int((stats.marginal > 0).sum())
         _require(d.k <= support, f"data_args.k: {d.k} random triggers but only {support} tokens to draw from")
     if d.output_split:
-        _require(int(0.75 * n) >= 1 and n - int(0.75 * n) >= 1 + d.no_repeat,
+        _require(n_train_outputs(n) >= 1 and n - n_train_outputs(n) >= 1 + d.no_repeat,
                  f"data_args.output_split: {n} tokens are too few to split 75/25")
     resolve_device(cfg.device)
     rows = max(n, m.max_length, 4 * m.dim)  # the largest weight is rows x dim

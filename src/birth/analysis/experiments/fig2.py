@@ -71,13 +71,6 @@ def induction_rates(attn2: torch.Tensor, x: torch.Tensor, outs: torch.Tensor,
     return {"trigger": rate(target), "other": rate(other), "n_other": int(other.sum())}
 
 
-def _example(batch, length: int) -> int:
-    """A varied evaluation sequence with at least 3 in-context targets in the window."""
-    distinct = torch.tensor([len(set(row.tolist())) for row in batch.x[:, :length]])
-    enough = (batch.outs[:, :length] >= 2).sum(1).cpu() >= 3
-    return int(torch.where(enough, distinct, -1).argmax())
-
-
 def _best_head(patterns, x, outs, triggers) -> int:
     rates = [induction_rates(patterns[1][:, h], x, outs, triggers)["trigger"] for h in range(patterns[1].shape[1])]
     return int(np.nanargmax(rates)) if not all(np.isnan(rates)) else 0
@@ -86,13 +79,13 @@ def _best_head(patterns, x, outs, triggers) -> int:
 def plot(res: Results, out: Output) -> list:
     import matplotlib.pyplot as plt
 
-    from birth.analysis.plots import draw_attention, repeat_boxes
+    from birth.analysis.plots import draw_attention, pick_sequence, repeat_boxes
     if not res.has(FIXED, RANDOM):
         return []
     fixed, rand = load_model(res.run_dirs(FIXED)[0]), load_model(res.run_dirs(RANDOM)[0])
     batch = fixed.eval_batches()["eval"]
     length = min(WINDOW, batch.x.shape[1])
-    i = _example(batch, length)
+    i = pick_sequence(batch, length)
     x, outs = batch.x[i:i + 1, :length].cpu(), batch.outs[i:i + 1, :length].cpu()
     tokens, o = x[0].tolist(), outs[0].tolist()
     chars = [fixed.stats.vocab[t] for t in tokens]

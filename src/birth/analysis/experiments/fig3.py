@@ -38,7 +38,6 @@ RANDOM_JOINT = "all trained, random triggers"
 TITLES = {"all trained": "all trained", "W_O2 frozen": "$W_O^2$ frozen", "W_K1, W_K2 frozen": "$W_K^1$, $W_K^2$ frozen",
           "W_K1 frozen": "$W_K^1$ frozen", "W_K2 frozen": "$W_K^2$ frozen",
           RANDOM_JOINT: "all trained,\nrandom triggers"}
-PROBES = [("wo1_acc", "$W_O^2$"), ("wk1_acc", "$W_K^2$"), ("wk0_acc", "$W_K^1$"), ("wk0_64_acc", "$W_K^1$, t<64")]
 
 
 def conditions(scale: str) -> dict[str, dict]:
@@ -81,6 +80,8 @@ def info(res: Results) -> list[str]:
 
 def plot(res: Results, out: Output) -> list:
     import matplotlib.pyplot as plt
+
+    from birth.analysis.plots import PROBE_LABELS
     table = CurveTable()
     groups = res.groups()
     with style():
@@ -89,7 +90,7 @@ def plot(res: Results, out: Output) -> list:
         for j, g in enumerate(groups):
             top, bottom = axes[0, j], axes[1, j]
             table.plot(top, res, "accuracy", g, ACC, "in-context acc.", "k")
-            for (key, label), color in zip(PROBES, COLORS):
+            for (key, label), color in zip(PROBE_LABELS.items(), COLORS):
                 table.plot(bottom, res, "probes", g, key, label, color)
             top.set_title(TITLES.get(g, g))
             f = freeze_step(res.config(g))

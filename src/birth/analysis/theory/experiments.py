@@ -4,7 +4,6 @@ that section. Sizes are arguments; ``quick`` shrinks them for a smoke run.
 """
 from __future__ import annotations
 
-import csv
 import math
 import re
 from pathlib import Path
@@ -19,26 +18,20 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from birth.core.corpus import bundled_stats  # noqa: E402
+from birth.analysis.experiments.figures import save, write_dict_csv  # noqa: E402
 from birth.analysis.plots import paper_style  # noqa: E402
 from birth.analysis.theory import lemmas, memory  # noqa: E402
 from birth.analysis.theory.three_steps import ORDERS, TOP_DOWN, ThreeStepConfig, run_orders  # noqa: E402
 
 
 
+CHANCE = 1 / bundled_stats().num_tokens  # in-context accuracy of a uniform guess
+
+
 # -- output helpers -----------------------------------------------------------------------------
-def write_csv(path: Path, rows: list[dict]) -> None:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-
-
 def save_figure(fig, out: Path, name: str) -> None:
     fig.tight_layout()
-    fig.savefig(out / f"{name}.png", dpi=110)
-    fig.savefig(out / f"{name}.pdf")
-    plt.close(fig)
+    save(fig, out, name, dpi=110)
 
 
 def update_summary(out: Path, name: str, section: str) -> None:
@@ -65,16 +58,16 @@ def run_capacity(out: Path, seed: int = 0, quick: bool = False, dims=None, log=p
             u, v = memory.random_embeddings(n, d, generator=gen), memory.random_embeddings(n, d, generator=gen)
             pairs = memory.random_pairs(n, gen)
             w = memory.outer_memory(u, v, pairs)
-            row = {"dim": d, "n_pairs": n, "pairs_per_dim": n / d, "recall_outer": memory.recall(w, u, v, pairs),
+            row = {"dim": d, "n_pairs": n, "pairs_per_dim": n / d, "recall_outer": memory.pair_recall(w, u, v, pairs),
                    "recall_predicted": memory.predicted_recall(n, n, d),
                    "cross_talk": memory.cross_talk(u, v, pairs),
                    "cross_talk_predicted": float(memory.predicted_cross_talk(n, d))}
             if n <= max_learned:
                 wl, losses = memory.learned_memory(u, v, pairs, steps=steps)
-                row.update(recall_learned=memory.recall(wl, u, v, pairs), loss_learned=losses[-1])
+                row.update(recall_learned=memory.pair_recall(wl, u, v, pairs), loss_learned=losses[-1])
             rows.append(row)
         log(f"capacity d={d}: " + " ".join(f"{r['recall_outer']:.2f}" for r in rows if r["dim"] == d))
-    write_csv(out / "capacity.csv", rows)
+    write_dict_csv(out / "capacity.csv", rows)
     _plot_capacity(out, rows, dims, sizes)
     get = lambda d, n, k: next((r.get(k, float("nan")) for r in rows if r["dim"] == d and r["n_pairs"] == n))
     ratio = np.array([r["cross_talk"] / r["cross_talk_predicted"] for r in rows if r["n_pairs"] > 1])
@@ -176,7 +169,7 @@ def run_lemma(out: Path, seed: int = 0, quick: bool = False, log=print) -> str:
     for t, wt in enumerate(iterates):
         rows.append({"kind": "span", "step": t, "residual": lemmas.outside_span(wt - (1 - lr * wd) ** t * w0, w_e, w_u),
                      "residual_raw": lemmas.outside_span(wt, w_e, w_u)})
-    write_csv(out / "lemma.csv", rows)
+    write_dict_csv(out / "lemma.csv", rows)
     errs = [r for r in rows if r["kind"] == "gradient_error"]
     assoc = [r for r in rows if r["kind"] == "association"]
     span = [r for r in rows if r["kind"] == "span"]
@@ -229,7 +222,7 @@ def _plot_lemma(out: Path, errs: list[dict], assoc: list[dict], span: list[dict]
 def run_noisy(out: Path, seed: int = 0, quick: bool = False, dims=None, log=print) -> str:
     """One population step from 0 on x = w_E(y) + p_t (and + w_1(z)): exact accuracy over d."""
     dims = dims or ([16, 64, 256] if quick else [16, 32, 64, 128, 256, 512, 1024])
-    seeds, n, t = (2 if quick else 5), 65, 256
+    seeds, n, t = (2 if quick else 5), bundled_stats().num_tokens, 256
     gen = torch.Generator().manual_seed(seed)
     rows = []
     for d in dims:
@@ -250,7 +243,7 @@ def run_noisy(out: Path, seed: int = 0, quick: bool = False, dims=None, log=prin
                          "acc_positions_and_token": hits / (n * t * n),
                          "closed_form_rel_error": float((w1 - closed).norm() / closed.norm())})
         log(f"noisy d={d}: acc {np.mean([r['acc_positions'] for r in rows if r['dim'] == d]):.3f}")
-    write_csv(out / "noisy.csv", rows)
+    write_dict_csv(out / "noisy.csv", rows)
     stat = lambda d, k: (np.mean([r[k] for r in rows if r["dim"] == d]), np.std([r[k] for r in rows if r["dim"] == d]))
     with paper_style():
         fig, ax = plt.subplots(figsize=(4.8, 3.4))
@@ -295,7 +288,7 @@ def run_three_steps(out: Path, seed: int = 0, quick: bool = False, dims=None, lo
         rows += run_orders(model_cfg(d), ORDERS, log=log)
     for d in ideal_dims:
         rows += run_orders(model_cfg(d, ideal=True, criterion="acc"), COMPLETE, log=log)
-    write_csv(out / "three-steps.csv", rows)
+    write_dict_csv(out / "three-steps.csv", rows)
     pick = lambda order, d, step, ideal=False: next(
         r for r in rows if r["order"] == order and r["dim"] == d and r["ideal"] == ideal and r["step"] == step)
     final = lambda order, d, ideal=False: pick(order, d, len(order.split(">")), ideal)
@@ -310,7 +303,7 @@ def run_three_steps(out: Path, seed: int = 0, quick: bool = False, dims=None, lo
         f"{'fixed' if cfg.fixed_triggers else 'random'} triggers, corpus {cfg.corpus}, no_repeat {cfg.no_repeat}, "
         f"variance-1/d embeddings {cfg.sqrtd_embeddings}. Step size: the update's Frobenius norm is searched "
         f"on a log grid (10^-1..10^7, decades then half-decades) on a held-out batch of {cfg.search_seqs} "
-        f"sequences; accuracy is measured on another {cfg.test_seqs}. Chance 1/65 = 0.015.",
+        f"sequences; accuracy is measured on another {cfg.test_seqs}. Chance 1/N = {CHANCE:.3f}.",
         f"- W_K2 steps taken while W_O2 = 0: {len(zero)}; their gradient norms: "
         f"{sorted({r['grad_norm'] for r in zero})} (exactly zero)", "",
         f"Model as coded (line search: lowest held-out {cfg.criterion}); accuracy after each top-down step, "
@@ -355,7 +348,7 @@ def _plot_three_steps(out: Path, dims, ideal_dims, orders, pick, final) -> None:
             a.set_xscale("log", base=2)
             a.set_xlabel("width $d$")
             a.set_title(title)
-            a.axhline(1 / 65, color="gray", ls=":", lw=0.8)
+            a.axhline(CHANCE, color="gray", ls=":", lw=0.8)
             a.legend(ncol=2 if a is ax[0] else 1)
         ax[0].set_ylabel("in-context accuracy (outs $\\geq 2$)")
         save_figure(fig, out, "three-steps")

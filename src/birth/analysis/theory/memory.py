@@ -38,7 +38,7 @@ def recall_scores(w: torch.Tensor, u: torch.Tensor, v: torch.Tensor, pairs: torc
     return (u[pairs[:, 0]] @ w.T) @ v.T                                             # (|M|, d) @ (d, n_out)
 
 
-def recall(w: torch.Tensor, u: torch.Tensor, v: torch.Tensor, pairs: torch.Tensor) -> float:
+def pair_recall(w: torch.Tensor, u: torch.Tensor, v: torch.Tensor, pairs: torch.Tensor) -> float:
     """R(W, M) = fraction of pairs (i, j) with j = argmax_j' v_j'^T W u_i (SPEC §4.1)."""
     return float((recall_scores(w, u, v, pairs).argmax(1) == pairs[:, 1]).double().mean())
 
