@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from birth.analysis.experiments.figures import save, style, write_csv
-from birth.analysis.experiments.recipe import SCALE_STATUS, Output, Recipe, Results, Size, describe, load_model, simplified
+from birth.analysis.experiments.recipe import differences, SCALE_STATUS, Output, Recipe, Results, Size, describe, load_model, simplified
 from birth.analysis.experiments.rules import Checks, FinalAtLeast
 
 NAME = "fig2"
@@ -158,19 +158,16 @@ RULES = (
 
 def notes(scale: str) -> str:
     configs = RECIPE.configs(scale)
-    diff = {
-        "tiny": "test-only sizes.",
-        "quick": "a preview: d = 64 and 600 steps, too short for the previous-token head to complete.",
-        "laptop": (f"T = {SIZES['laptop'].T} and batch {SIZES['laptop'].batch} instead of 256 and 512, to fit 2 CPU "
-                   f"cores; d = {SIZES['laptop'].d} and lr {SIZES['laptop'].lr:g} as the official README command: "
-                   "the previous-token head of layer 1 is a positional memory whose cross-talk grows like "
-                   "sqrt(T/d), and at d = 128 or lr 0.1 it stalls below 0.9 (docs/laptop-scale.md)."),
-        "paper": "the paper's sizes (SPEC §6).",
-    }[scale]
+    diff = differences(scale,
+        quick="a preview: d = 64 and 600 steps, too short for the previous-token head to complete.",
+        laptop=(f"T = {SIZES['laptop'].T} and batch {SIZES['laptop'].batch} instead of 256 and 512, to fit 2 CPU "
+                f"cores; d = {SIZES['laptop'].d} and lr {SIZES['laptop'].lr:g} as the official README command: "
+                "the previous-token head of layer 1 is a positional memory whose cross-talk grows like "
+                "sqrt(T/d), and at d = 128 or lr 0.1 it stalls below 0.9 (docs/laptop-scale.md)."))
     return ("Simplified model (Sec. 4.2: one head per layer, frozen random embeddings), in-context loss; "
-            f"the paper drew the full transformer. Fixed: {describe(configs[FIXED])}. Random: "
-            f"{describe(configs[RANDOM])}. Maps: the first seed's models on one evaluation sequence of the "
-            f"fixed-trigger task, first {WINDOW} positions. Differences from the paper scale: {diff}")
+                f"the paper drew the full transformer. Fixed: {describe(configs[FIXED])}. Random: "
+                f"{describe(configs[RANDOM])}. Maps: the first seed's models on one evaluation sequence of the "
+                f"fixed-trigger task, first {WINDOW} positions. Differences from the paper scale: {diff}")
 
 
 RECIPE = Recipe(NAME, FIGURE, "Attention maps: previous-token head and induction head, fixed vs random triggers",

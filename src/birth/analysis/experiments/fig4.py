@@ -17,7 +17,7 @@ import numpy as np
 
 from birth.analysis.experiments import claims as C
 from birth.analysis.experiments.figures import COLORS, CurveTable, floor_line, save, style
-from birth.analysis.experiments.recipe import SCALE_STATUS, Output, Recipe, Results, Size, describe, simplified
+from birth.analysis.experiments.recipe import differences, SCALE_STATUS, Output, Recipe, Results, Size, describe, simplified
 from birth.analysis.experiments.rules import ACC, Checks, IncreasesWith, PairedBetter, Rule
 
 NAME = "fig4"
@@ -220,19 +220,16 @@ RULES = (
 
 def notes(scale: str) -> str:
     configs = RECIPE.configs(scale)
-    diff = {
-        "tiny": "test-only sizes.",
-        "quick": "a preview: d = 64 and 600 steps.",
-        "laptop": (f"T = {GLOBAL['laptop'].T} and batch {GLOBAL['laptop'].batch} instead of 256 and 512, d = "
-                   f"{GLOBAL['laptop'].d}, {GLOBAL['laptop'].steps} steps ((b)-(d): {INCONTEXT['laptop'].steps}), "
-                   f"to fit 2 CPU cores; lr "
-                   f"{GLOBAL['laptop'].lr:g} instead of 0.03 for the smaller batch (docs/laptop-scale.md)."),
-        "paper": "the paper's sizes (SPEC §6).",
-    }[scale]
+    diff = differences(scale,
+        quick="a preview: d = 64 and 600 steps.",
+        laptop=(f"T = {GLOBAL['laptop'].T} and batch {GLOBAL['laptop'].batch} instead of 256 and 512, d = "
+                f"{GLOBAL['laptop'].d}, {GLOBAL['laptop'].steps} steps ((b)-(d): {INCONTEXT['laptop'].steps}), "
+                f"to fit 2 CPU cores; lr "
+                f"{GLOBAL['laptop'].lr:g} instead of 0.03 for the smaller batch (docs/laptop-scale.md)."))
     return ("Simplified model, SGD + momentum. (a): one trigger, full loss (loss_head_only=False) with a linear "
-            f"final W_F; {describe(configs['fixed: most frequent'])}. (b)-(d): in-context loss only; "
-            f"{describe(configs[UNIFORM_TO_BIGRAM])}. acc_end_test counts outs >= 2 (as the simplified script). "
-            f"Differences from the paper scale: {diff}")
+                f"final W_F; {describe(configs['fixed: most frequent'])}. (b)-(d): in-context loss only; "
+                f"{describe(configs[UNIFORM_TO_BIGRAM])}. acc_end_test counts outs >= 2 (as the simplified script). "
+                f"Differences from the paper scale: {diff}")
 
 
 RECIPE = Recipe(NAME, FIGURE, "Global vs in-context learning; number of triggers, output distribution, OOD split",

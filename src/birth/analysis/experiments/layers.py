@@ -4,7 +4,7 @@ accuracy and the global / in-context losses against the task's Bayes floors."""
 from __future__ import annotations
 
 from birth.analysis.experiments.figures import COLORS, CurveTable, floor_line, save, style
-from birth.analysis.experiments.recipe import SCALE_STATUS, Output, Recipe, Results, Size, describe, full_model
+from birth.analysis.experiments.recipe import differences, SCALE_STATUS, Output, Recipe, Results, Size, describe, full_model
 from birth.analysis.experiments.rules import ACC, Checks
 
 NAME = "layers"
@@ -69,13 +69,13 @@ RULES = (
 
 def notes(scale: str) -> str:
     cfg = RECIPE.configs(scale)["2 layers"]
-    diff = {"tiny": "test-only sizes.", "paper": "the official full-script sizes at the paper's T and batch.",
-            "quick": "d = 64 with 2 heads, T = 64, batch 64, 300 steps.",
-            "laptop": "d = 64 with 2 heads, T = 64, batch 64, 300 steps: the gap between depths is clear at this "
-                      "size already."}[scale]
+    diff = differences(scale, paper="the official full-script sizes at the paper's T and batch.",
+        quick="d = 64 with 2 heads, T = 64, batch 64, 300 steps.",
+        laptop="d = 64 with 2 heads, T = 64, batch 64, 300 steps: the gap between depths is clear at this "
+                "size already.")
     return (f"Full architecture (pre-LN, ReLU MLP, learned positions), {cfg.model_args.n_heads} heads, "
-            f"{describe(cfg)} (official full-script defaults: AdamW, wd 0.01, betas (0.9, 0.99)), full loss. "
-            f"Differences from the paper scale: {diff}")
+                f"{describe(cfg)} (official full-script defaults: AdamW, wd 0.01, betas (0.9, 0.99)), full loss. "
+                f"Differences from the paper scale: {diff}")
 
 
 RECIPE = Recipe(NAME, FIGURE, "One-layer vs two-layer transformers", conditions, plot, RULES, notes)

@@ -3,7 +3,7 @@ model with fixed triggers (SPEC §5 appendix list: "Adam vs SGD", "dimension swe
 from __future__ import annotations
 
 from birth.analysis.experiments.figures import COLORS, CurveTable, save, style
-from birth.analysis.experiments.recipe import SCALE_STATUS, Output, Recipe, Results, Size, describe, simplified
+from birth.analysis.experiments.recipe import differences, SCALE_STATUS, Output, Recipe, Results, Size, describe, simplified
 from birth.analysis.experiments.rules import ACC, FinalAtLeast, IncreasesWith
 
 NAME = "optim"
@@ -75,14 +75,13 @@ RULES = (
 
 def notes(scale: str) -> str:
     configs = RECIPE.configs(scale)
-    diff = {"tiny": "test-only sizes.", "quick": "a preview: d = 64 and 400 steps.",
-            "paper": "the paper's sizes (SPEC §6).",
-            "laptop": (f"T = {SIZES['laptop'].T} and batch {SIZES['laptop'].batch} instead of 256 and 512, to fit "
-                       f"2 CPU cores, with SGD lr {SIZES['laptop'].lr:g} instead of 0.03 for the smaller batch "
-                       "(docs/laptop-scale.md).")}[scale]
+    diff = differences(scale, quick="a preview: d = 64 and 400 steps.",
+        laptop=(f"T = {SIZES['laptop'].T} and batch {SIZES['laptop'].batch} instead of 256 and 512, to fit "
+                f"2 CPU cores, with SGD lr {SIZES['laptop'].lr:g} instead of 0.03 for the smaller batch "
+                "(docs/laptop-scale.md)."))
     return (f"Simplified model, in-context loss. {describe(configs[SGD])} vs AdamW lr "
-            f"{ADAMW_KEYS['optim_args.learning_rate']:g} (betas 0.9, 0.95), same steps; width sweep d in "
-            f"{list(WIDTHS[scale])} with SGD. Differences from the paper scale: {diff}")
+                f"{ADAMW_KEYS['optim_args.learning_rate']:g} (betas 0.9, 0.95), same steps; width sweep d in "
+                f"{list(WIDTHS[scale])} with SGD. Differences from the paper scale: {diff}")
 
 
 RECIPE = Recipe(NAME, FIGURE, "SGD + momentum vs AdamW, and model width", conditions, plot, RULES, notes)

@@ -34,6 +34,14 @@ SCALE_STATUS = {
 }
 
 
+def differences(scale: str, **per_scale: str) -> str:
+    """A recipe's differences from the paper scale at ``scale``: its own text for the scales it
+    names, else what every recipe shares (tiny: test sizes; paper: none)."""
+    shared = {"tiny": "test-only sizes, nothing to learn from.",
+              "paper": "none: the paper's sizes (batch 512, T = 256; docs/spec.md §6)."}
+    return per_scale.get(scale) or shared[scale]
+
+
 def check_scale(scale: str) -> str:
     if scale not in SCALES:
         raise ConfigError(f"--scale: unknown scale {scale!r}; choose from {', '.join(SCALES)}")
