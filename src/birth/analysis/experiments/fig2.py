@@ -165,9 +165,9 @@ def notes(scale: str) -> str:
                 "the previous-token head of layer 1 is a positional memory whose cross-talk grows like "
                 "sqrt(T/d), and at d = 128 or lr 0.1 it stalls below 0.9 (docs/laptop-scale.md)."))
     return ("Simplified model (Sec. 4.2: one head per layer, frozen random embeddings), in-context loss; "
-                f"the paper drew the full transformer. Fixed: {describe(configs[FIXED])}. Random: "
-                f"{describe(configs[RANDOM])}. Maps: the first seed's models on one evaluation sequence of the "
-                f"fixed-trigger task, first {WINDOW} positions. Differences from the paper scale: {diff}")
+            f"the paper drew the full transformer. Fixed: {describe(configs[FIXED])}. Random: "
+            f"{describe(configs[RANDOM])}. Maps: the first seed's models on one evaluation sequence of the "
+            f"fixed-trigger task, first {WINDOW} positions. Differences from the paper scale: {diff}")
 
 
 RECIPE = Recipe(NAME, FIGURE, "Attention maps: previous-token head and induction head, fixed vs random triggers",

@@ -125,7 +125,7 @@ def notes(scale: str) -> str:
                 "there by 270, lets the frozen-W_O2 keys drift past claim 7's bound (docs/laptop-scale.md)."),
         paper="the paper's sizes (the official README command, at batch 512).")
     return (f"Simplified model, in-context loss only. Fixed: {describe(fixed)}, frozen until step {FREEZE[scale]}. "
-                f"Random-trigger column (claim 6b): {describe(rand)}. Differences from the paper scale: {diff}")
+            f"Random-trigger column (claim 6b): {describe(rand)}. Differences from the paper scale: {diff}")
 
 
 RECIPE = Recipe(NAME, FIGURE, "Learning the induction head alone, with memories frozen until a step",

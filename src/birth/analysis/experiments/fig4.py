@@ -227,9 +227,9 @@ def notes(scale: str) -> str:
                 f"to fit 2 CPU cores; lr "
                 f"{GLOBAL['laptop'].lr:g} instead of 0.03 for the smaller batch (docs/laptop-scale.md)."))
     return ("Simplified model, SGD + momentum. (a): one trigger, full loss (loss_head_only=False) with a linear "
-                f"final W_F; {describe(configs['fixed: most frequent'])}. (b)-(d): in-context loss only; "
-                f"{describe(configs[UNIFORM_TO_BIGRAM])}. acc_end_test counts outs >= 2 (as the simplified script). "
-                f"Differences from the paper scale: {diff}")
+            f"final W_F; {describe(configs['fixed: most frequent'])}. (b)-(d): in-context loss only; "
+            f"{describe(configs[UNIFORM_TO_BIGRAM])}. acc_end_test counts outs >= 2 (as the simplified script). "
+            f"Differences from the paper scale: {diff}")
 
 
 RECIPE = Recipe(NAME, FIGURE, "Global vs in-context learning; number of triggers, output distribution, OOD split",

@@ -74,8 +74,8 @@ def notes(scale: str) -> str:
         laptop="d = 64 with 2 heads, T = 64, batch 64, 300 steps: the gap between depths is clear at this "
                 "size already.")
     return (f"Full architecture (pre-LN, ReLU MLP, learned positions), {cfg.model_args.n_heads} heads, "
-                f"{describe(cfg)} (official full-script defaults: AdamW, wd 0.01, betas (0.9, 0.99)), full loss. "
-                f"Differences from the paper scale: {diff}")
+            f"{describe(cfg)} (official full-script defaults: AdamW, wd 0.01, betas (0.9, 0.99)), full loss. "
+            f"Differences from the paper scale: {diff}")
 
 
 RECIPE = Recipe(NAME, FIGURE, "One-layer vs two-layer transformers", conditions, plot, RULES, notes)

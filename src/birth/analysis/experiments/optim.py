@@ -80,8 +80,8 @@ def notes(scale: str) -> str:
                 f"2 CPU cores, with SGD lr {SIZES['laptop'].lr:g} instead of 0.03 for the smaller batch "
                 "(docs/laptop-scale.md)."))
     return (f"Simplified model, in-context loss. {describe(configs[SGD])} vs AdamW lr "
-                f"{ADAMW_KEYS['optim_args.learning_rate']:g} (betas 0.9, 0.95), same steps; width sweep d in "
-                f"{list(WIDTHS[scale])} with SGD. Differences from the paper scale: {diff}")
+            f"{ADAMW_KEYS['optim_args.learning_rate']:g} (betas 0.9, 0.95), same steps; width sweep d in "
+            f"{list(WIDTHS[scale])} with SGD. Differences from the paper scale: {diff}")
 
 
 RECIPE = Recipe(NAME, FIGURE, "SGD + momentum vs AdamW, and model width", conditions, plot, RULES, notes)
