@@ -4,10 +4,6 @@ which each memory probe reaches 0.5 and 0.9).
 
     python scripts/pilots.py GROUP [--out DIR] [--jobs 2]
     python scripts/pilots.py --list
-    python scripts/pilots.py --budget [--scale laptop]
-
-``--budget`` times a training step of each distinct shape that ``birth reproduce all`` trains at a
-scale (CPU time of one thread, evaluations included) and prints the CPU seconds it predicts.
 
 Runs are cached by config hash under --out (default /tmp/birth-pilots), so rerunning a group only
 prints its table.
@@ -106,64 +102,13 @@ def summarize(label: str, run_dir: Path, seconds: float) -> str:
             f"wk0_64 {fin('wk0_64_acc')} | {reach}")
 
 
-def budget(scale: str, seeds: int = 3, steps: int = 60) -> None:
-    """Prints, per distinct shape of ``birth reproduce all --scale SCALE``, the CPU ms per step and the
-    predicted CPU seconds (steps x runs), and the total."""
-    import tempfile
-    import time
-
-    import torch
-
-    from birth.analysis.experiments import recipes
-    from birth.running.train import train
-    from birth.running.validation import resolve_config
-    torch.set_num_threads(1)
-    shapes: dict[tuple, list] = {}
-    seen = set()
-    for recipe in recipes().values():
-        for spec in recipe.specs(scale, seeds):
-            cfg = resolve_config(None, spec.all_overrides())
-            key = (cfg.model_args.arch, cfg.model_args.n_layers, cfg.model_args.dim, cfg.data_args.seq_length,
-                   cfg.optim_args.batch_size, cfg.eval_delta, cfg.model_args.final_ffn)
-            digest = str(sorted(spec.all_overrides().items()))
-            if digest not in seen:
-                seen.add(digest)
-                shapes.setdefault(key, []).append((cfg, cfg.max_iters))
-    total = 0.0
-    for key, runs in shapes.items():
-        cfg = resolve_config(None, {**_flat(runs[0][0]), "max_iters": steps})
-        c0 = time.process_time()
-        train(cfg, tempfile.mkdtemp(), quiet=True)
-        ms = (time.process_time() - c0) / steps * 1000
-        cpu = ms / 1000 * sum(n for _, n in runs)
-        total += cpu
-        print(f"{str(key):60s} {len(runs):3d} runs {ms:7.1f} ms/step  {cpu:7.0f} CPU s", flush=True)
-    print(f"total {total:.0f} CPU s: {total / 2 / 60:.1f} min on 2 workers (training only)")
-
-
-def _flat(cfg) -> dict:
-    from birth.running.config import to_dict
-    out = {}
-    for k, v in to_dict(cfg).items():
-        if isinstance(v, dict):
-            out.update({f"{k}.{gk}": gv for gk, gv in v.items()})
-        else:
-            out[k] = v
-    return out
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("group", nargs="?")
     p.add_argument("--out", default="/tmp/birth-pilots")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--list", action="store_true")
-    p.add_argument("--budget", action="store_true")
-    p.add_argument("--scale", default="laptop")
     a = p.parse_args(argv)
-    if a.budget:
-        budget(a.scale)
-        return 0
     if a.list or not a.group:
         print("\n".join(GROUPS))
         return 0

@@ -112,14 +112,14 @@ def test_claims_table_markdown_lists_every_row(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Figure 3 rules (laptop scale: F = 300 would leave no iteration after it in ITERS, so F = 150)
+# Figure 3 rules (the laptop freeze step would leave no iteration after it in ITERS: F = 150 instead)
 
 F = 150
 class Fig3Results(FakeResults):
     def __init__(self, logs, **kw):
         super().__init__(fig3, logs, **kw)
         from birth.running.config import apply
-        self._configs = {g: apply(c, {"freeze_until": c.freeze_until.replace("300:", f"{F}:")})
+        self._configs = {g: apply(c, {"freeze_until": c.freeze_until.replace(f"{fig3.FREEZE['laptop']}:", f"{F}:")})
                          for g, c in self._configs.items()}
 
 

@@ -85,8 +85,8 @@ def plot(res: Results, out: Output) -> list:
         ax.set(title="(a) in-context loss (solid), global loss (dashed); dotted: floors", xlabel="iteration",
                ylabel="loss (nats)")
         top = ax.get_ylim()[1]
-        ax.set_ylim(-0.2, top + 1.6)  # head room for the legend above the curves
-        ax.legend(loc="upper center", ncol=2, frameon=False, fontsize=6, columnspacing=1.0)
+        ax.set_ylim(-0.2, top + 2.2)  # head room for the legend above the curves
+        ax.legend(loc="upper right", ncol=2, frameon=False, fontsize=5.5, columnspacing=0.8, handlelength=1.5)
 
         ax = axes[1]
         for k, color in zip(KS[res.scale], COLORS):
@@ -105,7 +105,7 @@ def plot(res: Results, out: Output) -> list:
                            color, "--")
         ax.set(title="(c) outputs uniform vs from the bigram (dashed: other distribution)", xlabel="iteration",
                ylabel="in-context accuracy", ylim=(-0.02, 1.02))
-        ax.legend(loc="upper left", frameon=False, fontsize=6)
+        ax.legend(loc="lower right", frameon=False, fontsize=6)
 
         ax = axes[3]
         if SPLIT in res.groups():

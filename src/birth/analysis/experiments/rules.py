@@ -65,6 +65,8 @@ def _show(x) -> str:
         return "never"
     if isinstance(x, (int, np.integer)) or (isinstance(x, float) and x.is_integer() and abs(x) >= 10):
         return str(int(x))
+    if x and abs(x) < 0.005:  # errors of exact formulas: their size is the point
+        return f"{x:.1e}"
     return C.fmt(x)
 
 
