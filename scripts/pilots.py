@@ -15,6 +15,8 @@ import math
 import sys
 from pathlib import Path
 
+from birth.analysis.experiments import fig2
+from birth.analysis.experiments.recipe import seed_overrides
 from birth.running.launch import LocalBackend, make_job, run_jobs
 from birth.running.runs import RunDir
 
@@ -78,6 +80,9 @@ GROUPS: dict[str, dict[str, dict]] = {
                                                  "model_args.max_length": 128, "model_args.dim": 128,
                                                  "optim_args.learning_rate": lr, "max_iters": 1500, "eval_delta": 20}
               for lr in (0.03, 0.1)},
+    # 7. after the laptop run (evidence, not a choice of scale): claim 4a's rule at twice fig2's steps
+    "fig2x2": {f"fig2 fixed, 4000 steps, seed {s}": {**fig2.conditions("laptop")[fig2.FIXED], "max_iters": 4000,
+                                                     **seed_overrides(s)} for s in range(3)},
 }
 
 
