@@ -191,9 +191,6 @@ class Results:
     def has(self, *groups: str) -> bool:
         return all(g in self.groups() for g in groups)
 
-    def seeds(self, group: str) -> list[int]:
-        return [s for s, _ in self._runs.get(group, [])]
-
     def run_dirs(self, group: str) -> list[Path]:
         return [p for _, p in self._runs.get(group, [])]
 
