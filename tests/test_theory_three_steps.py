@@ -3,7 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from birth.analysis.theory.three_steps import TOP_DOWN, ReducedModel, ThreeStepConfig, ThreeSteps, population_gradient, run_orders
+from birth.analysis.theory.three_steps import (TOP_DOWN, ReducedModel, ThreeStepConfig, ThreeSteps, in_context_at,
+                                              population_gradient, run_orders)
 
 pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
 
@@ -56,3 +57,26 @@ def test_three_top_down_steps_build_an_in_context_predictor_well_above_chance():
     assert by_step[1]["wo1_acc"] > 0.5                                                  # W_O2 stores w_E(k) -> w_U(k)
     k2_alone = next(r for r in rows if r["order"] == "K2")
     assert k2_alone["grad_norm"] == 0.0 and k2_alone["acc"] < 2 * chance
+
+
+def test_joint_search_picks_the_step_sizes_with_the_best_accuracy_after_the_last_step():
+    """Brute force over every decade pair (step 2, step 3) agrees with the search, at a small size."""
+    grid = (1.0, 10.0 ** 0.5, 10.0, 10.0 ** 1.5, 100.0, 10.0 ** 2.5, 1000.0)
+    ts = ThreeSteps(ThreeStepConfig(search="joint", grid=grid, **SMALL))
+    (n1, d1, _, s1), (n2, d2, g2, s2), (n3, d3, g3, s3) = ts.joint_steps(TOP_DOWN)
+    assert (n1, n2, n3) == TOP_DOWN and g2 > 0 and g3 > 0
+    state1 = {**ts.zero, n1: s1 * d1}
+    chosen = in_context_at(ts, {**state1, n2: s2 * d2, n3: s3 * d3})
+    best_acc = 0.0
+    for a in grid[::2]:                       # every decade of step 2, each with step 3's own gradient
+        state2 = {**state1, n2: a * d2}
+        direction, _ = ts.direction(state2, n3)
+        best_acc = max([best_acc] + [in_context_at(ts, {**state2, n3: b * direction})[1] for b in grid[::2]])
+    assert chosen[1] >= best_acc - 1e-12
+
+
+def test_joint_search_needs_complete_orders():
+    with pytest.raises(ValueError, match="complete orders"):
+        run_orders(ThreeStepConfig(search="joint", **SMALL), (("W_O2",),), log=lambda s: None)
+    with pytest.raises(ValueError, match="search"):
+        ThreeStepConfig(search="both")

@@ -53,17 +53,20 @@ class ThreeStepConfig:
     sqrtd_embeddings: bool = True         # variance-1/d embeddings: logits start near 0, as in the theory
     ideal: bool = False                   # idealised components (see module docstring)
     n_seqs: int = 4096                    # sequences in each population-gradient estimate
-    chunk: int = 512                      # sequences per forward pass (memory only)
+    chunk: int = 128                      # sequences per forward pass (speed: small chunks stay in cache)
     search_seqs: int = 512                # held-out batch for the step-size search ('eval' stream)
     test_seqs: int = 2048                 # batch for the reported accuracy ('test' stream)
     step_norms: tuple = (None, None, None)  # fixed ||update||_F of the 1st, 2nd, 3rd step; None: line search
     grid: tuple = field(default_factory=lambda: tuple(10.0 ** (k / 2) for k in range(-2, 17)))
     criterion: str = "loss"               # step sizes minimise the held-out 'loss' or maximise its 'acc'
+    search: str = "greedy"                # 'greedy': each step size alone; 'joint': steps 2 and 3 together
     seed: int = 0                         # model init and data
 
     def __post_init__(self) -> None:
         if self.criterion not in ("loss", "acc"):
             raise ValueError(f"criterion: expected 'loss' or 'acc', got {self.criterion!r}")
+        if self.search not in ("greedy", "joint"):
+            raise ValueError(f"search: expected 'greedy' or 'joint', got {self.search!r}")
 
 
 def trained_params(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -110,7 +113,8 @@ class ReducedModel:
         """c @ w for the layer-1 coordinates c of every position: (B, T, D) @ (D, k) -> (B, T, k)."""
         n, t = self.n, self.t
         # one-hot coordinates become gathers; the attention-averaged ones a single (T x T) product
-        return w[:n][x] + w[n:n + t] + a1 @ (w[n + t:2 * n + t][x] + w[2 * n + t:])
+        # F.embedding rather than w[x]: its backward is a sum by token, not a slow scattered index_put
+        return F.embedding(x, w[:n]) + w[n:n + t] + a1 @ (F.embedding(x, w[n + t:2 * n + t]) + w[2 * n + t:])
 
     def logits(self, x: torch.Tensor, mats: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Logits (B, T, N) of tokens x (B, T) for small matrices ``mats`` = (M1, M2, L2)."""
@@ -118,7 +122,7 @@ class ReducedModel:
         n, t = self.n, self.t
         causal = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
         keys = x[:, None, :].expand(-1, t, -1)                                       # (B, T, T)
-        q1 = m1[x] + m1[n:n + t]                                                     # (B, T, N+T)
+        q1 = F.embedding(x, m1) + m1[n:n + t]                                                   # (B, T, N+T)
         a1 = torch.softmax((q1[..., :n].gather(-1, keys) + q1[..., n:]).masked_fill(causal, -math.inf), -1)
         q2 = self._right(x, a1, m2)                                                  # (B, T, D)
         s2 = (q2[..., :n].gather(-1, keys) + q2[..., n:n + t]
@@ -151,7 +155,7 @@ def _chunks(batch: Batch, size: int) -> Iterator[tuple[torch.Tensor, torch.Tenso
         yield batch.x[i:i + size], batch.y[i:i + size], batch.outs[i:i + size] >= 2
 
 
-def population_gradient(red: ReducedModel, batch: Batch, name: str, chunk: int = 512) -> torch.Tensor:
+def population_gradient(red: ReducedModel, batch: Batch, name: str, chunk: int = 128) -> torch.Tensor:
     """Gradient (d, d) of the mean in-context loss over all outs >= 2 targets of ``batch``."""
     mats = [m.detach().clone().requires_grad_(True) for m in red.small()]
     n_targets = 0
@@ -167,7 +171,7 @@ def population_gradient(red: ReducedModel, batch: Batch, name: str, chunk: int =
 
 
 @torch.no_grad()
-def in_context(red: ReducedModel, batch: Batch, chunk: int = 1024) -> tuple[float, float]:
+def in_context(red: ReducedModel, batch: Batch, chunk: int = 128) -> tuple[float, float]:
     """(loss, accuracy) on the outs >= 2 targets of ``batch`` with the model's current weights."""
     mats, loss, hits, count = red.small(), 0.0, 0, 0
     for x, y, mask in _chunks(batch, chunk):
@@ -216,25 +220,61 @@ class ThreeSteps:
         norm = float(grad.norm())
         return (-grad / norm if norm > 0 else torch.zeros_like(grad)), norm
 
-    def line_search(self, state: dict, name: str, direction: torch.Tensor) -> float:
-        """The update norm that is best on the held-out search batch (``cfg.criterion``).
+    def line_search(self, state: dict, name: str, direction: torch.Tensor, criterion: str | None = None) -> float:
+        """The update norm that is best on the held-out search batch (``criterion``, default ``cfg.criterion``).
 
-        Whole decades of ``cfg.grid`` first, then the half-decades on either side of the best. 'loss':
-        lowest in-context loss; 'acc': highest in-context accuracy, ties to the smallest norm.
+        'loss': lowest in-context loss; 'acc': highest in-context accuracy, ties to the smallest norm.
         """
-        scores: dict[float, tuple[float, float]] = {}
+        criterion = criterion or self.cfg.criterion
+        score = lambda s: in_context_at(self, {**state, name: state[name] + s * direction})
+        key = (lambda v, s: v[0]) if criterion == "loss" else (lambda v, s: (-v[1], s))
+        return grid_search(self.cfg.grid, score, key)[0]
 
-        def best(norms):
-            for s in norms:
-                if s not in scores:
-                    scores[s] = in_context_at(self, {**state, name: state[name] + s * direction})
-            key = (lambda s: scores[s][0]) if self.cfg.criterion == "loss" else (lambda s: (-scores[s][1], s))
-            return min(norms, key=key)
+    def joint_steps(self, order: tuple[str, str, str]) -> list[tuple[str, torch.Tensor, float, float]]:
+        """The three steps of ``order`` with the sizes of steps 2 and 3 chosen together.
 
-        grid = list(self.cfg.grid)
-        coarse = best(grid[::2])
-        i = grid.index(coarse)
-        return best(grid[max(i - 1, 0):i + 2])
+        Theorem 3 asks for step sizes that make the model right after the last step; a size that is
+        best for step 2 alone (layer-1 attention still uniform) need not be. Step 1 takes its own
+        lowest held-out loss; then every size of step 2 on ``cfg.grid`` is followed by step 3's gradient
+        and line search, and the pair with the highest held-out accuracy after step 3 wins (ties: the
+        lower loss). Returns (name, direction, grad_norm, update_norm) for each step.
+        """
+        first, second, third = order
+        d1, g1 = self.direction(self.zero, first)
+        s1 = self.line_search(self.zero, first, d1, "loss") if g1 > 0 else 0.0
+        state1 = {**self.zero, first: s1 * d1}
+        d2, g2 = self.direction(state1, second)
+        tried: dict[float, tuple] = {}
+
+        def after_third(s2: float) -> tuple[float, float]:
+            state2 = {**state1, second: state1[second] + s2 * d2}
+            d3, g3 = self.direction(state2, third)
+            s3, value = grid_search(self.cfg.grid, lambda s: in_context_at(self, {**state2, third: state2[third] + s * d3}),
+                                    lambda v, s: (-v[1], v[0], s))
+            tried[s2] = (d3, g3, s3)
+            return value
+
+        s2 = grid_search(self.cfg.grid, after_third, lambda v, s: (-v[1], v[0], s))[0] if g2 > 0 else 0.0
+        if s2 not in tried:
+            after_third(s2)
+        d3, g3, s3 = tried[s2]
+        return [(first, d1, g1, s1), (second, d2, g2, s2), (third, d3, g3, s3 if g3 > 0 else 0.0)]
+
+
+def grid_search(grid: tuple, score: Callable[[float], tuple], key: Callable[[tuple, float], tuple]) -> tuple[float, tuple]:
+    """(best s, its score) over ``grid``, minimising key(score(s), s): whole decades (every other
+    entry) first, then the entries on either side of the best."""
+    grid, scores = list(grid), {}
+
+    def best(norms):
+        for s in norms:
+            if s not in scores:
+                scores[s] = score(s)
+        return min(norms, key=lambda s: key(scores[s], s))
+
+    i = grid.index(best(grid[::2]))
+    s = best(grid[max(i - 1, 0):i + 2])
+    return s, scores[s]
 
 
 def in_context_at(ts: ThreeSteps, state: dict) -> tuple[float, float]:
@@ -254,10 +294,13 @@ def run_orders(cfg: ThreeStepConfig, orders: tuple[tuple[str, ...], ...] = ORDER
                log: Callable[[str], None] = print) -> list[dict]:
     """One row per step of every order: weights, gradient norm, update norm, probes, in-context accuracy.
 
+    With ``cfg.search == 'joint'`` each (complete) order chooses its step sizes together (``joint_steps``).
     Steps whose gradient is exactly zero (W_K2 while W_O2 = 0) leave the weights unchanged and are
     recorded with grad_norm 0.0; states reached by the same effective steps are computed once.
     """
     ts = ThreeSteps(cfg)
+    if cfg.search == "joint":
+        return [row for order in orders for row in _joint_rows(ts, order, log)]
     memo: dict[tuple, dict] = {}       # effective steps so far -> {'state', 'metrics'}
     edges: dict[tuple, tuple] = {}     # (effective steps, name) -> (direction, grad_norm, norm, new key)
     rows = []
@@ -278,6 +321,17 @@ def run_orders(cfg: ThreeStepConfig, orders: tuple[tuple[str, ...], ...] = ORDER
                 memo[key] = {"state": state, "metrics": ts.evaluate(state)}
             rows.append(_row(cfg, order, i + 1, name, gnorm, norm, memo[key]["metrics"]))
             log(_fmt(rows[-1]))
+    return rows
+
+
+def _joint_rows(ts: ThreeSteps, order: tuple[str, ...], log: Callable[[str], None]) -> list[dict]:
+    if len(order) != 3:
+        raise ValueError(f"search='joint' needs complete orders of three steps, got {order_label(order)}")
+    rows, state = [], dict(ts.zero)
+    for i, (name, direction, gnorm, norm) in enumerate(ts.joint_steps(order)):
+        state = {**state, name: state[name] + norm * direction}
+        rows.append(_row(ts.cfg, order, i + 1, name, gnorm, norm, ts.evaluate(state)))
+        log(_fmt(rows[-1]))
     return rows
 
 
