@@ -2,8 +2,12 @@
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
+
+# corpus statistics cached by the tests (and the processes they start) stay out of ~/.cache
+os.environ["BIRTH_CACHE_DIR"] = tempfile.mkdtemp(prefix="birth-test-cache-")
 
 # 60 steps, an evaluation every 4 (16 metrics lines), a checkpoint every 7 and one kept at step 10.
 TINY = ["--preset", "quick", "max_iters=60", "eval_delta=4", "checkpoint_every=7", "checkpoint_steps=10",
@@ -53,3 +57,19 @@ def reproduce_tiny(name: str, out, seeds: int = 1):
     from birth.running.launch import LocalBackend
     return reproduce(name, scale="tiny", seeds=seeds, out=out, backend=LocalBackend(jobs=1, in_process=True),
                      log=lambda s: None)
+
+
+def same_metrics(path_a, path_b) -> bool:
+    """Two metrics.jsonl files hold the same lines, but for ``elapsed`` (wall seconds: the one field
+    that measures the machine, not the computation)."""
+    return deterministic_lines(path_a) == deterministic_lines(path_b)
+
+
+def deterministic_lines(path) -> list[dict]:
+    import json
+    from pathlib import Path
+    data = Path(path).read_bytes()
+    assert data.endswith(b"\n"), f"{path}: the last line is not whole"
+    rows = [json.loads(line) for line in data.split(b"\n")[:-1]]
+    assert all("elapsed" in r for r in rows), f"{path}: a line without elapsed"
+    return [{k: v for k, v in r.items() if k != "elapsed"} for r in rows]

@@ -107,12 +107,13 @@ def test_worker_processes_run_jobs_and_survive_a_broken_one(tmp_path):
     assert {r.job.label for r in seen} == {"good", "broken"}
 
 
-def test_interrupted_run_is_resumed_not_restarted(tmp_path):
+@pytest.mark.parametrize("status", ["interrupted", "running", "no_space"])  # SIGTERM, SIGKILL, a full disk
+def test_a_stopped_run_is_resumed_not_restarted(tmp_path, status):
     job = make_job(tmp_path, {**TINY, "checkpoint_every": 2}, "quick", "r")
     run_jobs([job], LocalBackend(jobs=1, in_process=True))
     run = RunDir(job.run_dir)
     summary = run.read_summary()
-    summary["status"] = "interrupted"  # as after SIGTERM: the checkpoint is there
+    summary["status"] = status  # the checkpoints are there
     run.write_summary(summary)
     (res,) = run_jobs([job], LocalBackend(jobs=1, in_process=True))
     assert res.status == "completed"

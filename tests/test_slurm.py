@@ -16,6 +16,7 @@ import pytest
 
 from birth.running.launch import ERROR_FILE, Job, LocalBackend, make_job
 from birth.running.runs import RunDir
+from conftest import same_metrics
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -127,7 +128,7 @@ def test_a_job_cancelled_in_mid_run_is_resumed_from_its_checkpoint_by_the_rerun(
     [res] = backend(tmp_path / "slurm").run([job])
     assert res.status == "completed", res.error
     assert 0 < run.read_summary()["start_step"] <= stopped_at  # resumed, not restarted
-    assert run.metrics_path.read_bytes() == (long_reference / "metrics.jsonl").read_bytes()
+    assert same_metrics(run.metrics_path, long_reference / "metrics.jsonl")
 
 
 def test_a_checkpoint_signal_requeues_the_job_which_resumes(tmp_path, long_reference):
@@ -139,7 +140,7 @@ def test_a_checkpoint_signal_requeues_the_job_which_resumes(tmp_path, long_refer
     run = RunDir(job.run_dir)
     assert run.read_summary()["start_step"] > 0  # the requeued job resumed
     assert job_ids(tmp_path / "slurm") == [job_id]  # the same job, requeued: nothing submitted again
-    assert run.metrics_path.read_bytes() == (long_reference / "metrics.jsonl").read_bytes()
+    assert same_metrics(run.metrics_path, long_reference / "metrics.jsonl")
 
 
 def test_a_run_that_raises_comes_back_failed_and_the_others_complete(tmp_path):

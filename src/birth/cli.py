@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 from birth.running.config import PRESETS, ConfigError
-
-EXIT_USAGE = 2
+from birth.running.exits import EXIT_NO_SPACE, EXIT_USAGE, NoSpace
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,7 +37,13 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in the output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--plot", action="store_true", help="write the figures of the run when it ends")
+    p.add_argument("--plot", action="store_true",
+                   help="write the figures of the run when it ends (with --resume on a complete run: now)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch threads (default: OMP_NUM_THREADS, else the cores free at the start, 1 for small "
+                        "models; --resume: the run's own)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (preset and overrides applied) as YAML, and exit")
     p.set_defaults(func=cmd_train)
 
 
@@ -51,9 +56,10 @@ def _run_dir(args, cfg) -> Path:
 
 
 def cmd_train(args) -> int:
+    from birth.running.lock import check_free, clear_directory, directory_lock
     from birth.running.runs import RunDir
     from birth.running.train import train
-    from birth.running.validation import resolve_config
+    from birth.running.validation import resolve_config, validate
     if args.resume:
         run = RunDir(args.resume)
         if not run.holds_run():
@@ -62,33 +68,72 @@ def cmd_train(args) -> int:
             raise ConfigError("--resume: takes no overrides, --preset, --out or --overwrite; "
                               "the run's own config.yaml and directory are used")
         cfg = run.read_config()
-        from birth.running.validation import validate
         validate(cfg)
+        if args.print_config:
+            return _print_config(cfg)
+        check_free(run.path, "--resume")  # not while another process trains it
         if run.read_summary().get("status") == "completed":
             print(f"birth: {run.path} is already complete", file=sys.stderr)
-            return 0
+            return _plot(run.path) if args.plot else 0
+        # the thread count of the run so far, unless told otherwise: float sums stay in the same order
+        _set_threads(args.threads or run.read_summary().get("threads"), cfg)
+        with directory_lock(run.path, what="--resume"):
+            summary = train(cfg, run.path, resume=True, quiet=args.quiet)
     else:
         cfg = resolve_config(args.preset, args.overrides)
+        if args.print_config:
+            return _print_config(cfg)
         run = RunDir(_run_dir(args, cfg))
         run.check_writable()
-        if run.holds_run():
-            if not args.overwrite:
-                raise ConfigError(f"--out: {run.path} already holds a run; use --resume {run.path} to continue it "
-                                  "or --overwrite to replace it")
-            shutil.rmtree(run.path)
-        if cfg.data_args.k == 0:
-            print("birth: note: data_args.k=0 (the official default) means no triggers", file=sys.stderr)
-    summary = train(cfg, run.path, resume=bool(args.resume), quiet=args.quiet)
+        check_free(run.path)
+        if run.holds_run() and not args.overwrite:
+            raise ConfigError(f"--out: {run.path} already holds a run; use --resume {run.path} to continue it "
+                              "or --overwrite to replace it")
+        _set_threads(args.threads, cfg)
+        with directory_lock(run.path):
+            if run.holds_run():  # --overwrite
+                clear_directory(run.path)
+            if cfg.data_args.k == 0:
+                print("birth: note: data_args.k=0 (the official default) means no triggers", file=sys.stderr)
+            summary = train(cfg, run.path, resume=False, quiet=args.quiet)
     fm = summary.get("final_metrics", {})
     if summary["status"] == "completed":
         print(f"birth: {run.path}: {summary['steps']} steps in {summary['wall_seconds']:.1f}s; "
               f"acc_end (eval batch) {_fmt(fm.get('eval_acc_end'))}, loss_head {_fmt(fm.get('eval_loss_head'))}, "
               f"score2_acc {_fmt(fm.get('score2_acc'))}, wo1_acc {_fmt(fm.get('wo1_acc'))}")
         if args.plot:
-            from birth.analysis.plots import plot_run
-            for path in plot_run(run.path):
-                print(f"birth: wrote {path}")
+            _plot(run.path)
+    elif args.plot:
+        print(f"birth: no plots: the run ended with status {summary['status']!r}; "
+              f"birth train --resume {run.path} --plot draws them once it completes", file=sys.stderr)
     return summary["exit_code"]
+
+
+def _set_threads(requested, cfg) -> None:
+    import torch
+    from birth.running.threads import choose_threads
+    if requested is not None and int(requested) < 1:
+        raise ConfigError(f"--threads: must be >= 1, got {requested}")
+    work = cfg.optim_args.batch_size * cfg.data_args.seq_length * cfg.model_args.dim ** 2
+    threads, _ = choose_threads(requested, work)
+    torch.set_num_threads(threads)
+
+
+def _print_config(cfg) -> int:
+    from birth.running.config import dump_yaml
+    print(dump_yaml(cfg), end="")
+    return 0
+
+
+def _plot(run_dir: Path) -> int:
+    from birth.analysis.plots import plot_run
+    from birth.running.runs import RunDir
+    if not RunDir(run_dir).read_metrics():
+        print(f"birth: no plots: {run_dir} has no metrics yet", file=sys.stderr)
+        return 1
+    for path in plot_run(run_dir):
+        print(f"birth: wrote {path}")
+    return 0
 
 
 def _fmt(v) -> str:
@@ -114,7 +159,7 @@ def cmd_plot(args) -> int:
 
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="sampler and training-step benchmarks (ratios side by side)")
-    p.add_argument("what", nargs="?", choices=("all", "sampler", "step"), default="all")
+    p.add_argument("what", nargs="?", choices=("all", "sampler", "step", "induction"), default="all")
     p.add_argument("--json", action="store_true", help="sampler: print one JSON object with tokens_per_s")
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--seq-len", type=int, default=256)
@@ -175,14 +220,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[command]
+
+
+def _is_override(arg: str) -> bool:
+    return "=" in arg and not arg.startswith("-")
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parses the command line. KEY=VALUE overrides may come before or after flags; any other
+    leftover is an error of the subcommand, pointing to that subcommand's --help."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        if isinstance(getattr(args, "overrides", None), list) and all(map(_is_override, extras)):
+            args.overrides += extras
+        else:
+            _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     try:
         return args.func(args)
     except ConfigError as err:
         print(f"birth: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except NoSpace as err:
+        print(f"birth: error: {err}; free space, then run the command again", file=sys.stderr)
+        return EXIT_NO_SPACE
 
 
 if __name__ == "__main__":

@@ -252,15 +252,34 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         if "=" not in item:
             raise ConfigError(f"{item!r}: overrides are KEY=VALUE (e.g. data_args.k=5)")
-        key, _, text = item.partition("=")
-        key = _canonical(key.strip().lstrip("+"))
+        typed, _, text = item.partition("=")
+        key = _canonical(typed.strip().lstrip("+"))
         if key not in keys:
-            hint = difflib.get_close_matches(key, list(keys), n=1, cutoff=0.6)
-            suffix = f"; did you mean {hint[0]}?" if hint else "; see birth train --help"
-            shown = key if key and key.isprintable() else repr(item)  # the error stays one readable line
+            suffix = f"; did you mean {hint}?" if (hint := suggest(key)) else "; see birth train --help"
+            typed = typed.strip()
+            shown = typed if typed and typed.isprintable() else repr(item)  # the error stays one readable line
             raise ConfigError(f"{shown}: unknown key{suffix}")
         out[key] = _override_value(text, keys[key])
     return out
+
+
+def suggest(key: str) -> str:
+    """The key closest to a misspelt canonical ``key``, aliases included ('optim_args.lrr' ->
+    'optim_args.lr (optim_args.learning_rate)'), or '' when nothing is close."""
+    names = {k: k for k in all_keys()}
+    names.update({_canonical_prefix(short): full for short, full in ALIASES.items() if not short.endswith(".")})
+    hint = difflib.get_close_matches(key, list(names), n=1, cutoff=0.6)
+    if not hint:
+        return ""
+    return hint[0] if names[hint[0]] == hint[0] else f"{hint[0]} ({names[hint[0]]})"
+
+
+def _canonical_prefix(key: str) -> str:
+    """An alias written with its group's full name (optim_args.lr stays; a bare alias such as steps too)."""
+    for short, full in ALIASES.items():
+        if short.endswith(".") and key.startswith(short):
+            return full + key[len(short):]
+    return key
 
 
 def build_config(preset: str | None = None, overrides: list[str] | dict | None = None) -> TrainConfig:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -22,8 +21,11 @@ from pathlib import Path
 from typing import Callable, Optional, Protocol, Sequence
 
 from birth.running.config import TrainConfig, from_dict, to_dict
+from birth.running.lock import clear_directory, directory_lock
 
 ERROR_FILE = "error.txt"
+# a run that stopped with its checkpoints intact: killed (summary still 'running'), interrupted, or out of space
+RESUMABLE = ("running", "interrupted", "no_space")
 
 
 def config_hash(cfg: TrainConfig) -> str:
@@ -195,9 +197,14 @@ def execute(job: Job, threads: int = 1) -> Result:
     run = RunDir(job.run_dir)
     try:
         cfg = from_dict(job.config)
-        resume = _prepare(run)
-        summary = train(cfg, run.path, resume=resume, quiet=True)
-        (run.path / ERROR_FILE).unlink(missing_ok=True)
+        # another process (a second `birth reproduce` on the same OUT) may be training this very run:
+        # wait for it, then reuse what it made
+        with directory_lock(run.path, wait=True):
+            if is_complete(run.path):
+                return Result(job, "cached", run.read_summary(), "", time.perf_counter() - t0)
+            resume = _prepare(run)
+            summary = train(cfg, run.path, resume=resume, quiet=True)
+            (run.path / ERROR_FILE).unlink(missing_ok=True)
         return Result(job, summary["status"], summary, summary.get("reason", ""), time.perf_counter() - t0)
     except Exception:  # noqa: BLE001 - a failed run is recorded, the others carry on
         return _failed(job, traceback.format_exc(), time.perf_counter() - t0)
@@ -206,12 +213,11 @@ def execute(job: Job, threads: int = 1) -> Result:
 
 
 def _prepare(run) -> bool:
-    """Resume an interrupted run from its checkpoint; start anything else that is not complete afresh."""
+    """Resume an interrupted run from its checkpoint; start anything else that is not complete afresh.
+    The caller holds the run directory's lock."""
     if not run.holds_run():
-        run.path.mkdir(parents=True, exist_ok=True)
         return False
-    if run.read_summary().get("status") == "interrupted" and run.latest_checkpoint() is not None:
+    if run.read_summary().get("status") in RESUMABLE and run.latest_checkpoint() is not None:
         return True
-    shutil.rmtree(run.path)
-    run.path.mkdir(parents=True)
+    clear_directory(run.path)
     return False

@@ -6,14 +6,18 @@
     RUN/checkpoints/step_XXXXXXXX.pt   model, optimizer, step, RNG states, config, metrics so far
     RUN/summary.json       status (running/completed/interrupted/diverged/failed), final metrics
 
-Every file but metrics.jsonl is written atomically (temp file + rename). Checkpoints are loaded
-with ``weights_only=True``: loading never executes pickled code.
+Every file but metrics.jsonl is written atomically (temp file + rename), and metrics.jsonl one whole
+line at a time: a full disk (ENOSPC, EDQUOT, EFBIG) raises ``NoSpace`` naming the file, and leaves
+every file either as it was or whole. Checkpoints are loaded with ``weights_only=True``: loading never
+executes pickled code.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
+import sys
 import re
 import uuid
 from contextlib import contextmanager
@@ -24,6 +28,7 @@ import torch
 import yaml
 
 from birth.running.config import ConfigError, TrainConfig, dump_yaml, load_yaml
+from birth.running.exits import as_no_space
 
 CKPT_RE = re.compile(r"step_(\d{8})\.pt$")
 
@@ -44,16 +49,19 @@ def _temp_path(path: Path) -> Path:
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; once written it is synced to disk and renamed
     over ``path``, so that ``path`` is always either the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        raise
+        failure = as_no_space(path, err)
+        if failure is err:
+            raise
+        raise failure from err
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -70,7 +78,9 @@ class MetricsWriter:
     that a checkpoint can copy it without reading the file back."""
 
     def __init__(self, path: Path, truncate_to: int = 0):
-        self.file = open(path, "r+b" if path.exists() else "w+b")
+        self.path = Path(path)
+        # unbuffered: a failed write leaves nothing pending that a later flush could add
+        self.file = open(path, "r+b" if path.exists() else "w+b", buffering=0)
         self.content = bytearray(self.file.read(truncate_to))
         self.file.truncate(truncate_to)  # drops lines written after the checkpoint we resume from
         self.file.seek(truncate_to)
@@ -81,13 +91,21 @@ class MetricsWriter:
         return len(self.content)
 
     def write(self, record: dict) -> None:
-        data = (json.dumps({k: _clean(v) for k, v in record.items()}) + "\n").encode()
-        self.file.write(data)  # one write of a whole line: a kill leaves no torn line behind
-        self.file.flush()
-        self.content += data
+        data = memoryview((json.dumps({k: _clean(v) for k, v in record.items()}) + "\n").encode())
+        try:
+            while data:  # a write of a whole line; a short write (disk nearly full) continues it
+                data = data[self.file.write(data):]
+        except OSError as err:
+            self.file.truncate(len(self.content))  # no half line stays behind
+            self.file.seek(len(self.content))
+            raise as_no_space(self.path, err) from err
+        self.content += data.obj
 
     def sync(self) -> None:
-        os.fsync(self.file.fileno())
+        try:
+            os.fsync(self.file.fileno())
+        except OSError as err:
+            raise as_no_space(self.path, err) from err
 
     def close(self) -> None:
         self.file.close()
@@ -106,6 +124,14 @@ class RunDir:
 
     def holds_run(self) -> bool:
         return self.config_path.exists()
+
+    def remove_temporaries(self) -> None:
+        """Deletes the temporary files of interrupted atomic writes (call it holding the run's lock:
+        nobody else is writing then)."""
+        for folder in (self.path, self.ckpt_dir):
+            if folder.is_dir():
+                for tmp in folder.glob(".*.tmp"):
+                    tmp.unlink(missing_ok=True)
 
     def check_writable(self) -> None:
         """Raises ConfigError, before anything is created, when the directory cannot be made or written."""
@@ -141,15 +167,27 @@ class RunDir:
 
     # metrics
     def read_metrics(self) -> list[dict]:
-        """Every complete line of metrics.jsonl (a torn last line, if any, is ignored)."""
+        """Every valid line of metrics.jsonl. A torn last line is ignored (a kill can leave one); a
+        damaged line before it is skipped and reported on stderr, with the lines after it kept."""
         if not self.metrics_path.exists():
             return []
-        rows = []
-        for line in self.metrics_path.read_text().splitlines():
+        rows, damaged = [], []
+        lines = self.metrics_path.read_bytes().split(b"\n")
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise ValueError("not an object")
+                rows.append(row)
+            except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+                if any(rest.strip() for rest in lines[number:]):
+                    damaged.append(number)
+        if damaged:
+            shown = ", ".join(map(str, damaged[:5])) + (f" and {len(damaged) - 5} more" if len(damaged) > 5 else "")
+            print(f"birth: warning: {self.metrics_path}: line {shown} damaged and skipped; "
+                  f"{len(rows)} lines read", file=sys.stderr)
         return rows
 
     # checkpoints
@@ -166,8 +204,9 @@ class RunDir:
     def save_checkpoint(self, state: dict, step: int, keep_last: int, keep_steps: Iterable[int] = ()) -> Path:
         """Writes ``state`` atomically as step_<step>.pt, then prunes older periodic checkpoints."""
         path = self.ckpt_dir / f"step_{step:08d}.pt"
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+        buffer = io.BytesIO()  # serialised in memory: a full disk then raises an OSError we can name
+        torch.save(state, buffer)
+        atomic_write_bytes(path, buffer.getbuffer())
         keep = set(keep_steps) | {s for s, _ in self.checkpoints()[-max(keep_last, 1):]}
         for s, p in self.checkpoints():
             if s not in keep:

@@ -16,13 +16,12 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from birth.running.config import ConfigError, TrainConfig, to_dict
+from birth.running.config import TrainConfig, to_dict
 from birth.core.probes import attention_probes, loss_metrics, memory_probes, weight_norms
+from birth.running.exits import EXIT_DIVERGED, EXIT_NO_SPACE, NoSpace
 from birth.running.runs import MetricsWriter, RunDir, atomic_write_bytes
 from birth.running.build import Setup, apply_freeze, build_setup, freeze_schedule, make_optimizer
 from birth.core.task import Batch, bayes_floors
-
-EXIT_DIVERGED = 3
 
 
 class Interrupted(Exception):
@@ -88,16 +87,16 @@ def _params_finite(model: torch.nn.Module) -> bool:
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, quiet: bool = False) -> dict:
-    """Trains ``cfg`` into ``run_dir`` (which must be prepared by the caller); returns the summary."""
+    """Trains ``cfg`` into ``run_dir`` (prepared by the caller, who holds its lock); returns the summary."""
     run = RunDir(run_dir)
+    run.remove_temporaries()  # left by a process killed in the middle of a write
     setup = build_setup(cfg)
     model = setup.model
     schedule = freeze_schedule(cfg.freeze_until, model)
     optimizer = make_optimizer(cfg, model)
-    start, metrics_offset, elapsed_before = 0, 0, 0.0
-    if resume and (ckpt_path := run.latest_checkpoint()) is not None:
-        start, metrics_offset, elapsed_before = _restore(run, ckpt_path, setup, optimizer)
-    else:
+    restored = _restore(run, setup, optimizer) if resume else None
+    start, metrics_offset, elapsed_before = restored or (0, 0, 0.0)
+    if restored is None:
         run.write_config(cfg)
         run.write_task(_task_info(setup))
     floors = run.read_task()["floors"]
@@ -107,7 +106,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, quiet:
     tb = open_log(cfg, run.path, setup, start)
     keep_steps = {int(s) for s in cfg.checkpoint_steps.split(",") if s.strip()}
     summary = {"status": "running", "config": to_dict(cfg), "floors": floors, "device": str(setup.device),
-               "start_step": start}
+               "start_step": start, "threads": torch.get_num_threads()}
     run.write_summary(summary)
     last = {}
     t0 = time.perf_counter()
@@ -133,6 +132,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, quiet:
                 stepped = _train_step(setup, optimizer, schedule, step)  # raises on divergence: ``last`` stays good
                 if stepped is not None:
                     last = _evaluate(setup, step, stepped, batches)
+                    # seconds of training so far, across resumes: the one field that measures the machine
+                    last["elapsed"] = round(elapsed_before + time.perf_counter() - t0, 3)
                     writer.write(last)
                     if tb:
                         tb.log(last)
@@ -143,16 +144,23 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, quiet:
                     checkpoint(step + 1)
                 bar.update(1)
                 if "loss" in last and last.get("iter") == step:
-                    bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last.get('eval_acc_end') or 0:.3f}")
+                    bar.set_postfix(train_loss=f"{last['loss']:.3f}", eval_acc_end=f"{last.get('eval_acc_end') or 0:.3f}")
             checkpoint(cfg.max_iters)
             summary.update(status="completed")
     except Interrupted as stop:
-        path = checkpoint(step)
+        bar.close()  # before the message, so that the resume hint is the last line on screen
+        try:
+            path = checkpoint(step)
+        except NoSpace as err:
+            return _no_space(ended, last, step, err)
         summary.update(status="interrupted", signal=str(stop), step=step)
         print(f"birth: {stop} at step {step}; checkpoint {path}\n"
               f"resume with: birth train --resume {run.path}", file=sys.stderr)
         return _finish(ended, last, step, code=128 + stop.signum)
+    except NoSpace as err:
+        return _no_space(ended, last, step, err)
     except FloatingPointError as err:
+        bar.close()
         summary.update(status="diverged", diverged_at=step, reason=str(err),
                        last_good_checkpoint=str(run.latest_checkpoint() or ""))
         print(f"birth: run diverged at step {step} ({err}); kept the last good checkpoint "
@@ -161,24 +169,60 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, quiet:
     return _finish(ended, last, cfg.max_iters, code=0)
 
 
-def _restore(run: RunDir, path: Path, setup: Setup, optimizer) -> tuple[int, int, float]:
-    """Loads a checkpoint into the model, optimizer and RNGs; returns (step, metrics offset, elapsed)."""
-    try:
-        state = run.load_checkpoint(path, setup.device)
-    except Exception as err:  # noqa: BLE001 - torch raises many kinds for a damaged file
-        # torch's own weights-only message is many lines of advice to load unsafely: not ours to give
-        why = ("damaged, or holds objects that weights-only loading refuses" if "Weights only" in str(err)
-               else (str(err).splitlines() or [type(err).__name__])[0])
-        raise ConfigError(f"--resume: cannot load checkpoint {path} ({why}); "
-                          "delete it to resume from the one before") from None
-    setup.model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng_cpu"].cpu())
-    if "rng_cuda" in state and setup.device.type == "cuda":
-        torch.cuda.set_rng_state(state["rng_cuda"].cpu(), setup.device)
-    if "metrics" in state:  # the checkpoint's own copy: exact even if metrics.jsonl was damaged or cut short
-        atomic_write_bytes(run.metrics_path, state["metrics"].encode())
-    return int(state["step"]), int(state["metrics_offset"]), float(state.get("elapsed", 0.0))
+def _no_space(ended: "_Closing", last: dict, step: int, err: NoSpace) -> dict:
+    """Stops a run that could not write a file: one line naming it, exit code EXIT_NO_SPACE."""
+    ended.bar.close()
+    good = ended.run.latest_checkpoint()
+    ended.summary.update(status="no_space", reason=str(err), step=step, last_good_checkpoint=str(good or ""))
+    print(f"birth: {err}; stopped at step {step}, newest complete checkpoint {good or '(none)'}; "
+          f"free space, then: birth train --resume {ended.run.path}", file=sys.stderr)
+    return _finish(ended, last, step, code=EXIT_NO_SPACE)
+
+
+def _restore(run: RunDir, setup: Setup, optimizer) -> Optional[tuple[int, int, float]]:
+    """Loads the newest valid checkpoint into the model, optimizer and RNGs; returns (step, metrics
+    offset, elapsed), or None when there is none (the run then starts over). Damaged checkpoints are
+    skipped with one warning line."""
+    damaged = []
+    for _, path in reversed(run.checkpoints()):
+        try:
+            state = run.load_checkpoint(path, setup.device)
+            _check_state(state, setup.model)
+        except Exception as err:  # noqa: BLE001 - torch raises many kinds for a damaged file
+            damaged.append(f"{path.name} ({_why(err)})")
+            continue
+        if damaged:
+            print(f"birth: warning: damaged checkpoint {'; '.join(damaged)}; resuming from {path.name}",
+                  file=sys.stderr)
+        setup.model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng_cpu"].cpu())
+        if "rng_cuda" in state and setup.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"].cpu(), setup.device)
+        if "metrics" in state:  # the checkpoint's own copy: exact even if metrics.jsonl was damaged or cut short
+            atomic_write_bytes(run.metrics_path, state["metrics"].encode())
+        return int(state["step"]), int(state["metrics_offset"]), float(state.get("elapsed", 0.0))
+    if damaged:
+        print(f"birth: warning: no valid checkpoint in {run.path} (damaged: {'; '.join(damaged)}); "
+              "starting over from step 0", file=sys.stderr)
+    return None
+
+
+def _why(err: Exception) -> str:
+    # torch's own weights-only message is many lines of advice to load unsafely: not ours to give
+    if "Weights only" in str(err):
+        return "damaged, or holds objects that weights-only loading refuses"
+    return (str(err).splitlines() or [type(err).__name__])[0][:160]
+
+
+def _check_state(state, model: torch.nn.Module) -> None:
+    """Raises ValueError unless ``state`` is a whole checkpoint of ``model``: checked before anything
+    is loaded, so that a bad one leaves the model untouched for the next candidate."""
+    if not isinstance(state, dict) or not {"step", "model", "optimizer", "rng_cpu", "metrics_offset"} <= set(state):
+        raise ValueError("not a birth checkpoint (keys missing)")
+    own = model.state_dict()
+    if set(state["model"]) != set(own) or any(state["model"][k].shape != v.shape for k, v in own.items()):
+        raise ValueError("its weights do not fit this run's model")
 
 
 @dataclass
@@ -206,7 +250,12 @@ def _finish(c: _Closing, last: dict, step: int, code: int) -> dict:
                      tokens_per_s=round(done * config["optim_args"]["batch_size"] * config["data_args"]["seq_length"]
                                         / max(time.perf_counter() - c.t0, 1e-9)),
                      checkpoint=str(c.run.latest_checkpoint() or ""))
-    c.run.write_summary(c.summary)
+    try:
+        c.run.write_summary(c.summary)
+    except NoSpace:
+        if code != EXIT_NO_SPACE:
+            raise
+        # the disk is still full: summary.json keeps its previous whole content; --resume needs no more
     return c.summary
 
 

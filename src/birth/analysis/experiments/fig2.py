@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from birth.analysis.experiments.figures import save, style, write_csv
-from birth.analysis.experiments.recipe import differences, SCALE_STATUS, Output, Recipe, Results, Size, describe, load_model, simplified
+from birth.analysis.experiments.recipe import differences, SCALE_STATUS, Output, Recipe, Results, Size, describe, load_model, simplified, smaller_than_paper
 from birth.analysis.experiments.rules import Checks, FinalAtLeast
 
 NAME = "fig2"
@@ -160,7 +160,7 @@ def notes(scale: str) -> str:
     configs = RECIPE.configs(scale)
     diff = differences(scale,
         quick="a preview: d = 64 and 600 steps, too short for the previous-token head to complete.",
-        laptop=(f"T = {SIZES['laptop'].T} and batch {SIZES['laptop'].batch} instead of 256 and 512, to fit 2 CPU "
+        laptop=(f"{smaller_than_paper(SIZES['laptop'])}, to fit 2 CPU "
                 f"cores; d = {SIZES['laptop'].d} and lr {SIZES['laptop'].lr:g} as the official README command: "
                 "the previous-token head of layer 1 is a positional memory whose cross-talk grows like "
                 "sqrt(T/d), and at d = 128 or lr 0.1 it stalls below 0.9; "

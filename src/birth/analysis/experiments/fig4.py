@@ -17,7 +17,7 @@ import numpy as np
 
 from birth.analysis.experiments import claims as C
 from birth.analysis.experiments.figures import COLORS, CurveTable, floor_line, save, style
-from birth.analysis.experiments.recipe import differences, SCALE_STATUS, Output, Recipe, Results, Size, describe, simplified
+from birth.analysis.experiments.recipe import differences, SCALE_STATUS, Output, Recipe, Results, Size, describe, simplified, smaller_than_paper
 from birth.analysis.experiments.rules import ACC, Checks, IncreasesWith, PairedBetter, Rule
 
 NAME = "fig4"
@@ -222,7 +222,7 @@ def notes(scale: str) -> str:
     configs = RECIPE.configs(scale)
     diff = differences(scale,
         quick="a preview: d = 64 and 600 steps.",
-        laptop=(f"T = {GLOBAL['laptop'].T} and batch {GLOBAL['laptop'].batch} instead of 256 and 512, d = "
+        laptop=(f"{smaller_than_paper(GLOBAL['laptop'])}, d = "
                 f"{GLOBAL['laptop'].d}, {GLOBAL['laptop'].steps} steps ((b)-(d): {INCONTEXT['laptop'].steps}), "
                 f"to fit 2 CPU cores; lr "
                 f"{GLOBAL['laptop'].lr:g} instead of 0.03 for the smaller batch (docs/laptop-scale.md)."))

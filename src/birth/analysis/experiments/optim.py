@@ -3,7 +3,7 @@ model with fixed triggers (SPEC §5 appendix list: "Adam vs SGD", "dimension swe
 from __future__ import annotations
 
 from birth.analysis.experiments.figures import COLORS, CurveTable, save, style
-from birth.analysis.experiments.recipe import differences, SCALE_STATUS, Output, Recipe, Results, Size, describe, simplified
+from birth.analysis.experiments.recipe import differences, SCALE_STATUS, Output, Recipe, Results, Size, describe, simplified, smaller_than_paper
 from birth.analysis.experiments.rules import ACC, FinalAtLeast, IncreasesWith
 
 NAME = "optim"
@@ -76,7 +76,7 @@ RULES = (
 def notes(scale: str) -> str:
     configs = RECIPE.configs(scale)
     diff = differences(scale, quick="a preview: d = 64 and 400 steps.",
-        laptop=(f"T = {SIZES['laptop'].T} and batch {SIZES['laptop'].batch} instead of 256 and 512, to fit "
+        laptop=(f"{smaller_than_paper(SIZES['laptop'])}, to fit "
                 f"2 CPU cores, with SGD lr {SIZES['laptop'].lr:g} instead of 0.03 for the smaller batch "
                 "(docs/laptop-scale.md)."))
     return (f"Simplified model, in-context loss. {describe(configs[SGD])} vs AdamW lr "

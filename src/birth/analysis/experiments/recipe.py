@@ -42,6 +42,11 @@ def differences(scale: str, **per_scale: str) -> str:
     return per_scale.get(scale) or shared[scale]
 
 
+def smaller_than_paper(size: "Size") -> str:
+    """The difference every laptop recipe shares: shorter sequences, smaller batches."""
+    return f"T = {size.T} and batch {size.batch} instead of 256 and 512"
+
+
 def check_scale(scale: str) -> str:
     if scale not in SCALES:
         raise ConfigError(f"--scale: unknown scale {scale!r}; choose from {', '.join(SCALES)}")

@@ -24,6 +24,7 @@ from birth.analysis.experiments import claims as C
 from birth.analysis.experiments import recipes
 from birth.analysis.experiments.recipe import DEFAULT_SCALE, SCALE_STATUS, Output, Recipe, Results, check_scale
 from birth.running.launch import Backend, Job, LocalBackend, Result, is_complete, make_job, run_jobs
+from birth.running.lock import directory_lock
 
 Log = Callable[[str], None]
 
@@ -101,23 +102,27 @@ def reproduce(name: str, *, scale: str = DEFAULT_SCALE, seeds: int = 3, out: str
         log(f"birth: run failed: {r.job.label} ({r.job.run_dir}): {r.status}: "
             f"{(r.error.strip().splitlines() or [''])[-1]}")
     report = Report(0, results)
-    state = _load_state(out.root)
-    by_dir = {r.job.run_dir: r for r in results}
     errors = []
-    for rname in names:
-        entry, rows, files, error = _analyse(recipes()[rname], planned[rname], by_dir, scale, seeds, out, log)
-        report.claims += rows
-        report.files += files
-        state["recipes"][rname] = entry
-        errors += [error] if error else []
-    report.wall_seconds, report.cpu_seconds = time.perf_counter() - t0, _cpu_seconds() - cpu0
-    distinct = len({j.run_dir for j in jobs})
-    state["last"] = {"command": command_line(name, scale, seeds, out.root), "wall_seconds": round(report.wall_seconds, 1),
-                     "cpu_seconds": round(report.cpu_seconds, 1), "runs": distinct, "trained": report.trained,
-                     "failed": len(failed), "workers": getattr(backend, "workers", "?")}
-    if report.trained:
-        state["last_training"] = dict(state["last"], made=time.strftime("%Y-%m-%d %H:%M"))
-    _write_index(out, state)
+    # one writer at a time for OUT's shared files (theory/, figures, claims, index): a second
+    # `birth reproduce` on the same OUT waits here, then reads what the first one wrote
+    with directory_lock(out.root, wait=True):
+        state = _load_state(out.root)
+        by_dir = {r.job.run_dir: r for r in results}
+        for rname in names:
+            entry, rows, files, error = _analyse(recipes()[rname], planned[rname], by_dir, scale, seeds, out, log)
+            report.claims += rows
+            report.files += files
+            state["recipes"][rname] = entry
+            errors += [error] if error else []
+        report.wall_seconds, report.cpu_seconds = time.perf_counter() - t0, _cpu_seconds() - cpu0
+        distinct = len({j.run_dir for j in jobs})
+        state["last"] = {"command": command_line(name, scale, seeds, out.root),
+                         "wall_seconds": round(report.wall_seconds, 1), "cpu_seconds": round(report.cpu_seconds, 1),
+                         "runs": distinct, "trained": report.trained, "failed": len(failed),
+                         "workers": getattr(backend, "workers", "?")}
+        if report.trained:
+            state["last_training"] = dict(state["last"], made=time.strftime("%Y-%m-%d %H:%M"))
+        _write_index(out, state)
     report.files += [out.root / "claims.md", out.root / "claims.json", out.root / "README.md"]
     report.exit_code = 1 if failed or errors else 0
     log(f"birth: {name}: {report.trained} runs trained, {len(results) - report.trained} reused, {len(failed)} failed; "

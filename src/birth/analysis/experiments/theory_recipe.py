@@ -35,7 +35,7 @@ def folder(root: Path) -> Path:
 
 def compute(scale: str, seeds: int, out: Output) -> list[Path]:
     """Runs the four theory experiments into OUT/theory/ unless they are there for this scale."""
-    from birth.analysis.theory.experiments import EXPERIMENTS as RUN
+    from birth.analysis.theory.experiments import run_experiment
     where = folder(out.root)
     sizes = TINY if scale == "tiny" else {}
     params = {"scale": scale, "quick": QUICK[scale], "seed": SEED, "sizes": sizes}
@@ -46,7 +46,7 @@ def compute(scale: str, seeds: int, out: Output) -> list[Path]:
         where.mkdir(parents=True, exist_ok=True)
         marker.unlink(missing_ok=True)
         for name in EXPERIMENTS:
-            RUN[name](where, seed=SEED, quick=QUICK[scale], log=lambda s: None, **sizes.get(name, {}))
+            run_experiment(name, where, seed=SEED, quick=QUICK[scale], log=lambda s: None, **sizes.get(name, {}))
         marker.write_text(json.dumps(params) + "\n")
     return [where / f"{n}.{ext}" for n in EXPERIMENTS for ext in ("png", "csv")] + [where / "summary.md"]
 

@@ -31,8 +31,8 @@ def register(subparsers) -> None:
     g.add_argument("--corpus", choices=("shakespeare", "uniform"), default=None, help="token statistics")
     g.add_argument("--n-seqs", type=int, default=None, help="sequences per population-gradient estimate (4096)")
     g.add_argument("--criterion", choices=("loss", "acc"), default=None,
-                   help="line search minimises the held-out loss or maximises its accuracy (default: loss for "
-                        "the model as coded, acc for the idealised model)")
+                   help="line search of the model as coded: minimise the held-out loss (default) or maximise "
+                        "its accuracy (the idealised model chooses its step sizes jointly, for the accuracy)")
     g.add_argument("--step-norms", type=lambda s: tuple(None if x == "auto" else float(x) for x in s.split(",")),
                    default=None, help="three update norms, e.g. 30,300,1e4 ('auto': line search; default)")
     p.set_defaults(func=main)
@@ -51,7 +51,7 @@ def _three_step_overrides(args: argparse.Namespace) -> dict:
 
 def main(args: argparse.Namespace) -> int:
     """Runs the chosen experiment(s); returns the exit code."""
-    from birth.analysis.theory.experiments import EXPERIMENTS  # matplotlib only when a command runs
+    from birth.analysis.theory.experiments import run_experiment  # matplotlib only when a command runs
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -65,7 +65,7 @@ def main(args: argparse.Namespace) -> int:
             kwargs["dims"] = args.dims
         if name == "three-steps":
             kwargs.update(_three_step_overrides(args))
-        EXPERIMENTS[name](out, **kwargs)
+        run_experiment(name, out, **kwargs)
         print(f"[theory] {name}: {time.time() - start:.0f} s -> {out / (name + '.png')}",
               flush=True)
     print(f"[theory] summary: {out / 'summary.md'}")
