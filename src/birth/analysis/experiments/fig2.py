@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from birth.analysis.experiments.figures import save, style, write_csv
-from birth.analysis.experiments.recipe import differences, SCALE_STATUS, Output, Recipe, Results, Size, describe, load_model, simplified, smaller_than_paper
+from birth.analysis.experiments.recipe import differences, SCALE_STATUS, Output, Recipe, Results, Size, describe, load_model, simplified, smaller_than_paper, paper_size, tiny_size
 from birth.analysis.experiments.rules import Checks, FinalAtLeast
 
 NAME = "fig2"
@@ -25,11 +25,10 @@ K = 3
 
 # Everything this recipe trains, per scale (both conditions have the same sizes).
 SIZES = {
-    "tiny": Size(T=32, d=32, batch=32, steps=30, lr=0.1, eval_every=10, eval_batch=32),
+    "tiny": tiny_size(),
     "quick": Size(T=64, d=64, batch=64, steps=600, lr=0.1),
     "laptop": Size(T=64, d=256, batch=64, steps=3000, lr=0.03, eval_every=20),
-    "paper": Size(T=256, d=128, batch=512, steps=1000, lr=0.03, eval_every=5, eval_batch=512, device="auto",
-                  checkpoint_every=100),
+    "paper": paper_size(),
 }
 
 

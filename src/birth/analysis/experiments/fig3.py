@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from birth.analysis.experiments import claims as C
 from birth.analysis.experiments.figures import COLORS, CurveTable, save, style
-from birth.analysis.experiments.recipe import differences, SCALE_STATUS, Output, Recipe, Results, Size, describe, simplified
+from birth.analysis.experiments.recipe import differences, SCALE_STATUS, Output, Recipe, Results, Size, describe, simplified, paper_size, tiny_size
 from birth.analysis.experiments.rules import ACC, BeforeUnfreeze, PairedBetter, ReachOrder, freeze_step
 
 NAME = "fig3"
@@ -17,11 +17,10 @@ FIGURE = "Fig. 3"
 
 # Everything this recipe trains, per scale: sizes, the freeze step F, the number of fixed triggers.
 SIZES = {
-    "tiny": Size(T=32, d=32, batch=32, steps=30, lr=0.1, eval_every=5, eval_batch=32),
+    "tiny": tiny_size(eval_every=5),
     "quick": Size(T=128, d=64, batch=64, steps=400, lr=0.1),
     "laptop": Size(T=128, d=128, batch=64, steps=1000, lr=0.2, eval_every=20),
-    "paper": Size(T=256, d=256, batch=512, steps=1000, lr=0.03, eval_every=5, eval_batch=512, device="auto",
-                  checkpoint_every=100),
+    "paper": paper_size(d=256),
 }
 FREEZE = {"tiny": 10, "quick": 120, "laptop": 500, "paper": 300}   # the paper: 300 of ~1000 steps
 K_FIXED = {"tiny": 3, "quick": 5, "laptop": 5, "paper": 5}          # the README command: K = 5 fixed

@@ -17,7 +17,7 @@ import numpy as np
 
 from birth.analysis.experiments import claims as C
 from birth.analysis.experiments.figures import COLORS, CurveTable, floor_line, save, style
-from birth.analysis.experiments.recipe import differences, SCALE_STATUS, Output, Recipe, Results, Size, describe, simplified, smaller_than_paper
+from birth.analysis.experiments.recipe import differences, SCALE_STATUS, Output, Recipe, Results, Size, describe, simplified, smaller_than_paper, paper_size, tiny_size
 from birth.analysis.experiments.rules import ACC, Checks, IncreasesWith, PairedBetter, Rule
 
 NAME = "fig4"
@@ -25,11 +25,10 @@ FIGURE = "Fig. 4"
 
 # Everything this recipe trains, per scale: (a) uses GLOBAL, (b)-(d) use INCONTEXT.
 GLOBAL = {
-    "tiny": Size(T=32, d=32, batch=32, steps=30, lr=0.1, eval_every=10, eval_batch=32),
+    "tiny": tiny_size(),
     "quick": Size(T=64, d=64, batch=64, steps=600, lr=0.1),
     "laptop": Size(T=64, d=128, batch=64, steps=1000, lr=0.1, eval_every=20),
-    "paper": Size(T=256, d=128, batch=512, steps=1000, lr=0.03, eval_every=5, eval_batch=512, device="auto",
-                  checkpoint_every=100),
+    "paper": paper_size(),
 }
 INCONTEXT_STEPS = {"tiny": 30, "quick": 400, "laptop": 600, "paper": 1000}  # the sizes of (a), fewer steps
 INCONTEXT = {scale: replace(GLOBAL[scale], steps=steps) for scale, steps in INCONTEXT_STEPS.items()}

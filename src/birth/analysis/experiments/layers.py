@@ -4,7 +4,7 @@ accuracy and the global / in-context losses against the task's Bayes floors."""
 from __future__ import annotations
 
 from birth.analysis.experiments.figures import COLORS, CurveTable, floor_line, save, style
-from birth.analysis.experiments.recipe import differences, SCALE_STATUS, Output, Recipe, Results, Size, describe, full_model
+from birth.analysis.experiments.recipe import differences, SCALE_STATUS, Output, Recipe, Results, Size, describe, full_model, paper_size, tiny_size
 from birth.analysis.experiments.rules import ACC, Checks
 
 NAME = "layers"
@@ -13,11 +13,10 @@ K = 3  # fixed triggers
 
 # Everything this recipe trains, per scale (lr: AdamW's, the official full-script default), and heads.
 SIZES = {
-    "tiny": Size(T=32, d=32, batch=32, steps=30, lr=0.01, eval_every=10, eval_batch=32),
+    "tiny": tiny_size(lr=0.01),
     "quick": Size(T=64, d=64, batch=64, steps=300, lr=0.01),
     "laptop": Size(T=64, d=64, batch=64, steps=300, lr=0.01),
-    "paper": Size(T=256, d=128, batch=512, steps=1000, lr=0.01, eval_every=5, eval_batch=512, device="auto",
-                  checkpoint_every=100),
+    "paper": paper_size(lr=0.01),
 }
 HEADS = {"tiny": 2, "quick": 2, "laptop": 2, "paper": 4}
 DEPTHS = {"1 layer": 1, "2 layers": 2}

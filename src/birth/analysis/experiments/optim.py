@@ -3,7 +3,7 @@ model with fixed triggers (SPEC §5 appendix list: "Adam vs SGD", "dimension swe
 from __future__ import annotations
 
 from birth.analysis.experiments.figures import COLORS, CurveTable, save, style
-from birth.analysis.experiments.recipe import differences, SCALE_STATUS, Output, Recipe, Results, Size, describe, simplified, smaller_than_paper
+from birth.analysis.experiments.recipe import differences, SCALE_STATUS, Output, Recipe, Results, Size, describe, simplified, smaller_than_paper, paper_size, tiny_size
 from birth.analysis.experiments.rules import ACC, FinalAtLeast, IncreasesWith
 
 NAME = "optim"
@@ -13,11 +13,10 @@ SGD, ADAMW = "SGD + momentum", "AdamW"
 
 # Everything this recipe trains, per scale: sizes (lr: SGD's), widths of the sweep (SGD), AdamW's lr.
 SIZES = {
-    "tiny": Size(T=32, d=32, batch=32, steps=30, lr=0.1, eval_every=10, eval_batch=32),
+    "tiny": tiny_size(),
     "quick": Size(T=64, d=64, batch=64, steps=400, lr=0.1),
     "laptop": Size(T=64, d=128, batch=64, steps=1000, lr=0.1, eval_every=20),
-    "paper": Size(T=256, d=128, batch=512, steps=1000, lr=0.03, eval_every=5, eval_batch=512, device="auto",
-                  checkpoint_every=100),
+    "paper": paper_size(),
 }
 WIDTHS = {"tiny": (16, 32), "quick": (32, 64, 128, 256), "laptop": (32, 64, 128, 256), "paper": (32, 64, 128, 256)}
 ADAMW_KEYS = {"optim_args.use_sgd": False, "optim_args.learning_rate": 0.01, "optim_args.beta1": 0.9,

@@ -79,6 +79,18 @@ class Size:
                 "eval_batch_size": self.eval_batch, "device": self.device}
 
 
+def tiny_size(**keys) -> Size:
+    """The test-only scale of every recipe: seconds per run, nothing to learn from."""
+    return Size(**{"T": 32, "d": 32, "batch": 32, "steps": 30, "lr": 0.1, "eval_every": 10, "eval_batch": 32, **keys})
+
+
+def paper_size(**keys) -> Size:
+    """The paper's sizes (docs/spec.md §6): batch 512, T = 256, d = 128, 1000 steps at lr 0.03, an
+    evaluation every 5 steps on 512 sequences, CUDA when present, a checkpoint every 100 steps."""
+    return Size(**{"T": 256, "d": 128, "batch": 512, "steps": 1000, "lr": 0.03, "eval_every": 5, "eval_batch": 512,
+                   "device": "auto", "checkpoint_every": 100, **keys})
+
+
 def simplified(size: Size, **keys) -> dict:
     """The simplified model of Sec. 4.2 trained as in the official README command: frozen random
     embeddings and W_U, loss on the in-context targets only, SGD with momentum 0.9 and weight decay
