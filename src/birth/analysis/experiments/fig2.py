@@ -155,21 +155,22 @@ RULES = (
 )
 
 
-def notes(scale: str) -> str:
-    configs = RECIPE.configs(scale)
-    diff = differences(scale,
-        quick="a preview: d = 64 and 600 steps, too short for the previous-token head to complete.",
-        laptop=(f"{smaller_than_paper(SIZES['laptop'])}, to fit 2 CPU "
-                f"cores; d = {SIZES['laptop'].d} and lr {SIZES['laptop'].lr:g} as the official README command: "
-                "the previous-token head of layer 1 is a positional memory whose cross-talk grows like "
-                "sqrt(T/d), and at d = 128 or lr 0.1 it stalls below 0.9; "
-                f"{SIZES['laptop'].steps} steps because with fixed triggers two of three seeds complete it "
-                "(score_acc 0.9) only after step 2000 (docs/laptop-scale.md)."))
+DIFFERENCES = {
+    "quick": "a preview: d = 64 and 600 steps, too short for the previous-token head to complete.",
+    "laptop": (f"{smaller_than_paper(SIZES['laptop'])}, to fit 2 CPU cores; d = {SIZES['laptop'].d} and lr "
+               f"{SIZES['laptop'].lr:g} as the official README command: the previous-token head of layer 1 is a "
+               "positional memory whose cross-talk grows like sqrt(T/d), and at d = 128 or lr 0.1 it stalls below "
+               f"0.9; {SIZES['laptop'].steps} steps because with fixed triggers two of three seeds complete it "
+               "(score_acc 0.9) only after step 2000 (docs/laptop-scale.md)."),
+}
+
+
+def setup(scale: str, configs: dict) -> str:
     return ("Simplified model (Sec. 4.2: one head per layer, frozen random embeddings), in-context loss; "
             f"the paper drew the full transformer. Fixed: {describe(configs[FIXED])}. Random: "
             f"{describe(configs[RANDOM])}. Maps: the first seed's models on one evaluation sequence of the "
-            f"fixed-trigger task, first {WINDOW} positions. Differences from the paper scale: {diff}")
+            f"fixed-trigger task, first {WINDOW} positions.")
 
 
 RECIPE = Recipe(NAME, FIGURE, "Attention maps: previous-token head and induction head, fixed vs random triggers",
-                conditions, plot, RULES, notes)
+                conditions, plot, RULES, setup=setup, differences=DIFFERENCES)

@@ -110,22 +110,23 @@ def plot(res: Results, out: Output) -> list:
     return paths
 
 
-def notes(scale: str) -> str:
-    configs = RECIPE.configs(scale)
-    fixed, rand = configs["all trained"], configs[RANDOM_JOINT]
-    paper = SIZES["paper"]
-    diff = differences(scale,
-        quick="a preview: d = 64 and 400 steps, too short for several memories.",
-        laptop=(f"T = {SIZES['laptop'].T} instead of {paper.T} and d = {SIZES['laptop'].d} instead of {paper.d}, "
-                f"to fit 2 CPU cores (T stays > 64 so that the t < 64 probe differs from the whole one); "
-                f"batch {SIZES['laptop'].batch} instead of {paper.batch}, with lr {SIZES['laptop'].lr:g} instead of "
-                f"{paper.lr:g}; frozen until {FREEZE['laptop']} instead of 300: with the keys frozen, W_O2 alone "
-                "needs about 360 steps at lr 0.2 to reach a recall of 0.9 (0.89 at 300), and lr 0.3, which gets "
-                "there by 270, lets the frozen-W_O2 keys drift past claim 7's bound (docs/laptop-scale.md)."),
-        paper="the paper's sizes (the official README command, at batch 512).")
-    return (f"Simplified model, in-context loss only. Fixed: {describe(fixed)}, frozen until step {FREEZE[scale]}. "
-            f"Random-trigger column (claim 6b): {describe(rand)}. Differences from the paper scale: {diff}")
+_PAPER = SIZES["paper"]
+DIFFERENCES = {
+    "quick": "a preview: d = 64 and 400 steps, too short for several memories.",
+    "laptop": (f"T = {SIZES['laptop'].T} instead of {_PAPER.T} and d = {SIZES['laptop'].d} instead of {_PAPER.d}, "
+               f"to fit 2 CPU cores (T stays > 64 so that the t < 64 probe differs from the whole one); "
+               f"batch {SIZES['laptop'].batch} instead of {_PAPER.batch}, with lr {SIZES['laptop'].lr:g} instead of "
+               f"{_PAPER.lr:g}; frozen until {FREEZE['laptop']} instead of 300: with the keys frozen, W_O2 alone "
+               "needs about 360 steps at lr 0.2 to reach a recall of 0.9 (0.89 at 300), and lr 0.3, which gets "
+               "there by 270, lets the frozen-W_O2 keys drift past claim 7's bound (docs/laptop-scale.md)."),
+    "paper": "the paper's sizes (the official README command, at batch 512).",
+}
+
+
+def setup(scale: str, configs: dict) -> str:
+    return (f"Simplified model, in-context loss only. Fixed: {describe(configs['all trained'])}, frozen until step "
+            f"{FREEZE[scale]}. Random-trigger column (claim 6b): {describe(configs[RANDOM_JOINT])}.")
 
 
 RECIPE = Recipe(NAME, FIGURE, "Learning the induction head alone, with memories frozen until a step",
-                conditions, plot, RULES, notes, info=info)
+                conditions, plot, RULES, setup=setup, differences=DIFFERENCES, info=info)

@@ -217,19 +217,19 @@ RULES = (
 )
 
 
-def notes(scale: str) -> str:
-    configs = RECIPE.configs(scale)
-    diff = differences(scale,
-        quick="a preview: d = 64 and 600 steps.",
-        laptop=(f"{smaller_than_paper(GLOBAL['laptop'])}, d = "
-                f"{GLOBAL['laptop'].d}, {GLOBAL['laptop'].steps} steps ((b)-(d): {INCONTEXT['laptop'].steps}), "
-                f"to fit 2 CPU cores; lr "
-                f"{GLOBAL['laptop'].lr:g} instead of 0.03 for the smaller batch (docs/laptop-scale.md)."))
+DIFFERENCES = {
+    "quick": "a preview: d = 64 and 600 steps.",
+    "laptop": (f"{smaller_than_paper(GLOBAL['laptop'])}, d = {GLOBAL['laptop'].d}, {GLOBAL['laptop'].steps} steps "
+               f"((b)-(d): {INCONTEXT['laptop'].steps}), to fit 2 CPU cores; lr {GLOBAL['laptop'].lr:g} instead of "
+               "0.03 for the smaller batch (docs/laptop-scale.md)."),
+}
+
+
+def setup(scale: str, configs: dict) -> str:
     return ("Simplified model, SGD + momentum. (a): one trigger, full loss (loss_head_only=False) with a linear "
             f"final W_F; {describe(configs['fixed: most frequent'])}. (b)-(d): in-context loss only; "
-            f"{describe(configs[UNIFORM_TO_BIGRAM])}. acc_end_test counts outs >= 2 (as the simplified script). "
-            f"Differences from the paper scale: {diff}")
+            f"{describe(configs[UNIFORM_TO_BIGRAM])}. acc_end_test counts outs >= 2 (as the simplified script).")
 
 
 RECIPE = Recipe(NAME, FIGURE, "Global vs in-context learning; number of triggers, output distribution, OOD split",
-                conditions, plot, RULES, notes)
+                conditions, plot, RULES, setup=setup, differences=DIFFERENCES)

@@ -66,15 +66,18 @@ RULES = (
 )
 
 
-def notes(scale: str) -> str:
-    cfg = RECIPE.configs(scale)["2 layers"]
-    diff = differences(scale, paper="the official full-script sizes at the paper's T and batch.",
-        quick="d = 64 with 2 heads, T = 64, batch 64, 300 steps.",
-        laptop="d = 64 with 2 heads, T = 64, batch 64, 300 steps: the gap between depths is clear at this "
-                "size already.")
+DIFFERENCES = {
+    "paper": "the official full-script sizes at the paper's T and batch.",
+    "quick": "d = 64 with 2 heads, T = 64, batch 64, 300 steps.",
+    "laptop": "d = 64 with 2 heads, T = 64, batch 64, 300 steps: the gap between depths is clear at this size already.",
+}
+
+
+def setup(scale: str, configs: dict) -> str:
+    cfg = configs["2 layers"]
     return (f"Full architecture (pre-LN, ReLU MLP, learned positions), {cfg.model_args.n_heads} heads, "
-            f"{describe(cfg)} (official full-script defaults: AdamW, wd 0.01, betas (0.9, 0.99)), full loss. "
-            f"Differences from the paper scale: {diff}")
+            f"{describe(cfg)} (official full-script defaults: AdamW, wd 0.01, betas (0.9, 0.99)), full loss.")
 
 
-RECIPE = Recipe(NAME, FIGURE, "One-layer vs two-layer transformers", conditions, plot, RULES, notes)
+RECIPE = Recipe(NAME, FIGURE, "One-layer vs two-layer transformers", conditions, plot, RULES, setup=setup,
+                differences=DIFFERENCES)

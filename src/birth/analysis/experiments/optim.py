@@ -72,15 +72,18 @@ RULES = (
 )
 
 
-def notes(scale: str) -> str:
-    configs = RECIPE.configs(scale)
-    diff = differences(scale, quick="a preview: d = 64 and 400 steps.",
-        laptop=(f"{smaller_than_paper(SIZES['laptop'])}, to fit "
-                f"2 CPU cores, with SGD lr {SIZES['laptop'].lr:g} instead of 0.03 for the smaller batch "
-                "(docs/laptop-scale.md)."))
+DIFFERENCES = {
+    "quick": "a preview: d = 64 and 400 steps.",
+    "laptop": (f"{smaller_than_paper(SIZES['laptop'])}, to fit 2 CPU cores, with SGD lr {SIZES['laptop'].lr:g} "
+               "instead of 0.03 for the smaller batch (docs/laptop-scale.md)."),
+}
+
+
+def setup(scale: str, configs: dict) -> str:
     return (f"Simplified model, in-context loss. {describe(configs[SGD])} vs AdamW lr "
             f"{ADAMW_KEYS['optim_args.learning_rate']:g} (betas 0.9, 0.95), same steps; width sweep d in "
-            f"{list(WIDTHS[scale])} with SGD. Differences from the paper scale: {diff}")
+            f"{list(WIDTHS[scale])} with SGD.")
 
 
-RECIPE = Recipe(NAME, FIGURE, "SGD + momentum vs AdamW, and model width", conditions, plot, RULES, notes)
+RECIPE = Recipe(NAME, FIGURE, "SGD + momentum vs AdamW, and model width", conditions, plot, RULES, setup=setup,
+                differences=DIFFERENCES)

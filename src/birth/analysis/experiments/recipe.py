@@ -8,7 +8,9 @@ A recipe (one module per paper figure, or the theory) is data:
   seed i.
 - ``rules``: the claims it checks (``birth.analysis.experiments.rules``), each a value with its thresholds;
 - ``plot(results, out)``: figures into ``out.figures`` and the plotted numbers into ``out.data``;
-- ``notes(scale)``: every difference from the paper scale, and why.
+- ``setup(scale, configs)`` and ``differences`` ({scale: text}): what it trains, and each of its
+  differences from the paper scale with the reason; ``Recipe.notes(scale)`` joins them (tiny and
+  paper get the text every recipe shares).
 """
 from __future__ import annotations
 
@@ -154,7 +156,9 @@ class Recipe:
     conditions: Callable[[str], dict[str, dict]]
     plot: Callable[["Results", Output], list[Path]]
     rules: Sequence = ()
-    notes: Callable[[str], str] = lambda scale: ""
+    # what it trains, from the scale and its conditions' configs (seed 0), for the notes
+    setup: Callable[[str, dict], str] = lambda scale, configs: ""
+    differences: dict = field(default_factory=dict)  # scale -> its own differences from the paper scale
     # a computation instead of (or besides) training runs: compute(scale, seeds, out) -> files
     compute: Optional[Callable[[str, int, Output], list[Path]]] = None
     info: Callable[["Results"], list[str]] = field(default=lambda res: [])  # shown without a verdict
@@ -167,6 +171,14 @@ class Recipe:
         """The claims-table rows of every rule on ``res``."""
         from birth.analysis.experiments.rules import evaluate
         return [evaluate(rule, res, self.name) for rule in self.rules]
+
+    def notes(self, scale: str) -> str:
+        """What the recipe trains at ``scale`` and every difference from the paper scale, and why."""
+        configs = self.configs(scale)
+        what = self.setup(scale, configs)
+        if not configs:  # computations only: nothing is scaled down
+            return what
+        return f"{what} Differences from the paper scale: {differences(scale, **self.differences)}"
 
     def configs(self, scale: str) -> dict[str, TrainConfig]:
         """The resolved (validated) config of each condition, seed 0."""

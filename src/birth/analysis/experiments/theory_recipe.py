@@ -173,11 +173,11 @@ RULES = (
 )
 
 
-def notes(scale: str) -> str:
+def setup(scale: str, configs: dict) -> str:
     size = "the smoke sizes of `birth theory --quick`" if QUICK[scale] else "the full sizes of `birth theory all`"
     return (f"Computations, not training runs: `birth theory` capacity, lemma, noisy and three-steps at {size}, "
             f"seed {SEED}, into theory/ (summary.md holds the numbers).")
 
 
 RECIPE = Recipe(NAME, FIGURE, "The theory: associative memories, Lemma 1, noisy inputs, three gradient steps",
-                conditions, plot, RULES, notes, compute=compute)
+                conditions, plot, RULES, setup=setup, compute=compute)
