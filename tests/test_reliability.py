@@ -227,6 +227,7 @@ def test_killed_at_20_random_moments_and_resumed_ends_identical(cli, tmp_path):
         done = cli.run("train", "--resume", str(run), "--quiet")
         assert done.returncode == 0, done.stderr
     assert kills >= 10, f"only {kills} kills landed before the run finished: the test needs a longer run"
+    print(f"fault injection: {kills} SIGKILLs, then resumed to the end")
     assert same_metrics(run / "metrics.jsonl", reference_run / "metrics.jsonl")
     assert_same_final_weights(run, reference_run)
 
