@@ -15,7 +15,7 @@ import math
 import sys
 from pathlib import Path
 
-from birth.analysis.experiments import fig2
+from birth.analysis.experiments import fig2, fig3
 from birth.analysis.experiments.recipe import seed_overrides
 from birth.running.launch import LocalBackend, make_job, run_jobs
 from birth.running.runs import RunDir
@@ -83,6 +83,11 @@ GROUPS: dict[str, dict[str, dict]] = {
     # 7. after the laptop run (evidence, not a choice of scale): claim 4a's rule at twice fig2's steps
     "fig2x2": {f"fig2 fixed, 4000 steps, seed {s}": {**fig2.conditions("laptop")[fig2.FIXED], "max_iters": 4000,
                                                      **seed_overrides(s)} for s in range(3)},
+    # 8. after the second full run (evidence for claim 7, not a choice of scale): the two frozen
+    #    Fig. 3 variants at lr 0.15 and 0.1 until F = 500, seeds 0-2, stopped just after F
+    "fig3claim7": {f"fig3 {label}, lr {lr:g}, seed {s}": {**fig3.conditions("laptop")[label], "max_iters": 520,
+                                                         "optim_args.learning_rate": lr, **seed_overrides(s)}
+                   for label in ("W_O2 frozen", "W_K1, W_K2 frozen") for lr in (0.15, 0.1) for s in range(3)},
 }
 
 
