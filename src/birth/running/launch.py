@@ -213,8 +213,9 @@ def execute(job: Job, threads: int = 1) -> Result:
 
 
 def _prepare(run) -> bool:
-    """Resume an interrupted run from its checkpoint; start anything else that is not complete afresh.
-    The caller holds the run directory's lock."""
+    """Resume a run that stopped with a checkpoint (interrupted, killed, out of space) from it; start
+    anything else that is not complete afresh. The caller holds the run directory's lock, so a run
+    whose summary still says 'running' has no live writer."""
     if not run.holds_run():
         return False
     if run.read_summary().get("status") in RESUMABLE and run.latest_checkpoint() is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -78,7 +79,6 @@ def check_free(path: str | Path, what: str = "--out") -> None:
 
 def clear_directory(path: Path) -> None:
     """Removes everything in ``path`` but its lock file (which the caller holds)."""
-    import shutil
     for child in Path(path).iterdir():
         if child.name == LOCK_FILE:
             continue
