@@ -11,7 +11,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -101,10 +105,6 @@ INDUCTION = ["--preset", "paper-readme", "optim_args.batch_size=64", "data_args.
 def time_to_induction(threshold: float = 0.9, timeout: float = 600.0, threads: int | None = None) -> dict:
     """Runs ``birth train`` (INDUCTION) in a subprocess until a metrics line has acc_end_test >=
     ``threshold``; returns the wall seconds since the process started and that line's iteration."""
-    import subprocess
-    import sys
-    import tempfile
-    from pathlib import Path
     with tempfile.TemporaryDirectory() as tmp:
         metrics = Path(tmp) / "run" / "metrics.jsonl"
         cmd = [sys.executable, "-m", "birth", "train", *INDUCTION, "--quiet", "--out", str(Path(tmp) / "run")]
