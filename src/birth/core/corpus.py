@@ -108,7 +108,7 @@ def stats_from_file(path: str | Path, cache: bool = True) -> CorpusStats:
 def _cached_stats(path: str, size: int, mtime_ns: int, cache: bool) -> CorpusStats:
     """Per process by (path, size, mtime); across processes by content hash (size and mtime only
     decide when to hash again)."""
-    digest = _sha256(Path(path), size)
+    digest = _sha256(Path(path), size) if cache else ""
     where = cache_dir() / f"corpus-{digest}.json" if cache else None
     if where is not None and where.exists():
         try:
