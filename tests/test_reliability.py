@@ -15,7 +15,7 @@ import torch
 
 from birth.running.exits import EXIT_NO_SPACE, EXIT_USAGE
 from birth.running.runs import RunDir
-from test_resume import assert_clean_metrics, assert_same_final_weights
+from test_resume import _iters, assert_clean_metrics, assert_same_final_weights
 from conftest import same_metrics
 
 pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
@@ -233,11 +233,9 @@ def test_killed_at_20_random_moments_and_resumed_ends_identical(cli, tmp_path):
 
 
 def assert_clean_metrics_or_empty(path: Path) -> None:
-    if path.read_bytes():
-        data = path.read_bytes()
-        whole = data[: data.rfind(b"\n") + 1]  # a kill may tear the last line: resume drops it
-        iters = [json.loads(line)["iter"] for line in whole.split(b"\n")[:-1]]
-        assert iters == sorted(set(iters)), iters
+    """The whole lines so far (a kill may tear the last one: resume drops it) have increasing iters."""
+    iters = _iters(path)
+    assert iters == sorted(set(iters)), iters
 
 
 def _loads(path: Path) -> bool:

@@ -72,11 +72,12 @@ def cmd_train(args) -> int:
         if args.print_config:
             return _print_config(cfg)
         check_free(run.path, "--resume")  # not while another process trains it
-        if run.read_summary().get("status") == "completed":
+        before = run.read_summary()
+        if before.get("status") == "completed":
             print(f"birth: {run.path} is already complete", file=sys.stderr)
             return _plot(run.path) if args.plot else 0
         # the thread count of the run so far, unless told otherwise: float sums stay in the same order
-        _set_threads(args.threads or run.read_summary().get("threads"), cfg)
+        _set_threads(args.threads or before.get("threads"), cfg)
         with directory_lock(run.path, what="--resume"):
             summary = train(cfg, run.path, resume=True, quiet=args.quiet)
     else:

@@ -48,12 +48,7 @@ def directory_lock(path: str | Path, *, wait: bool = False, what: str = "--out")
     path.mkdir(parents=True, exist_ok=True)
     fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except OSError as err:
-            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise
-            raise _busy(path, what) from None
+        _flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB), path, what)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield path
@@ -68,13 +63,19 @@ def check_free(path: str | Path, what: str = "--out") -> None:
     except OSError:
         return  # no lock file: nobody has ever held it
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        _flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, Path(path), what)
+    finally:
+        os.close(fd)
+
+
+def _flock(fd: int, mode: int, path: Path, what: str) -> None:
+    """``flock(fd, mode)``; a lock held elsewhere (non-blocking mode) becomes DirectoryBusy."""
+    try:
+        fcntl.flock(fd, mode)
     except OSError as err:
         if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
             raise
         raise _busy(path, what) from None
-    finally:
-        os.close(fd)
 
 
 def clear_directory(path: Path) -> None:
