@@ -88,6 +88,11 @@ GROUPS: dict[str, dict[str, dict]] = {
     "fig3claim7": {f"fig3 {label}, lr {lr:g}, seed {s}": {**fig3.conditions("laptop")[label], "max_iters": 520,
                                                          "optim_args.learning_rate": lr, **seed_overrides(s)}
                    for label in ("W_O2 frozen", "W_K1, W_K2 frozen") for lr in (0.15, 0.1) for s in range(3)},
+    # 9. claim 7 again: the same two variants at lr 0.2 and F = 500, with batch 128 instead of 64
+    #    (less noise in each step at the same expected progress of W_O2)
+    "fig3batch128": {f"fig3 {label}, batch 128, seed {s}": {**fig3.conditions("laptop")[label], "max_iters": 520,
+                                                          "optim_args.batch_size": 128, **seed_overrides(s)}
+                     for label in ("W_O2 frozen", "W_K1, W_K2 frozen") for s in range(3)},
 }
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from birth.running.config import TrainConfig, to_dict
+from birth.core import targets
 from birth.core.probes import attention_probes, loss_metrics, memory_probes, weight_norms
 from birth.running.exits import EXIT_DIVERGED, EXIT_NO_SPACE, NoSpace
 from birth.running.runs import MetricsWriter, RunDir, atomic_write_bytes
@@ -30,6 +31,11 @@ class Interrupted(Exception):
         self.signum = signum
 
 
+# Sequences per forward pass on the fixed evaluation batches: activations that stay in cache make
+# a 512-sequence evaluation at T 128, d 256 1.6x faster than one pass (2 cores).
+EVAL_CHUNK = 128
+
+
 def training_loss(cfg: TrainConfig, pred: torch.Tensor, y: torch.Tensor, outs: torch.Tensor) -> torch.Tensor:
     if cfg.loss_head_only:
         return F.cross_entropy(pred[outs >= 2], y[outs >= 2])
@@ -39,7 +45,9 @@ def training_loss(cfg: TrainConfig, pred: torch.Tensor, y: torch.Tensor, outs: t
 @torch.no_grad()
 def evaluate_batch(setup: Setup, batch: Batch, prefix: str) -> dict[str, float]:
     """Losses, accuracies and attention probes of the current model on a fixed batch."""
-    pred, patterns = setup.model(batch.x, return_attn=True)
+    parts = [_forward(setup.model, x, return_attn=True) for x in batch.x.split(EVAL_CHUNK)]
+    pred = torch.cat([p for p, _ in parts])
+    patterns = [torch.cat(layer) for layer in zip(*(a for _, a in parts))]
     res = {prefix + "loss": float(training_loss(setup.cfg, pred, batch.y, batch.outs))}
     res.update(loss_metrics(pred, batch.y, batch.outs, prefix))
     res.update({prefix + k: v for k, v in attention_probes(batch.x, batch.y, batch.outs, pred, patterns).items()})
@@ -54,11 +62,23 @@ def ood_metrics(setup: Setup, batches: dict[str, Batch]) -> dict[str, float]:
     for name in ("test", "split_test"):
         if name in batches:
             b = batches[name]
-            pred = setup.model(b.x)
-            mask = b.outs >= min_outs
-            res[f"acc_end_{name}"] = float((pred.argmax(-1)[mask] == b.y[mask]).float().mean()) if mask.any() else None
-            res[f"loss_head_{name}"] = float(F.cross_entropy(pred[b.outs >= 2], b.y[b.outs >= 2])) if (b.outs >= 2).any() else None
+            head = _logits_at(setup.model, b.x, b.outs >= 2)
+            end = head if min_outs == 2 else _logits_at(setup.model, b.x, b.outs >= min_outs)
+            res[f"acc_end_{name}"] = float((end.argmax(-1) == b.y[b.outs >= min_outs]).float().mean()) if end.numel() else None
+            res[f"loss_head_{name}"] = float(F.cross_entropy(head, b.y[b.outs >= 2])) if head.numel() else None
     return res
+
+
+def _forward(model, x: torch.Tensor, return_attn: bool = False):
+    """``model(x, return_attn)``, by the rearranged pass of ``birth.core.targets`` where it applies."""
+    return targets.forward(model, x, return_attn=return_attn) if targets.supports(model) else model(x, return_attn)
+
+
+def _logits_at(model, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``model(x)[mask]``, EVAL_CHUNK sequences at a time, at the masked positions only where the
+    model allows it."""
+    at = (lambda x, m: targets.forward(model, x, m)) if targets.supports(model) else (lambda x, m: model(x)[m])
+    return torch.cat([at(*part) for part in zip(x.split(EVAL_CHUNK), mask.split(EVAL_CHUNK))])
 
 
 def _memory(setup: Setup) -> dict[str, float]:
@@ -279,9 +299,13 @@ def _train_step(setup: Setup, optimizer, schedule, step: int) -> Optional[Steppe
     batch = setup.train_batch(step)
     is_eval = step % cfg.eval_delta == 0 or step == cfg.max_iters - 1
     optimizer.zero_grad(set_to_none=True)
-    out = model(batch.x, return_attn=is_eval)
-    pred, patterns = out if is_eval else (out, None)
-    loss = training_loss(cfg, pred, batch.y, batch.outs)
+    if not is_eval and cfg.loss_head_only and targets.supports(model):
+        pred, patterns = None, None  # nothing reads the logits: the loss alone, at the targets only
+        loss = targets.in_context_loss(model, batch.x, batch.y, batch.outs)
+    else:
+        out = _forward(model, batch.x, return_attn=is_eval)
+        pred, patterns = out if is_eval else (out, None)
+        loss = training_loss(cfg, pred, batch.y, batch.outs)
     if not math.isfinite(loss.item()):
         raise FloatingPointError(f"non-finite loss {loss.item()}")
     loss.backward()

@@ -1,0 +1,111 @@
+"""The rearranged pass of the simplified model (``birth.core.targets``) computes what the full pass
+computes: the same logits, attention patterns, in-context loss and gradients, with either attention
+computation, for every simplified variant it accepts; and training with it gives the metrics of
+training with the full pass."""
+import pytest
+import torch
+
+from birth.baselines.official_model import OfficialSimplified
+from birth.core import targets
+from birth.core.model import Transformer
+from birth.running import train as train_module
+from birth.running.config import ModelArgs, build_config
+from birth.running.build import build_setup
+from birth.running.runs import RunDir
+from birth.running.train import train, training_loss
+
+VARIANTS = {
+    "readme": dict(freeze_embeddings=True, freeze_output=True),
+    "trained-embeddings": dict(),
+    "no-sqrtd": dict(no_sqrtd=True, freeze_embeddings=True),
+    "sqrtd-embeddings": dict(sqrtd_embeddings=True, freeze_embeddings=True, freeze_output=True),
+    "final-ffn-sincos": dict(final_ffn=True, linear_final_ffn=False, sin_cos=True),
+    "tied-output": dict(tie_output=True),
+}
+
+
+def _model_and_batch(kw: dict, seed: int = 0):
+    """A model with non-zero memories and a batch of the real task with in-context targets."""
+    cfg = build_config("paper-readme", {"data_args.seq_length": 48, "model_args.max_length": 48, "model_args.dim": 32,
+                                        "optim_args.batch_size": 12, "device": "cpu",
+                                        "model_args.freeze_embeddings": False, "model_args.freeze_output": False,
+                                        **{f"model_args.{k}": v for k, v in kw.items()}})
+    setup = build_setup(cfg, torch.device("cpu"))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in setup.model.parameters():  # W_K, W_O2 start at zero in some variants: make every path matter
+            # (less without the 1/sqrt(d) of the scores, whose softmax is then nearly one-hot and
+            # amplifies float rounding beyond any fixed tolerance)
+            p.add_((0.05 if kw.get("no_sqrtd") else 0.3) * torch.randn_like(p))
+    batch = setup.train_batch(0)
+    assert (batch.outs >= 2).sum() > 10
+    return cfg, setup.model, batch
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4) -> None:
+    torch.testing.assert_close(a, b, rtol=rtol, atol=rtol * float(b.detach().abs().max()))
+
+
+@pytest.mark.parametrize("explicit", [True, False], ids=["explicit", "fused"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_rearranged_pass_equals_the_full_pass(variant, explicit):
+    cfg, model, b = _model_and_batch(VARIANTS[variant])
+    assert targets.supports(model)
+    mask = b.outs >= 2
+    full, patterns = model(b.x, return_attn=True)
+    _close(targets.forward(model, b.x, explicit=explicit), full)
+    _close(targets.forward(model, b.x, mask, explicit=explicit), full[mask])
+    ours, our_patterns = targets.forward(model, b.x, return_attn=True)
+    _close(ours, full)
+    for a, p in zip(our_patterns, patterns):
+        _close(a, p)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    assert len(trained) >= 3
+    loss = targets.in_context_loss(model, b.x, b.y, b.outs, explicit=explicit)
+    reference = training_loss(cfg, model(b.x), b.y, b.outs)
+    _close(loss, reference, 1e-5)
+    for g, ref in zip(torch.autograd.grad(loss, trained), torch.autograd.grad(reference, trained)):
+        assert ref.abs().max() > 0
+        _close(g, ref)
+
+
+@pytest.mark.parametrize("explicit", [True, False], ids=["explicit", "fused"])
+def test_rearranged_loss_and_gradients_equal_the_official_computation(explicit):
+    cfg, model, b = _model_and_batch(VARIANTS["readme"])
+    official = OfficialSimplified(model)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    ours = targets.in_context_loss(model, b.x, b.y, b.outs, explicit=explicit)
+    theirs = training_loss(cfg, official(b.x), b.y, b.outs)
+    _close(ours, theirs, 1e-5)
+    for g, ref in zip(torch.autograd.grad(ours, trained), torch.autograd.grad(theirs, trained)):
+        _close(g, ref)
+
+
+def test_the_attention_choice_follows_the_size_of_the_scores():
+    assert 64 * 128 ** 2 <= targets.EXPLICIT_SCORES < 512 * 256 ** 2  # explicit at batch 64, T 128; fused at 512, 256
+
+
+@pytest.mark.parametrize("kw", [dict(arch="full", n_heads=2), dict(use_rope=True), dict(first_ffn=True)],
+                         ids=["full", "rope", "first-ffn"])
+def test_what_the_rearranged_pass_does_not_cover_keeps_the_full_pass(kw):
+    assert not targets.supports(Transformer(ModelArgs(dim=16, max_length=8, **kw), 65))
+
+
+def test_training_with_the_rearranged_pass_gives_the_metrics_of_the_full_pass(tmp_path, monkeypatch):
+    overrides = {"max_iters": 50, "eval_delta": 10, "data_args.seq_length": 32, "model_args.max_length": 32,
+                 "model_args.dim": 32, "optim_args.batch_size": 16, "eval_batch_size": 32, "device": "cpu",
+                 "optim_args.learning_rate": 0.2, "freeze_until": "20:W_K1"}
+    cfg = build_config("paper-readme", overrides)
+    train(cfg, tmp_path / "rearranged", quiet=True)
+    monkeypatch.setattr(targets, "supports", lambda model: False)
+    train(cfg, tmp_path / "full", quiet=True)
+    ours, full = (RunDir(tmp_path / name).read_metrics() for name in ("rearranged", "full"))
+    assert [r["iter"] for r in ours] == [0, 10, 20, 30, 40, 49]
+    assert ours[-1]["loss"] < ours[0]["loss"] - 0.1  # it learned something on the way
+    for a, b in zip(ours, full):
+        assert a.keys() == b.keys()
+        for key in a.keys() - {"elapsed"}:
+            if isinstance(a[key], float):
+                assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-4), (a["iter"], key)
+            else:
+                assert a[key] == b[key], (a["iter"], key)
