@@ -1,4 +1,5 @@
-"""`birth bench induction` watches a real `birth train` and stops it at the first line over the threshold."""
+"""`birth bench`: the induction timer watches a real `birth train` and stops it at the first line over
+the threshold; the step and stack benchmarks time computations that agree."""
 import pytest
 
 from birth.bench import INDUCTION, time_to_induction
@@ -15,3 +16,19 @@ def test_induction_timer_stops_at_the_first_line_over_the_threshold():
 def test_induction_timer_reports_a_run_that_cannot_reach_it():
     with pytest.raises(RuntimeError, match="did not reach 2.0 within"):
         time_to_induction(threshold=2.0, timeout=8, threads=1)   # accuracy never exceeds 1
+
+
+def test_step_bench_times_every_path_on_the_same_function():
+    import torch
+    from birth.bench import step_times
+    r = step_times(batch=8, seq_len=32, dim=32, repeats=2, device=torch.device("cpu"))
+    assert r["loss_gap"] < 1e-5  # the rearranged step, the full pass and the official one: one function
+    assert r["attention"] == "explicit" and all(r[k] > 0 for k in ("ours_s", "full_s", "official_s"))
+    assert r["speedup"] == pytest.approx(r["official_s"] / r["ours_s"])
+
+
+def test_stack_bench_trains_both_ways_to_the_same_metrics():
+    import torch
+    from birth.bench import stack_times
+    r = stack_times(runs=3, steps=21, batch=8, seq_len=32, dim=32, repeats=1, device=torch.device("cpu"))
+    assert r["metric_gap"] < 1e-3 and r["alone_s"] > 0 and r["stacked_s"] > 0

@@ -16,6 +16,24 @@ def test_bad_seeds_and_jobs_are_usage_errors(capsys, tmp_path):
     assert "--seeds" in capsys.readouterr().err
 
 
+def test_bad_stack_options_are_usage_errors(capsys, tmp_path):
+    assert main(["reproduce", "fig3", "--stack", "0", "--out", str(tmp_path)]) == 2
+    assert main(["reproduce", "fig3", "--stack", "4", "--backend", "slurm", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].endswith("--stack: must be >= 1, got 0") and "Slurm runs one job per run" in err[1]
+
+
+def test_bf16_runs_get_their_own_names_and_float32_runs_keep_theirs(tmp_path):
+    from birth.analysis.experiments import recipes
+    from birth.analysis.experiments.recipe import Output
+    from birth.analysis.experiments.reproduce import plan
+    names = list(recipes())
+    f32, bf16 = (plan(names, "laptop", 1, Output(tmp_path), p) for p in ("float32", "bf16"))
+    dirs = lambda planned: {job.run_dir for pairs in planned.values() for _, job in pairs}
+    assert dirs(f32).isdisjoint(dirs(bf16)) and len(dirs(f32)) == len(dirs(bf16))
+    assert all(job.config["precision"] == "bf16" for pairs in bf16.values() for _, job in pairs)
+
+
 def test_dry_run_lists_runs_and_trains_nothing(capsys, tmp_path):
     from birth.analysis.experiments import recipes
     # distinct configs over every recipe, 3 seeds: the count the dry run must announce

@@ -5,11 +5,13 @@
   command: birth's training step (``birth.core.targets``) and full pass (``birth.core.model``)
   against the official computation (``birth.baselines.official_model``: explicit scores, additive
   -inf mask, float softmax), on the same weights, timed interleaved and compared by their medians;
+- stack: wall time of R runs trained one by one and as one stack (``birth.running.stacked``);
 - induction: wall time until the official README command, at batch 64 and T 128, reaches
   ``acc_end_test`` >= 0.9 (the induction head works out of distribution), start-up included.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -23,10 +25,10 @@ import torch
 from birth.running.config import DataArgs, build_config
 from birth.core.corpus import bundled_stats
 from birth.baselines.official_sampler import naive_batch
-from birth.running.build import build_setup, make_optimizer, resolve_device
+from birth.running.build import bf16_cpu, build_setup, make_optimizer, resolve_device
 from birth.core.targets import EXPLICIT_SCORES, in_context_loss
 from birth.core.task import Task
-from birth.running.train import training_loss
+from birth.running.train import precision, training_loss
 
 
 def _best_time(fn, repeats: int, sync=lambda: None) -> float:
@@ -79,9 +81,12 @@ def step_times(batch: int, seq_len: int, dim: int, repeats: int, device: torch.d
     losses = {"ours": lambda: in_context_loss(model, b.x, b.y, b.outs),
               "full": lambda: training_loss(cfg, model(b.x), b.y, b.outs),
               "official": lambda: training_loss(cfg, official(b.x), b.y, b.outs)}
+    if device.type == "cuda" or bf16_cpu():
+        bf16 = dataclasses.replace(cfg, precision="bf16")
+        losses["bf16"] = lambda: _in_bf16(bf16, device, lambda: in_context_loss(model, b.x, b.y, b.outs))
     with torch.no_grad():  # the same function of the same weights
         reference = float(losses["official"]())
-        gap = max(abs(float(f()) - reference) for f in losses.values()) / abs(reference)
+        gap = max(abs(float(f()) - reference) for name, f in losses.items() if name != "bf16") / abs(reference)
 
     def step(loss) -> None:
         opt.zero_grad(set_to_none=True)
@@ -100,10 +105,48 @@ def step_times(batch: int, seq_len: int, dim: int, repeats: int, device: torch.d
             sync()
             times[name].append(time.perf_counter() - t)
     med = {name: float(np.median(v)) for name, v in times.items()}
-    return {"ours_s": med["ours"], "full_s": med["full"], "official_s": med["official"],
+    return {"ours_s": med["ours"], "full_s": med["full"], "official_s": med["official"], "bf16_s": med.get("bf16"),
             "speedup": med["official"] / med["ours"], "full_speedup": med["official"] / med["full"],
             "loss_gap": gap, "attention": "explicit" if batch * seq_len ** 2 <= EXPLICIT_SCORES else "fused",
             "batch": batch, "seq_len": seq_len, "dim": dim, "device": str(device), "threads": torch.get_num_threads()}
+
+
+def stack_times(runs: int, steps: int, batch: int, seq_len: int, dim: int, repeats: int, device: torch.device) -> dict:
+    """Wall seconds to train ``runs`` runs of the README command's model (seeds and freeze schedules
+    differ, as in Fig. 3) one by one, and as one stack (``birth.running.stacked``), alternately
+    ``repeats`` times each in this process; medians, and the largest gap between their metrics."""
+    from birth.running.stacked import train_stacked
+    from birth.running.train import train
+    schedules = ["", f"{steps // 2}:W_O2", f"{steps // 2}:W_K1,W_K2", f"{steps // 2}:W_K1", f"{steps // 2}:W_K2"]
+    cfgs = [build_config("paper-readme", {"data_args.seq_length": seq_len, "model_args.max_length": seq_len,
+                                          "model_args.dim": dim, "optim_args.batch_size": batch, "device": str(device),
+                                          "max_iters": steps, "eval_delta": 20, "eval_batch_size": 128, "seed": 42 + i,
+                                          "init_seed": i, "freeze_until": schedules[i % len(schedules)]})
+            for i in range(runs)]
+    times: dict[str, list[float]] = {"alone": [], "stacked": []}
+    gap = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(repeats):
+            dirs = {way: [Path(tmp) / f"{way}{rep}-{i}" for i in range(runs)] for way in times}
+            t = time.perf_counter()
+            for cfg, d in zip(cfgs, dirs["alone"]):
+                train(cfg, d, quiet=True)
+            times["alone"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            train_stacked(cfgs, dirs["stacked"], [False] * runs)
+            times["stacked"].append(time.perf_counter() - t)
+            for a, b in zip(dirs["alone"], dirs["stacked"]):
+                last = [json.loads((d / "metrics.jsonl").read_text().splitlines()[-1]) for d in (a, b)]
+                gap = max([gap] + [abs(last[0][k] - last[1][k]) for k in ("loss", "eval_loss", "eval_acc_end")])
+    alone, stacked = (float(np.median(times[w])) for w in ("alone", "stacked"))
+    return {"alone_s": alone, "stacked_s": stacked, "speedup": alone / stacked, "metric_gap": gap, "runs": runs,
+            "steps": steps, "batch": batch, "seq_len": seq_len, "dim": dim, "device": str(device),
+            "threads": torch.get_num_threads()}
+
+
+def _in_bf16(cfg, device: torch.device, loss):
+    with precision(cfg, device):
+        return loss()
 
 
 # The official README command, at batch 64 and T 128 (the official script took 94-109 s to 0.9).
@@ -158,6 +201,14 @@ def main(args) -> int:
         print(f"  acc_end_test {r['acc_end_test']:.3f} >= 0.9 at iteration {r['iter']}, {r['seconds']:.1f} s wall "
               f"(start-up included; the official script: 94-109 s on the same 2 cores)")
         return 0
+    if args.what == "stack":
+        r = stack_times(args.runs, args.steps, args.batch, args.seq_len, args.dim, args.repeats, device)
+        print(f"stack  {r['runs']} runs x {r['steps']} steps, batch={r['batch']} T={r['seq_len']} d={r['dim']}, "
+              f"{r['threads']} thread(s), {device}, median of {args.repeats}")
+        print(f"  one by one:  {r['alone_s']:8.1f} s")
+        print(f"  one stack:   {r['stacked_s']:8.1f} s   {r['speedup']:.2f}x  (largest gap in final loss, "
+              f"eval_loss, eval_acc_end: {r['metric_gap']:.1e})")
+        return 0
     if args.what in ("all", "step"):
         r = step_times(args.batch, args.seq_len, args.dim, args.repeats, device)
         print(f"train step  batch={r['batch']} T={r['seq_len']} d={r['dim']} simplified model (README command), "
@@ -165,6 +216,8 @@ def main(args) -> int:
         rows = ((f"birth training step ({r['attention']} attention)", r["ours_s"], r["speedup"]),
                 ("birth full pass (evaluation steps)", r["full_s"], r["full_speedup"]),
                 ("official computation", r["official_s"], 1.0))
+        if r["bf16_s"]:
+            rows = rows[:1] + (("birth training step, bf16 autocast", r["bf16_s"], r["official_s"] / r["bf16_s"]),) + rows[1:]
         for label, seconds, ratio in rows:
             print(f"  {label:42s} {seconds * 1e3:9.1f} ms/step  {ratio:.2f}x")
         print(f"  (same weights; largest loss gap {r['loss_gap']:.1e}, relative)")

@@ -160,13 +160,15 @@ def cmd_plot(args) -> int:
 
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="sampler and training-step benchmarks (ratios side by side)")
-    p.add_argument("what", nargs="?", choices=("all", "sampler", "step", "induction"), default="all")
+    p.add_argument("what", nargs="?", choices=("all", "sampler", "step", "stack", "induction"), default="all")
     p.add_argument("--json", action="store_true", help="sampler: print one JSON object with tokens_per_s")
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--k", type=int, default=3)
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--runs", type=int, default=6, help="stack: how many runs")
+    p.add_argument("--steps", type=int, default=100, help="stack: steps per run")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: the process's own; the sampler ratio is meant for 1)")

@@ -13,8 +13,10 @@ Parameter names are the official ones, so freeze schedules and checkpoints map o
     output.weight                   W_U  (N, d) unembedding
 
 Paper aliases (``PARAM_ALIASES``): W_K1 = layers.0.attention.wk.weight, W_K2, W_O2, W_V1, ...
-Attention returns its pattern only when asked (``return_attn=True``): the training step then uses
-the fused ``scaled_dot_product_attention``, evaluation the explicit float32 softmax.
+Attention returns its pattern only when asked (``return_attn=True``, the explicit float32 softmax);
+otherwise it uses the fused ``scaled_dot_product_attention``. Training and evaluation of the
+simplified model go through ``birth.core.targets``, the same function in fewer operations; this
+forward is its reference, the full model's pass, and what analysis code calls.
 """
 from __future__ import annotations
 

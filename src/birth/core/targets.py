@@ -1,5 +1,5 @@
 """The simplified model's in-context loss (``loss_head_only``) in fewer operations: the training
-step on steps that are not evaluated.
+step on steps that are not evaluated, for one run or for a stack of runs trained together.
 
 The same function as ``Transformer.forward`` followed by the loss on ``logits[outs >= 2]``,
 rearranged so that no (B, T, d) x (d, d) product is taken that the loss does not need:
@@ -16,10 +16,13 @@ rearranged so that no (B, T, d) x (d, d) product is taken that the loss does not
 
 Every parameter stays in the autograd graph, so the gradients are those of the full pass up to float
 rounding (``tests/test_targets.py`` checks both paths against the full pass and the official code).
+A stack of R runs (``Weights.stacked``) holds every matrix with a leading run dimension; each run
+keeps its own batch, and the R losses are independent (``tests/test_stacked.py``).
 """
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,28 +40,100 @@ def supports(model: Transformer) -> bool:
     return model.args.arch == "simplified" and not model.use_rope and not hasattr(model.layers[0], "ff")
 
 
-def _rows(model: Transformer, tokens: torch.Tensor, w: Optional[torch.Tensor]) -> torch.Tensor:
-    """``(W_E[tokens] + P[:T]) @ w.T`` (B, T, d) (``w`` None: the identity), gathered from one
-    (N T, d) table of every token at every position."""
-    t = tokens.shape[1]
-    e, p = model.tok_embeddings.weight, model.positions(t)
-    if w is not None:
-        e, p = e @ w.T, p @ w.T
-    table = (e.unsqueeze(1) + p.unsqueeze(0)).flatten(0, 1)                             # (N T, d)
-    return F.embedding(tokens * t + torch.arange(t, device=tokens.device), table)
+@dataclass
+class Weights:
+    """What the rearranged pass reads: one run's matrices (2-D), or R runs' (a leading R)."""
+
+    E: torch.Tensor             # (N, d) token embeddings
+    P: torch.Tensor             # (T_max, d) positions
+    K1: torch.Tensor
+    OV1: torch.Tensor           # W_O1 W_V1
+    K2: torch.Tensor
+    O2: torch.Tensor
+    V2: torch.Tensor
+    U: torch.Tensor             # (N, d) unembedding
+    ff: tuple                   # layer 2's FFN: () none, (W,) linear, (W1, W2) ReLU MLP
+    scale: float                # of the attention scores
+    output_scale: float
+
+    @classmethod
+    def of(cls, model: Transformer) -> "Weights":
+        return cls.stacked(model, dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers()))
+
+    @classmethod
+    def stacked(cls, template: Transformer, tensors: dict[str, torch.Tensor]) -> "Weights":
+        """From tensors named as ``template``'s parameters and buffers, each one run's or a stack's."""
+        a = lambda i, m: tensors[f"layers.{i}.attention.w{m}.weight"]
+        ff = tuple(tensors[n] for n in ("layers.1.ff.weight", "layers.1.ff.w1.weight", "layers.1.ff.w2.weight")
+                   if n in tensors)
+        return cls(tensors["tok_embeddings.weight"], tensors["pe"], a(0, "k"), a(0, "o") @ a(0, "v"), a(1, "k"),
+                   a(1, "o"), a(1, "v"), tensors["output.weight"], ff, template.layers[0].attention.scale,
+                   template.output_scale)
+
+    @property
+    def runs(self) -> Optional[int]:
+        return self.K1.shape[0] if self.K1.dim() == 3 else None
+
+
+def _linear(z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``z @ w.T``: one run's (B, ..., i) by (o, i), or a stack's (R, B, ..., i) by (R, o, i)."""
+    if w.dim() == 2:
+        return F.linear(z, w)
+    return (z.reshape(z.shape[0], -1, z.shape[-1]) @ w.mT).view(*z.shape[:-1], w.shape[-2])
+
+
+def _rows(w: Weights, tokens: torch.Tensor, m: Optional[torch.Tensor]) -> torch.Tensor:
+    """``(W_E[tokens] + P[:T]) @ m.T`` (``m`` None: the identity) for tokens (..., B, T), gathered
+    from one (N T, d) table of every token at every position (per run)."""
+    t = tokens.shape[-1]
+    e, p = w.E, w.P[..., :t, :]
+    if m is not None:
+        e, p = e @ m.mT, p @ m.mT
+    table = e.unsqueeze(-2) + p.unsqueeze(-3)                                            # (.., N, T, d)
+    index = tokens * t + torch.arange(t, device=tokens.device)
+    if table.dim() == 4:  # a stack: run r's table follows run r - 1's
+        index = index + (torch.arange(table.shape[0], device=tokens.device) * table.shape[1] * t).view(-1, 1, 1)
+    return F.embedding(index, table.flatten(0, -2))
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
             explicit: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Causal single-head attention of (B, T, d) queries, keys and values; the pattern (B, T, T)
+    """Causal single-head attention of (..., T, d) queries, keys and values; the pattern (..., T, T)
     when ``explicit``."""
+    t = q.shape[-2]
     if not explicit:
-        return F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1),
-                                              is_causal=True, scale=scale).squeeze(1), None
-    t = q.shape[1]
+        heads = lambda z: z.reshape(-1, 1, t, z.shape[-1])                               # (.., 1 head, T, d)
+        out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), is_causal=True, scale=scale)
+        return out.view(*q.shape[:-1], v.shape[-1]), None
     later = torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1)
-    attn = F.softmax((q @ k.transpose(1, 2) * scale).float().masked_fill(later, float("-inf")), -1).type_as(v)
+    attn = F.softmax((q @ k.mT * scale).float().masked_fill(later, float("-inf")), -1).type_as(v)
     return attn @ v, attn
+
+
+def _streams(w: Weights, tokens: torch.Tensor, explicit: bool):
+    """The residual stream after layer 1 and layer 2's attention mix ``A h`` (values not yet
+    applied), at every position, with both attention patterns (None when fused)."""
+    x = _rows(w, tokens, None)                                                          # (.., B, T, d)
+    a1, p1 = _attend(x, _rows(w, tokens, w.K1), _rows(w, tokens, w.OV1), w.scale, explicit)  # W_Q = identity
+    h = x + a1
+    mixed, p2 = _attend(h, _linear(h, w.K2), h, w.scale, explicit)
+    return h, mixed, (p1, p2)
+
+
+def _head(w: Weights, h: torch.Tensor, mixed: torch.Tensor) -> torch.Tensor:
+    """Layer 2's output and the unembedding at the chosen positions: float32 logits."""
+    out = h + _linear(mixed, w.O2 @ w.V2)
+    if len(w.ff) == 1:
+        out = out + _linear(out, w.ff[0])
+    elif w.ff:
+        out = out + _linear(F.relu(_linear(out, w.ff[0])), w.ff[1])
+    logits = _linear(out, w.U)
+    return (logits * w.output_scale if w.output_scale != 1.0 else logits).float()
+
+
+def _explicit(tokens: torch.Tensor, explicit: Optional[bool]) -> bool:
+    b, t = tokens.shape[-2:]
+    return b * t * t <= EXPLICIT_SCORES if explicit is None else explicit
 
 
 def forward(model: Transformer, tokens: torch.Tensor, targets: Optional[torch.Tensor] = None,
@@ -67,29 +142,14 @@ def forward(model: Transformer, tokens: torch.Tensor, targets: Optional[torch.Te
     (n, N) for a (B, T) boolean mask ``targets``; with ``return_attn`` also the [(B, 1, T, T)]
     pattern of each layer. ``explicit`` forces one attention computation (default: by the size of
     the scores; always explicit for the patterns)."""
-    b, t = tokens.shape
-    explicit = return_attn or (b * t * t <= EXPLICIT_SCORES if explicit is None else explicit)
-    att1, att2 = model.layers[0].attention, model.layers[1].attention
-    x = _rows(model, tokens, None)                                                      # (B, T, d)
-    k1 = _rows(model, tokens, att1.wk.weight)
-    v1 = _rows(model, tokens, att1.wo.weight @ att1.wv.weight)                          # W_O W_V folded
-    a1, p1 = _attend(x, k1, v1, att1.scale, explicit)                                   # W_Q = identity
-    h = x + a1
-    mixed, p2 = _attend(h, att2.wk(h), h, att2.scale, explicit)                         # A h: values after
+    w = Weights.of(model)
+    h, mixed, patterns = _streams(w, tokens, return_attn or _explicit(tokens, explicit))
     if targets is None:
-        h, mixed = h.flatten(0, 1), mixed.flatten(0, 1)
+        logits = _head(w, h, mixed)
     else:
         at = targets.flatten().nonzero().squeeze(1)                                     # flat (B T) indices
-        h, mixed = h.flatten(0, 1).index_select(0, at), mixed.flatten(0, 1).index_select(0, at)
-    out = h + mixed @ (att2.wo.weight @ att2.wv.weight).T                              # (n, d)
-    ff = getattr(model.layers[1], "ff", None)
-    if ff is not None:
-        out = out + ff(out)
-    logits = model.output(out)
-    logits = (logits * model.output_scale if model.output_scale != 1.0 else logits).float()
-    if targets is None:
-        logits = logits.view(b, t, -1)
-    return (logits, [p1.unsqueeze(1), p2.unsqueeze(1)]) if return_attn else logits
+        logits = _head(w, h.flatten(0, 1).index_select(0, at), mixed.flatten(0, 1).index_select(0, at))
+    return (logits, [p.unsqueeze(1) for p in patterns]) if return_attn else logits
 
 
 def in_context_loss(model: Transformer, tokens: torch.Tensor, y: torch.Tensor, outs: torch.Tensor,
@@ -97,3 +157,26 @@ def in_context_loss(model: Transformer, tokens: torch.Tensor, y: torch.Tensor, o
     """Cross-entropy of ``model(tokens)`` at the in-context targets (``outs >= 2``)."""
     targets = outs >= 2
     return F.cross_entropy(forward(model, tokens, targets, explicit=explicit), y[targets])
+
+
+def stacked_losses(w: Weights, tokens: torch.Tensor, y: torch.Tensor, outs: torch.Tensor,
+                   explicit: Optional[bool] = None) -> torch.Tensor:
+    """The in-context loss of each run of a stack (R,): run r's weights on its batch (tokens, y,
+    outs: (R, B, T)). Their sum has each run's own gradient in that run's slice."""
+    h, mixed, _ = _streams(w, tokens, _explicit(tokens, explicit))
+    r, b, t = tokens.shape
+    targets = (outs >= 2).view(r, b * t)
+    count = targets.sum(1)                                                              # (R,)
+    # each run's targets first, in order, padded to the longest run's count with position 0
+    order = torch.where(targets, torch.arange(b * t, device=tokens.device), b * t).sort(1).values
+    at = order[:, :int(count.max())].clamp(max=b * t - 1)                               # (R, n_max)
+    valid = torch.arange(at.shape[1], device=tokens.device) < count.unsqueeze(1)
+    pick = lambda z: z.reshape(r, b * t, -1).gather(1, at.unsqueeze(-1).expand(-1, -1, z.shape[-1]))
+    logits = _head(w, pick(h), pick(mixed))                                             # (R, n_max, N)
+    ce = F.cross_entropy(logits.flatten(0, 1), y.view(r, b * t).gather(1, at).flatten(), reduction="none")
+    return (ce.view(r, -1) * valid).sum(1) / count
+
+
+def stack(tensors: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Per-run tensors by name -> one (R, ...) tensor by name."""
+    return {name: torch.stack([t[name] for t in tensors]) for name in tensors[0]}

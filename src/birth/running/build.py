@@ -21,6 +21,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def bf16_cpu() -> bool:
+    """Whether this CPU computes bfloat16 natively (elsewhere autocast to bf16 is emulated, and slow)."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
 def parse_freeze_until(spec: str) -> list[tuple[int, str]]:
     """``'300:W_O2,W_K2,600:layers.0.attention.wk.weight'`` -> [(300, 'W_O2'), (300, 'W_K2'), (600, ...)].
 

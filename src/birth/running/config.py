@@ -108,6 +108,8 @@ class TrainConfig:
     eval_seed: int = _f(0, "seed of the fixed evaluation batches")
     eval_batch_size: int = _f(512, "sequences in each fixed evaluation batch")
     device: str = _f("auto", "auto (CUDA when present), cpu or cuda", choices=("auto", "cpu", "cuda"))
+    precision: str = _f("float32", "float32, or bf16: the training step under bfloat16 autocast (CUDA, or a CPU "
+                        "with bf16 support); weights, evaluation and probes stay float32", choices=("float32", "bf16"))
     checkpoint_every: int = _f(0, "checkpoint every this many steps (0: only at the end)")
     keep_checkpoints: int = _f(2, "how many of the latest periodic checkpoints to keep")
     checkpoint_steps: str = _f("", "extra steps to checkpoint and keep for analysis, e.g. '100,300'")

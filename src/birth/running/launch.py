@@ -28,9 +28,15 @@ ERROR_FILE = "error.txt"
 RESUMABLE = ("running", "interrupted", "no_space")
 
 
+# Keys added after run directories were first named: left out of the hash while at these defaults,
+# so that every existing run keeps its name (and a rerun still finds it).
+LATER_KEYS = {"precision": "float32"}
+
+
 def config_hash(cfg: TrainConfig) -> str:
     """First 12 hex digits of the sha256 of the config's sorted JSON: equal configs, equal names."""
-    text = json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    data = {k: v for k, v in to_dict(cfg).items() if LATER_KEYS.get(k, object()) != v}
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -129,19 +135,22 @@ class LocalBackend:
     ``jobs=1`` with ``in_process=True`` trains in this process instead (no start-up cost; tests).
     """
 
-    def __init__(self, jobs: Optional[int] = None, threads_per_run: int = 1, in_process: bool = False):
+    def __init__(self, jobs: Optional[int] = None, threads_per_run: int = 1, in_process: bool = False,
+                 stack: int = 1):
         self.threads = max(1, threads_per_run)
         self.workers = jobs if jobs else default_workers(self.threads)
         self.in_process = in_process
+        self.stack = max(1, stack)  # at most this many runs of equal shapes per stacked training
 
     def run(self, jobs: Sequence[Job], on_result: Optional[Callable[[Result], None]] = None) -> list[Result]:
-        if self.in_process or self.workers == 1 and len(jobs) <= 1:
-            return [self._report(execute(job, self.threads), on_result) for job in jobs]
+        units = stack_units(jobs, self.stack, self.workers)
+        if self.in_process or self.workers == 1 and len(units) <= 1:
+            return [self._report(res, on_result) for unit in units for res in execute_unit(unit, self.threads)]
         import multiprocessing
         results: list[Result] = []
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(self.workers, len(jobs)), mp_context=ctx) as pool:
-            futures = {pool.submit(execute, job, self.threads): job for job in jobs}
+        with ProcessPoolExecutor(max_workers=min(self.workers, len(units)), mp_context=ctx) as pool:
+            futures = {pool.submit(execute_unit, unit, self.threads): unit for unit in units}
             try:
                 self._collect(futures, results, on_result)
             except KeyboardInterrupt:  # workers got the signal too: they checkpoint; queued jobs never start
@@ -152,14 +161,14 @@ class LocalBackend:
     def _collect(self, futures: dict, results: list, on_result) -> None:
         from concurrent.futures.process import BrokenProcessPool
         for fut in as_completed(futures):
-            job = futures[fut]
+            unit = futures[fut]
             try:
-                res = fut.result()
+                done = fut.result()
             except BrokenProcessPool as err:  # a worker died (killed, out of memory): record, go on
-                res = _failed(job, f"worker process died: {err}", 0.0)
+                done = [_failed(job, f"worker process died: {err}", 0.0) for job in unit]
             except Exception as err:  # noqa: BLE001 - anything the worker could not report itself
-                res = _failed(job, f"{type(err).__name__}: {err}", 0.0)
-            results.append(self._report(res, on_result))
+                done = [_failed(job, f"{type(err).__name__}: {err}", 0.0) for job in unit]
+            results += [self._report(res, on_result) for res in done]
 
     @staticmethod
     def _report(res: Result, on_result) -> Result:
@@ -184,6 +193,62 @@ def _failed(job: Job, error: str, seconds: float) -> Result:
     except OSError:
         pass
     return Result(job, "failed", summary, error, seconds)
+
+
+def stack_units(jobs: Sequence[Job], size: int, workers: int) -> list[list[Job]]:
+    """The jobs in units of work: single jobs, or up to ``size`` jobs of one stack key trained as one
+    stack. A key's jobs are dealt round-robin into as many stacks as keep every worker busy."""
+    if size <= 1:
+        return [[job] for job in jobs]
+    from birth.running.stacked import stack_key
+    groups: dict[Optional[str], list[Job]] = {}
+    for job in jobs:
+        try:
+            key = stack_key(from_dict(job.config))
+        except Exception:  # noqa: BLE001 - not a valid config: it trains alone, and fails there with its error
+            key = None
+        groups.setdefault(key, []).append(job)
+    units = [[job] for job in groups.pop(None, [])]
+    for group in groups.values():
+        n = max(min(workers, len(group)), -(-len(group) // size))
+        units += [group[i::n] for i in range(n)]
+    return units
+
+
+def execute_unit(unit: Sequence[Job], threads: int = 1) -> list[Result]:
+    """Trains one unit of work (``stack_units``); never raises for a failed run."""
+    if len(unit) == 1:
+        return [execute(unit[0], threads)]
+    import contextlib
+    import torch
+    from birth.running.runs import RunDir
+    from birth.running.stacked import train_stacked
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    results, todo = [], []
+    try:
+        with contextlib.ExitStack() as locks:
+            for job in sorted(unit, key=lambda j: j.run_dir):  # one order for every process: no deadlock
+                run = RunDir(job.run_dir)
+                locks.enter_context(directory_lock(run.path, wait=True))
+                if is_complete(run.path):
+                    results.append(Result(job, "cached", run.read_summary(), "", 0.0))
+                else:
+                    todo.append((job, _prepare(run)))
+            if todo:
+                summaries = train_stacked([from_dict(job.config) for job, _ in todo], [job.run_dir for job, _ in todo],
+                                          [resume for _, resume in todo])
+                seconds = time.perf_counter() - t0
+                for (job, _), summary in zip(todo, summaries):
+                    (Path(job.run_dir) / ERROR_FILE).unlink(missing_ok=True)
+                    results.append(Result(job, summary["status"], summary, summary.get("reason", ""), seconds))
+        return results
+    except Exception:  # noqa: BLE001 - a failed stack is recorded, the other units carry on
+        error, reported = traceback.format_exc(), {r.job.run_dir for r in results}
+        return results + [_failed(job, error, time.perf_counter() - t0) for job in unit if job.run_dir not in reported]
+    finally:
+        torch.set_num_threads(previous)
 
 
 def execute(job: Job, threads: int = 1) -> Result:

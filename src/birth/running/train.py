@@ -45,7 +45,7 @@ def training_loss(cfg: TrainConfig, pred: torch.Tensor, y: torch.Tensor, outs: t
 @torch.no_grad()
 def evaluate_batch(setup: Setup, batch: Batch, prefix: str) -> dict[str, float]:
     """Losses, accuracies and attention probes of the current model on a fixed batch."""
-    parts = [_forward(setup.model, x, return_attn=True) for x in batch.x.split(EVAL_CHUNK)]
+    parts = [model_pass(setup.model, x, return_attn=True) for x in batch.x.split(EVAL_CHUNK)]
     pred = torch.cat([p for p, _ in parts])
     patterns = [torch.cat(layer) for layer in zip(*(a for _, a in parts))]
     res = {prefix + "loss": float(training_loss(setup.cfg, pred, batch.y, batch.outs))}
@@ -69,7 +69,22 @@ def ood_metrics(setup: Setup, batches: dict[str, Batch]) -> dict[str, float]:
     return res
 
 
-def _forward(model, x: torch.Tensor, return_attn: bool = False):
+def precision(cfg: TrainConfig, device: torch.device):
+    """The context of a training step's forward pass: bfloat16 autocast for ``precision=bf16``."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+
+
+def _step_loss(cfg: TrainConfig, model, batch: Batch, keep: bool):
+    """(loss, logits, patterns) of a training step on ``batch``; the logits and attention patterns
+    only with ``keep`` (for the probes), else the loss alone, at the targets only where it can."""
+    if not keep and cfg.loss_head_only and targets.supports(model):
+        return targets.in_context_loss(model, batch.x, batch.y, batch.outs), None, None
+    out = model_pass(model, batch.x, return_attn=keep)
+    pred, patterns = out if keep else (out, None)
+    return training_loss(cfg, pred, batch.y, batch.outs), pred, patterns
+
+
+def model_pass(model, x: torch.Tensor, return_attn: bool = False):
     """``model(x, return_attn)``, by the rearranged pass of ``birth.core.targets`` where it applies."""
     return targets.forward(model, x, return_attn=return_attn) if targets.supports(model) else model(x, return_attn)
 
@@ -102,101 +117,146 @@ def stop_signals():
             signal.signal(s, h)
 
 
-def _params_finite(model: torch.nn.Module) -> bool:
+def params_finite(model: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+class Trainee:
+    """One run in training: its directory (prepared by the caller, who holds its lock), model,
+    optimizer, freeze schedule, metrics, checkpoints and summary. ``train`` drives one;
+    ``birth.running.stacked`` drives several through one stacked step."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, quiet: bool = False):
+        self.cfg = cfg
+        self.run = run = RunDir(run_dir)
+        run.remove_temporaries()  # left by a process killed in the middle of a write
+        self.setup = build_setup(cfg)
+        self.model = self.setup.model
+        self.schedule = freeze_schedule(cfg.freeze_until, self.model)
+        self.optimizer = make_optimizer(cfg, self.model)
+        restored = _restore(run, self.setup, self.optimizer) if resume else None
+        self.start, metrics_offset, self.elapsed_before = restored or (0, 0, 0.0)
+        if restored is None:
+            run.write_config(cfg)
+            run.write_task(_task_info(self.setup))
+        self.batches = self.setup.eval_batches()
+        self.writer = MetricsWriter(run.metrics_path, truncate_to=metrics_offset)
+        from birth.running.tensorboard import open_log
+        self.tb = open_log(cfg, run.path, self.setup, self.start)
+        self.keep_steps = {int(s) for s in cfg.checkpoint_steps.split(",") if s.strip()}
+        self.summary = {"status": "running", "config": to_dict(cfg), "floors": run.read_task()["floors"],
+                        "device": str(self.setup.device), "start_step": self.start, "threads": torch.get_num_threads()}
+        run.write_summary(self.summary)
+        self.last: dict = {}
+        self.step = self.start
+        self.t0 = time.perf_counter()
+        self.bar = _progress(cfg.max_iters, self.start, quiet)
+
+    def _finish(self, step: int, code: int) -> dict:
+        """Closes the run's outputs and writes its final summary, however it ended."""
+        self.bar.close()
+        if self.tb:
+            self.tb.close()
+        self.writer.close()
+        now = time.perf_counter()
+        o, d = self.cfg.optim_args, self.cfg.data_args
+        self.summary.update(steps=step, final_metrics=dict(self.last), exit_code=code,
+                            wall_seconds=round(self.elapsed_before + now - self.t0, 3),
+                            tokens_per_s=round((step - self.start) * o.batch_size * d.seq_length / max(now - self.t0, 1e-9)),
+                            checkpoint=str(self.run.latest_checkpoint() or ""))
+        try:
+            self.run.write_summary(self.summary)
+        except NoSpace:
+            if code != EXIT_NO_SPACE:
+                raise
+            # the disk is still full: summary.json keeps its previous whole content; --resume needs no more
+        return self.summary
+
+    def checkpoint(self, step: int) -> Path:
+        self.writer.sync()
+        # copies: in a stack the parameters are views, and saving a view would save the whole stack
+        weights = {k: v.clone() for k, v in self.model.state_dict().items()}
+        state = {"step": step, "model": weights, "optimizer": self.optimizer.state_dict(),
+                 "rng_cpu": torch.get_rng_state(), "metrics_offset": self.writer.offset,
+                 "metrics": self.writer.content.decode(),
+                 "elapsed": self.elapsed_before + time.perf_counter() - self.t0, "config": to_dict(self.cfg)}
+        if self.setup.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(self.setup.device)
+        return self.run.save_checkpoint(state, step, self.cfg.keep_checkpoints, self.keep_steps)
+
+    def record(self, step: int, stepped: Optional["Stepped"]) -> None:
+        """After the update of ``step``: its metrics line (evaluation steps), due checkpoints, the bar."""
+        self.step = step
+        if stepped is not None:
+            self.last = _evaluate(self.setup, step, stepped, self.batches)
+            # seconds of training so far, across resumes: the one field that measures the machine
+            self.last["elapsed"] = round(self.elapsed_before + time.perf_counter() - self.t0, 3)
+            self.writer.write(self.last)
+            if self.tb:
+                self.tb.log(self.last)
+        every = self.cfg.checkpoint_every
+        if every and (step + 1) % every == 0 or (step + 1) in self.keep_steps:
+            # parameters are only checked on evaluation steps: never save a non-finite one as "good"
+            if not params_finite(self.model):
+                raise FloatingPointError("non-finite parameter after the update")
+            self.checkpoint(step + 1)
+        self.bar.update(1)
+        if "loss" in self.last and self.last.get("iter") == step:
+            self.bar.set_postfix(train_loss=f"{self.last['loss']:.3f}",
+                                 eval_acc_end=f"{self.last.get('eval_acc_end') or 0:.3f}")
+
+    def completed(self) -> dict:
+        self.checkpoint(self.cfg.max_iters)
+        self.summary.update(status="completed")
+        return self._finish(self.cfg.max_iters, code=0)
+
+    def interrupted(self, stop: Interrupted, step: int) -> dict:
+        self.bar.close()  # before the message, so that the resume hint is the last line on screen
+        try:
+            path = self.checkpoint(step)
+        except NoSpace as err:
+            return self.no_space(err, step)
+        self.summary.update(status="interrupted", signal=str(stop), step=step)
+        print(f"birth: {stop} at step {step}; checkpoint {path}\n"
+              f"resume with: birth train --resume {self.run.path}", file=sys.stderr)
+        return self._finish(step, code=128 + stop.signum)
+
+    def no_space(self, err: NoSpace, step: int) -> dict:
+        """Stops a run that could not write a file: one line naming it, exit code EXIT_NO_SPACE."""
+        self.bar.close()
+        good = self.run.latest_checkpoint()
+        self.summary.update(status="no_space", reason=str(err), step=step, last_good_checkpoint=str(good or ""))
+        print(f"birth: {err}; stopped at step {step}, newest complete checkpoint {good or '(none)'}; "
+              f"free space, then: birth train --resume {self.run.path}", file=sys.stderr)
+        return self._finish(step, code=EXIT_NO_SPACE)
+
+    def diverged(self, err: FloatingPointError, step: int) -> dict:
+        self.bar.close()
+        good = self.run.latest_checkpoint()
+        self.summary.update(status="diverged", diverged_at=step, reason=str(err), last_good_checkpoint=str(good or ""))
+        print(f"birth: run diverged at step {step} ({err}); kept the last good checkpoint "
+              f"{good or '(none)'}", file=sys.stderr)
+        return self._finish(step, code=EXIT_DIVERGED)
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, quiet: bool = False) -> dict:
     """Trains ``cfg`` into ``run_dir`` (prepared by the caller, who holds its lock); returns the summary."""
-    run = RunDir(run_dir)
-    run.remove_temporaries()  # left by a process killed in the middle of a write
-    setup = build_setup(cfg)
-    model = setup.model
-    schedule = freeze_schedule(cfg.freeze_until, model)
-    optimizer = make_optimizer(cfg, model)
-    restored = _restore(run, setup, optimizer) if resume else None
-    start, metrics_offset, elapsed_before = restored or (0, 0, 0.0)
-    if restored is None:
-        run.write_config(cfg)
-        run.write_task(_task_info(setup))
-    floors = run.read_task()["floors"]
-    batches = setup.eval_batches()
-    writer = MetricsWriter(run.metrics_path, truncate_to=metrics_offset)
-    from birth.running.tensorboard import open_log
-    tb = open_log(cfg, run.path, setup, start)
-    keep_steps = {int(s) for s in cfg.checkpoint_steps.split(",") if s.strip()}
-    summary = {"status": "running", "config": to_dict(cfg), "floors": floors, "device": str(setup.device),
-               "start_step": start, "threads": torch.get_num_threads()}
-    run.write_summary(summary)
-    last = {}
-    t0 = time.perf_counter()
-
-    def checkpoint(step: int) -> Path:
-        writer.sync()
-        state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "rng_cpu": torch.get_rng_state(), "metrics_offset": writer.offset,
-                 "metrics": writer.content.decode(),
-                 "elapsed": elapsed_before + time.perf_counter() - t0, "config": to_dict(cfg)}
-        if setup.device.type == "cuda":
-            state["rng_cuda"] = torch.cuda.get_rng_state(setup.device)
-        return run.save_checkpoint(state, step, cfg.keep_checkpoints, keep_steps)
-
-    bar = _progress(cfg.max_iters, start, quiet)
-    ended = _Closing(run, summary, writer, bar, tb, t0, elapsed_before)
-    step = start
+    t = Trainee(cfg, run_dir, resume=resume, quiet=quiet)
+    step = t.start
     try:
         with stop_signals() as pending:
-            for step in range(start, cfg.max_iters):
+            for step in range(t.start, cfg.max_iters):
                 if pending:
                     raise Interrupted(pending[0])
-                stepped = _train_step(setup, optimizer, schedule, step)  # raises on divergence: ``last`` stays good
-                if stepped is not None:
-                    last = _evaluate(setup, step, stepped, batches)
-                    # seconds of training so far, across resumes: the one field that measures the machine
-                    last["elapsed"] = round(elapsed_before + time.perf_counter() - t0, 3)
-                    writer.write(last)
-                    if tb:
-                        tb.log(last)
-                if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 or (step + 1) in keep_steps:
-                    # parameters are only checked on evaluation steps: never save a non-finite one as "good"
-                    if not _params_finite(model):
-                        raise FloatingPointError("non-finite parameter after the update")
-                    checkpoint(step + 1)
-                bar.update(1)
-                if "loss" in last and last.get("iter") == step:
-                    bar.set_postfix(train_loss=f"{last['loss']:.3f}", eval_acc_end=f"{last.get('eval_acc_end') or 0:.3f}")
-            checkpoint(cfg.max_iters)
-            summary.update(status="completed")
+                # raises on divergence: ``t.last`` stays the last good line
+                t.record(step, _train_step(t.setup, t.optimizer, t.schedule, step))
+            return t.completed()
     except Interrupted as stop:
-        bar.close()  # before the message, so that the resume hint is the last line on screen
-        try:
-            path = checkpoint(step)
-        except NoSpace as err:
-            return _no_space(ended, last, step, err)
-        summary.update(status="interrupted", signal=str(stop), step=step)
-        print(f"birth: {stop} at step {step}; checkpoint {path}\n"
-              f"resume with: birth train --resume {run.path}", file=sys.stderr)
-        return _finish(ended, last, step, code=128 + stop.signum)
+        return t.interrupted(stop, step)
     except NoSpace as err:
-        return _no_space(ended, last, step, err)
+        return t.no_space(err, step)
     except FloatingPointError as err:
-        bar.close()
-        summary.update(status="diverged", diverged_at=step, reason=str(err),
-                       last_good_checkpoint=str(run.latest_checkpoint() or ""))
-        print(f"birth: run diverged at step {step} ({err}); kept the last good checkpoint "
-              f"{run.latest_checkpoint() or '(none)'}", file=sys.stderr)
-        return _finish(ended, last, step, code=EXIT_DIVERGED)
-    return _finish(ended, last, cfg.max_iters, code=0)
-
-
-def _no_space(ended: "_Closing", last: dict, step: int, err: NoSpace) -> dict:
-    """Stops a run that could not write a file: one line naming it, exit code EXIT_NO_SPACE."""
-    ended.bar.close()
-    good = ended.run.latest_checkpoint()
-    ended.summary.update(status="no_space", reason=str(err), step=step, last_good_checkpoint=str(good or ""))
-    print(f"birth: {err}; stopped at step {step}, newest complete checkpoint {good or '(none)'}; "
-          f"free space, then: birth train --resume {ended.run.path}", file=sys.stderr)
-    return _finish(ended, last, step, code=EXIT_NO_SPACE)
+        return t.diverged(err, step)
 
 
 def _restore(run: RunDir, setup: Setup, optimizer) -> Optional[tuple[int, int, float]]:
@@ -246,40 +306,6 @@ def _check_state(state, model: torch.nn.Module) -> None:
 
 
 @dataclass
-class _Closing:
-    """What ``_finish`` closes and summarises when a run ends, however it ends."""
-
-    run: RunDir
-    summary: dict
-    writer: MetricsWriter
-    bar: object
-    tb: object
-    t0: float              # perf_counter at the start of this process's part of the run
-    elapsed_before: float  # seconds the run had trained before a resume
-
-
-def _finish(c: _Closing, last: dict, step: int, code: int) -> dict:
-    c.bar.close()
-    if c.tb:
-        c.tb.close()
-    c.writer.close()
-    elapsed = c.elapsed_before + time.perf_counter() - c.t0
-    config = c.summary["config"]
-    done = step - c.summary["start_step"]
-    c.summary.update(steps=step, final_metrics=dict(last), wall_seconds=round(elapsed, 3), exit_code=code,
-                     tokens_per_s=round(done * config["optim_args"]["batch_size"] * config["data_args"]["seq_length"]
-                                        / max(time.perf_counter() - c.t0, 1e-9)),
-                     checkpoint=str(c.run.latest_checkpoint() or ""))
-    try:
-        c.run.write_summary(c.summary)
-    except NoSpace:
-        if code != EXIT_NO_SPACE:
-            raise
-        # the disk is still full: summary.json keeps its previous whole content; --resume needs no more
-    return c.summary
-
-
-@dataclass
 class Stepped:
     """What an evaluation step leaves for ``_evaluate``: its batch, predictions, attention, loss and
     the gradient norms taken before the update."""
@@ -291,31 +317,46 @@ class Stepped:
     norms: dict
 
 
+def is_eval_step(cfg: TrainConfig, step: int) -> bool:
+    return step % cfg.eval_delta == 0 or step == cfg.max_iters - 1
+
+
 def _train_step(setup: Setup, optimizer, schedule, step: int) -> Optional[Stepped]:
     """One update on batch ``step``; returns what evaluating it needs on evaluation steps, else None.
     Raises FloatingPointError for a non-finite loss, or a non-finite parameter on an evaluation step."""
     cfg, model = setup.cfg, setup.model
     apply_freeze(model, schedule, step)
     batch = setup.train_batch(step)
-    is_eval = step % cfg.eval_delta == 0 or step == cfg.max_iters - 1
+    is_eval = is_eval_step(cfg, step)
     optimizer.zero_grad(set_to_none=True)
-    if not is_eval and cfg.loss_head_only and targets.supports(model):
-        pred, patterns = None, None  # nothing reads the logits: the loss alone, at the targets only
-        loss = targets.in_context_loss(model, batch.x, batch.y, batch.outs)
-    else:
-        out = _forward(model, batch.x, return_attn=is_eval)
-        pred, patterns = out if is_eval else (out, None)
-        loss = training_loss(cfg, pred, batch.y, batch.outs)
+    float32 = cfg.precision == "float32"
+    with precision(cfg, setup.device):
+        loss, pred, patterns = _step_loss(cfg, model, batch, keep=is_eval and float32)
+    if is_eval and not float32:  # the probes stay float32: a pass of their own, on the same weights
+        pred, patterns = probe_pass(model, batch.x)
     if not math.isfinite(loss.item()):
         raise FloatingPointError(f"non-finite loss {loss.item()}")
     loss.backward()
-    norms = weight_norms(model, cfg.log_norms) if is_eval else {}  # gradient norms before the step
+    return apply_update(cfg, model, optimizer, batch, loss.item(), pred, patterns, is_eval)
+
+
+@torch.no_grad()
+def probe_pass(model, x: torch.Tensor) -> tuple[torch.Tensor, list]:
+    """Logits and attention patterns of a training batch for its probes, in float32, no gradient."""
+    return model_pass(model, x, return_attn=True)
+
+
+def apply_update(cfg: TrainConfig, model, optimizer, batch: Batch, loss: float, pred, patterns,
+                 is_eval: bool) -> Optional[Stepped]:
+    """After the backward pass: the gradient norms (evaluation steps, before the step), the
+    optimizer step, then what evaluating it needs; FloatingPointError for a non-finite parameter."""
+    norms = weight_norms(model, cfg.log_norms) if is_eval else {}
     optimizer.step()
     if not is_eval:
         return None
-    if not _params_finite(model):
+    if not params_finite(model):
         raise FloatingPointError("non-finite parameter after the update")
-    return Stepped(batch, pred.detach(), patterns, loss.item(), norms)
+    return Stepped(batch, pred.detach(), patterns, loss, norms)
 
 
 def _evaluate(setup: Setup, step: int, s: Stepped, batches: dict[str, Batch]) -> dict:

@@ -10,7 +10,7 @@ from birth.running.config import ConfigError, ModelArgs, TrainConfig, build_conf
 from birth.core.corpus import CorpusError, load_stats
 from birth.core.model import Transformer
 from birth.core.task import n_train_outputs
-from birth.running.build import freeze_schedule, resolve_device
+from birth.running.build import bf16_cpu, freeze_schedule, resolve_device
 
 # Options that only exist in one architecture: setting one in the other is a contradiction.
 SIMPLIFIED_ONLY = ("final_ffn", "first_ffn", "use_rope", "sqrtd_embeddings", "no_sqrtd", "zero_init")
@@ -72,7 +72,10 @@ def validate(cfg: TrainConfig) -> None:
     if d.output_split:
         _require(n_train_outputs(n) >= 1 and n - n_train_outputs(n) >= 1 + d.no_repeat,
                  f"data_args.output_split: {n} tokens are too few to split 75/25")
-    resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
+    _require(cfg.precision != "bf16" or device.type == "cuda" or bf16_cpu(),
+             "precision: bf16 needs CUDA or a CPU with bf16 instructions (AVX512-BF16 or AMX), which this one "
+             "lacks; use precision=float32")
     rows = max(n, m.max_length, 4 * m.dim)  # the largest weight is rows x dim
     key = "model_args.max_length" if rows == m.max_length > m.dim else "model_args.dim"  # the bigger culprit
     _require(rows * m.dim < 2 ** 62, f"{key}: a {rows} x {m.dim} weight is too large to represent")

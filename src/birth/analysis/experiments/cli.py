@@ -1,4 +1,4 @@
-"""``birth reproduce NAME|all [--scale tiny|quick|laptop|paper] [--seeds N] [--jobs J] [--out DIR] [--show-config]``."""
+"""``birth reproduce NAME|all [--scale tiny|quick|laptop|paper] [--seeds N] [--jobs J] [--stack N] [--out DIR] [--show-config]``."""
 from __future__ import annotations
 
 import argparse
@@ -27,6 +27,12 @@ def register(subparsers) -> None:
     p.add_argument("--jobs", type=int, default=None,
                    help="parallel worker processes (default: CPUs / threads per run; 1 at paper scale on a GPU)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (default %(default)s)")
+    p.add_argument("--stack", type=int, default=None, metavar="N",
+                   help="train up to N runs of equal shapes as one stacked model, each still in its own directory "
+                        f"(default: {STACK_ON_CUDA} with CUDA; 1, no stacks, on a CPU; docs/runs.md)")
+    p.add_argument("--precision", choices=("float32", "bf16"), default="float32",
+                   help="every run's training step: float32 (default) or bf16 autocast (probes stay float32; "
+                        "use another --out than the float32 results)")
     p.add_argument("--out", default="reproduce_out", help="output folder (default %(default)s)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether they are complete; train nothing")
     p.add_argument("--show-config", action="store_true",
@@ -37,6 +43,19 @@ def register(subparsers) -> None:
     from birth.running.slurm_profile import add_arguments
     add_arguments(p)
     p.set_defaults(func=handler)
+
+
+# Runs per stack on a GPU: the paper scale's 66 runs fill the device in stacks rather than one by one.
+STACK_ON_CUDA = 8
+
+
+def _stack(args) -> int:
+    if args.stack is not None:
+        if args.stack < 1:
+            raise ConfigError(f"--stack: must be >= 1, got {args.stack}")
+        return args.stack
+    import torch
+    return STACK_ON_CUDA if torch.cuda.is_available() else 1
 
 
 def handler(args) -> int:
@@ -54,15 +73,17 @@ def handler(args) -> int:
         import torch
         jobs = 1 if torch.cuda.is_available() else None
     if args.backend == "slurm":
+        if args.stack not in (None, 1):
+            raise ConfigError("--stack: stacks train on the local backend; Slurm runs one job per run")
         from birth.running.slurm import backend_from_args
         backend = backend_from_args(args)
     else:
         from birth.running.slurm_profile import reject_slurm_options
         reject_slurm_options(args)
-        backend = LocalBackend(jobs=jobs, threads_per_run=args.threads)
+        backend = LocalBackend(jobs=jobs, threads_per_run=args.threads, stack=_stack(args))
     try:
         report = reproduce(args.name, scale=args.scale, seeds=args.seeds, out=args.out,
-                           backend=backend, dry_run=args.dry_run)
+                           backend=backend, dry_run=args.dry_run, precision=args.precision)
     except KeyboardInterrupt:
         print("birth: reproduce interrupted; finished runs are kept and interrupted ones resume from their "
               "checkpoint: rerun the same command to continue", file=sys.stderr)

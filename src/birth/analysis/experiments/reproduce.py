@@ -55,17 +55,21 @@ def resolve_names(name: str) -> list[str]:
     return [name]
 
 
-def command_line(name: str, scale: str, seeds: int, out: Path) -> str:
-    return f"birth reproduce {name} --scale {scale} --seeds {seeds} --out {out}"
+def command_line(name: str, scale: str, seeds: int, out: Path, precision: str = "float32") -> str:
+    extra = f" --precision {precision}" if precision != "float32" else ""
+    return f"birth reproduce {name} --scale {scale} --seeds {seeds}{extra} --out {out}"
 
 
-def plan(names: Sequence[str], scale: str, seeds: int, out: Output) -> dict[str, list[tuple]]:
-    """recipe name -> [(RunSpec, Job)]: every run each recipe needs (configs validated here)."""
+def plan(names: Sequence[str], scale: str, seeds: int, out: Output,
+         precision: str = "float32") -> dict[str, list[tuple]]:
+    """recipe name -> [(RunSpec, Job)]: every run each recipe needs (configs validated here), each
+    at ``precision`` (the key is left out at its default: float32 runs keep their names)."""
     if seeds < 1:
         raise ConfigError(f"--seeds: must be >= 1, got {seeds}")
     check_scale(scale)
     table = recipes()
-    return {name: [(spec, make_job(out.runs, spec.all_overrides(), None,
+    extra = {"precision": precision} if precision != "float32" else {}
+    return {name: [(spec, make_job(out.runs, {**spec.all_overrides(), **extra}, None,
                                    label=f"{name}/{spec.group}/seed {spec.seed}"))
                    for spec in table[name].specs(scale, seeds)] for name in names}
 
@@ -84,12 +88,12 @@ def show_config(name: str, scale: str = DEFAULT_SCALE) -> str:
 
 
 def reproduce(name: str, *, scale: str = DEFAULT_SCALE, seeds: int = 3, out: str | Path = "reproduce_out",
-              backend: Optional[Backend] = None, dry_run: bool = False,
+              backend: Optional[Backend] = None, dry_run: bool = False, precision: str = "float32",
               log: Log = lambda s: print(s, file=sys.stderr)) -> Report:
     names = resolve_names(name)
     out = Output(Path(out))
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
-    planned = plan(names, scale, seeds, out)
+    planned = plan(names, scale, seeds, out, precision)
     jobs = [job for pairs in planned.values() for _, job in pairs]
     backend = backend or LocalBackend()
     if dry_run:
@@ -116,7 +120,7 @@ def reproduce(name: str, *, scale: str = DEFAULT_SCALE, seeds: int = 3, out: str
             errors += [error] if error else []
         report.wall_seconds, report.cpu_seconds = time.perf_counter() - t0, _cpu_seconds() - cpu0
         distinct = len({j.run_dir for j in jobs})
-        state["last"] = {"command": command_line(name, scale, seeds, out.root),
+        state["last"] = {"command": command_line(name, scale, seeds, out.root, precision),
                          "wall_seconds": round(report.wall_seconds, 1), "cpu_seconds": round(report.cpu_seconds, 1),
                          "runs": distinct, "trained": report.trained, "failed": len(failed),
                          "workers": getattr(backend, "workers", "?")}
@@ -179,7 +183,8 @@ def _analyse(recipe: Recipe, pairs: list[tuple], by_dir: dict, scale: str, seeds
         log(f"birth: {error}")
     rows = recipe.claims(res)
     info = recipe.info(res)
-    command = command_line(recipe.name, scale, seeds, out.root)
+    precision = pairs[0][1].config.get("precision", "float32") if pairs else "float32"
+    command = command_line(recipe.name, scale, seeds, out.root, precision)
     header = {"scale": scale, "seeds": seeds, "command": command}
     files += C.write_claims(rows, out.root / "claims", recipe.name, header, info=info, status=SCALE_STATUS[scale])
     entry = {
