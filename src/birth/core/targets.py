@@ -22,7 +22,7 @@ keeps its own batch, and the R losses are independent (``tests/test_stacked.py``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -69,10 +69,6 @@ class Weights:
         return cls(tensors["tok_embeddings.weight"], tensors["pe"], a(0, "k"), a(0, "o") @ a(0, "v"), a(1, "k"),
                    a(1, "o"), a(1, "v"), tensors["output.weight"], ff, template.layers[0].attention.scale,
                    template.output_scale)
-
-    @property
-    def runs(self) -> Optional[int]:
-        return self.K1.shape[0] if self.K1.dim() == 3 else None
 
 
 def _linear(z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -176,7 +172,3 @@ def stacked_losses(w: Weights, tokens: torch.Tensor, y: torch.Tensor, outs: torc
     ce = F.cross_entropy(logits.flatten(0, 1), y.view(r, b * t).gather(1, at).flatten(), reduction="none")
     return (ce.view(r, -1) * valid).sum(1) / count
 
-
-def stack(tensors: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Per-run tensors by name -> one (R, ...) tensor by name."""
-    return {name: torch.stack([t[name] for t in tensors]) for name in tensors[0]}
