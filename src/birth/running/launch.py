@@ -10,6 +10,7 @@ them in worker processes on this machine; a cluster backend can stand behind the
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -217,14 +218,13 @@ def stack_units(jobs: Sequence[Job], size: int, workers: int) -> list[list[Job]]
 
 def execute_unit(unit: Sequence[Job], threads: int = 1) -> list[Result]:
     """Trains one unit of work (``stack_units``); never raises for a failed run."""
-    if len(unit) == 1:
-        return [execute(unit[0], threads)]
-    import contextlib
-    import torch
+    with _torch_threads(threads):
+        return [_execute(unit[0])] if len(unit) == 1 else _execute_stack(unit)
+
+
+def _execute_stack(unit: Sequence[Job]) -> list[Result]:
     from birth.running.runs import RunDir
     from birth.running.stacked import train_stacked
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
     t0 = time.perf_counter()
     results, todo = [], []
     try:
@@ -247,17 +247,28 @@ def execute_unit(unit: Sequence[Job], threads: int = 1) -> list[Result]:
     except Exception:  # noqa: BLE001 - a failed stack is recorded, the other units carry on
         error, reported = traceback.format_exc(), {r.job.run_dir for r in results}
         return results + [_failed(job, error, time.perf_counter() - t0) for job in unit if job.run_dir not in reported]
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int):
+    import torch
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
     finally:
         torch.set_num_threads(previous)
 
 
 def execute(job: Job, threads: int = 1) -> Result:
     """Trains one job (in a worker or in this process); never raises for a failed run."""
-    import torch
+    with _torch_threads(threads):
+        return _execute(job)
+
+
+def _execute(job: Job) -> Result:
     from birth.running.runs import RunDir
     from birth.running.train import train
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
     t0 = time.perf_counter()
     run = RunDir(job.run_dir)
     try:
@@ -273,8 +284,6 @@ def execute(job: Job, threads: int = 1) -> Result:
         return Result(job, summary["status"], summary, summary.get("reason", ""), time.perf_counter() - t0)
     except Exception:  # noqa: BLE001 - a failed run is recorded, the others carry on
         return _failed(job, traceback.format_exc(), time.perf_counter() - t0)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _prepare(run) -> bool:

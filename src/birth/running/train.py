@@ -62,8 +62,12 @@ def ood_metrics(setup: Setup, batches: dict[str, Batch]) -> dict[str, float]:
     for name in ("test", "split_test"):
         if name in batches:
             b = batches[name]
-            head = _logits_at(setup.model, b.x, b.outs >= 2)
-            end = head if min_outs == 2 else _logits_at(setup.model, b.x, b.outs >= min_outs)
+            if targets.supports(setup.model):  # the simplified model: min_outs is 2, one set of positions
+                head = end = torch.cat([targets.forward(setup.model, x, m) for x, m in
+                                        zip(b.x.split(EVAL_CHUNK), (b.outs >= 2).split(EVAL_CHUNK))])
+            else:
+                pred = torch.cat([setup.model(x) for x in b.x.split(EVAL_CHUNK)])
+                head, end = pred[b.outs >= 2], pred[b.outs >= min_outs]
             res[f"acc_end_{name}"] = float((end.argmax(-1) == b.y[b.outs >= min_outs]).float().mean()) if end.numel() else None
             res[f"loss_head_{name}"] = float(F.cross_entropy(head, b.y[b.outs >= 2])) if head.numel() else None
     return res
@@ -87,13 +91,6 @@ def _step_loss(cfg: TrainConfig, model, batch: Batch, keep: bool):
 def model_pass(model, x: torch.Tensor, return_attn: bool = False):
     """``model(x, return_attn)``, by the rearranged pass of ``birth.core.targets`` where it applies."""
     return targets.forward(model, x, return_attn=return_attn) if targets.supports(model) else model(x, return_attn)
-
-
-def _logits_at(model, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``model(x)[mask]``, EVAL_CHUNK sequences at a time, at the masked positions only where the
-    model allows it."""
-    at = (lambda x, m: targets.forward(model, x, m)) if targets.supports(model) else (lambda x, m: model(x)[m])
-    return torch.cat([at(*part) for part in zip(x.split(EVAL_CHUNK), mask.split(EVAL_CHUNK))])
 
 
 def _memory(setup: Setup) -> dict[str, float]:
@@ -148,7 +145,6 @@ class Trainee:
                         "device": str(self.setup.device), "start_step": self.start, "threads": torch.get_num_threads()}
         run.write_summary(self.summary)
         self.last: dict = {}
-        self.step = self.start
         self.t0 = time.perf_counter()
         self.bar = _progress(cfg.max_iters, self.start, quiet)
 
@@ -186,7 +182,6 @@ class Trainee:
 
     def record(self, step: int, stepped: Optional["Stepped"]) -> None:
         """After the update of ``step``: its metrics line (evaluation steps), due checkpoints, the bar."""
-        self.step = step
         if stepped is not None:
             self.last = _evaluate(self.setup, step, stepped, self.batches)
             # seconds of training so far, across resumes: the one field that measures the machine
