@@ -17,6 +17,7 @@ from pathlib import Path
 
 from birth.analysis.experiments import fig2, fig3
 from birth.analysis.experiments.recipe import seed_overrides
+from birth.running.build import parse_freeze_until
 from birth.running.launch import LocalBackend, make_job, run_jobs
 from birth.running.runs import RunDir
 
@@ -93,6 +94,25 @@ GROUPS: dict[str, dict[str, dict]] = {
     "fig3batch128": {f"fig3 {label}, batch 128, seed {s}": {**fig3.conditions("laptop")[label], "max_iters": 520,
                                                           "optim_args.batch_size": 128, **seed_overrides(s)}
                      for label in ("W_O2 frozen", "W_K1, W_K2 frozen") for s in range(3)},
+    # 10. claim 7 at d 256 (the README's width for Fig. 3): with W_O2 frozen the keys drift along the
+    #     mean diagonal of the random w_U^T W_O2 W_V2 w_E, whose size relative to what W_O2 alone
+    #     must learn may shrink with d; same two variants at lr 0.2, F = 500, stopped at step 520
+    "fig3d256": {f"fig3 {label}, d 256, seed {s}": {**fig3.conditions("laptop")[label], "max_iters": 520,
+                                                  "model_args.dim": 256, **seed_overrides(s)}
+                 for label in ("W_O2 frozen", "W_K1, W_K2 frozen") for s in range(3)},
+    # 11. at d 256, W_O2 alone reached 0.9 by step 80-100 at lr 0.2 (about 360 at d 128), but the
+    #     keys under a frozen W_O2 flickered by two triggers within 60 steps: smaller steps, frozen
+    #     until the paper's F = 300, stopped at step 320
+    "fig3d256lr": {f"fig3 {label}, d 256, lr {lr:g}, seed {s}": {
+        **fig3.conditions("laptop")[label], "max_iters": 320, "model_args.dim": 256,
+        "optim_args.learning_rate": lr, "freeze_until": f"300:{frozen}", **seed_overrides(s)}
+        for label, frozen in (("W_O2 frozen", "W_O2"), ("W_K1, W_K2 frozen", "W_K1,W_K2"))
+        for lr in (0.1, 0.05) for s in range(3)},
+    # 12. back at d 128 (the scale): the paper's F = 300 for the columns of claim 9 (W_K1 frozen,
+    #     W_K2 frozen), full length
+    "fig3f300": {f"fig3 {label}, F 300, seed {s}": {**fig3.conditions("laptop")[label],
+                                                  "freeze_until": f"300:{frozen}", **seed_overrides(s)}
+                 for label, frozen in (("W_K1 frozen", "W_K1"), ("W_K2 frozen", "W_K2")) for s in range(3)},
 }
 
 
@@ -104,7 +124,16 @@ def first(rows: list[dict], key: str, thr: float) -> str:
     return "-"
 
 
-def summarize(label: str, run_dir: Path, seconds: float) -> str:
+def before_unfreezing(rows: list[dict], f: int) -> str:
+    """Claims 7 and 8 before the freeze step f: the largest wo1_acc and in-context accuracy, and how
+    far wk1_acc and wk0_acc rise above their values at iteration 0."""
+    before = [r for r in rows if r["iter"] < f]
+    top = lambda k: max(r[k] for r in before)
+    return (f" | before {f}: max wo1 {top('wo1_acc'):.2f}, max acc {top('eval_acc_end'):.2f}, "
+            f"wk1 gain {top('wk1_acc') - rows[0]['wk1_acc']:.2f}, wk0 gain {top('wk0_acc') - rows[0]['wk0_acc']:.2f}")
+
+
+def summarize(label: str, run_dir: Path, seconds: float, freeze: str = "") -> str:
     rows = RunDir(run_dir).read_metrics()
     if not rows:
         return f"{label:28s} no metrics"
@@ -114,7 +143,8 @@ def summarize(label: str, run_dir: Path, seconds: float) -> str:
                      for k in ("wo1_acc", "wk1_acc", "wk0_acc", "eval_acc_end"))
     return (f"{label:28s} {seconds:6.0f}s  acc {fin('eval_acc_end')} s1 {fin('eval_score_acc')} "
             f"s2 {fin('eval_score2_acc')} wo1 {fin('wo1_acc')} wk1 {fin('wk1_acc')} wk0 {fin('wk0_acc')} "
-            f"wk0_64 {fin('wk0_64_acc')} | {reach}")
+            f"wk0_64 {fin('wk0_64_acc')} | {reach}"
+            + (before_unfreezing(rows, parse_freeze_until(freeze)[0][0]) if freeze else ""))
 
 
 def main(argv=None) -> int:
@@ -136,7 +166,8 @@ def main(argv=None) -> int:
     by_dir = {r.job.run_dir: r for r in results}
     for job in jobs:
         res = by_dir[job.run_dir]
-        print(summarize(job.label, Path(job.run_dir), res.summary.get("wall_seconds") or 0.0))
+        print(summarize(job.label, Path(job.run_dir), res.summary.get("wall_seconds") or 0.0,
+                        GROUPS[a.group][job.label].get("freeze_until", "")))
     return 0
 
 

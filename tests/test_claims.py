@@ -4,6 +4,7 @@ are generated from the thresholds and read the runs' configs."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -119,7 +120,7 @@ class Fig3Results(FakeResults):
     def __init__(self, logs, **kw):
         super().__init__(fig3, logs, **kw)
         from birth.running.config import apply
-        self._configs = {g: apply(c, {"freeze_until": c.freeze_until.replace(f"{fig3.FREEZE['laptop']}:", f"{F}:")})
+        self._configs = {g: apply(c, {"freeze_until": re.sub(r"^\d+:", f"{F}:", c.freeze_until)})
                          for g, c in self._configs.items()}
 
 

@@ -56,6 +56,7 @@ def test_show_config_prints_every_condition_as_it_is_trained(capsys):
     assert len(docs) == len(fig3.conditions("laptop"))
     frozen = [d["freeze_until"] for d in docs]
     assert f"{fig3.FREEZE['laptop']}:W_O2" in frozen and "" in frozen
+    assert f"{fig3.FREEZE_W_O2_ALONE['laptop']}:W_K1,W_K2" in frozen  # W_O2 alone gets longer at batch 64
     assert all(d["optim_args"]["use_sgd"] and d["model_args"]["freeze_embeddings"] for d in docs)
 
 
