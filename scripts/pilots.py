@@ -30,6 +30,10 @@ FIXED = {"data_args.k": 3, "data_args.fixed_special_toks": True}
 RANDOM = {"data_args.k": 3, "data_args.fixed_special_toks": False}
 
 
+# the frozen Fig. 3 columns until step 500, as pilots 9 to 11 ran them (the scale froze them all until 500 then)
+F500 = {label: {"freeze_until": f"500:{frozen}"} for label, frozen in fig3.VARIANTS.items() if frozen}
+
+
 def _v(**kw) -> dict:
     return {k.replace("__", "."): v for k, v in kw.items()}
 
@@ -84,23 +88,25 @@ GROUPS: dict[str, dict[str, dict]] = {
     # 7. after the laptop run (evidence, not a choice of scale): claim 4a's rule at twice fig2's steps
     "fig2x2": {f"fig2 fixed, 4000 steps, seed {s}": {**fig2.conditions("laptop")[fig2.FIXED], "max_iters": 4000,
                                                      **seed_overrides(s)} for s in range(3)},
-    # 8. after the second full run (evidence for claim 7, not a choice of scale): the two frozen
+    # 9. after the second full run (evidence for claim 7, not a choice of scale): the two frozen
     #    Fig. 3 variants at lr 0.15 and 0.1 until F = 500, seeds 0-2, stopped just after F
-    "fig3claim7": {f"fig3 {label}, lr {lr:g}, seed {s}": {**fig3.conditions("laptop")[label], "max_iters": 520,
-                                                         "optim_args.learning_rate": lr, **seed_overrides(s)}
+    "fig3claim7": {f"fig3 {label}, lr {lr:g}, seed {s}": {**fig3.conditions("laptop")[label], **F500[label],
+                                                         "max_iters": 520, "optim_args.learning_rate": lr,
+                                                         **seed_overrides(s)}
                    for label in ("W_O2 frozen", "W_K1, W_K2 frozen") for lr in (0.15, 0.1) for s in range(3)},
-    # 9. claim 7 again: the same two variants at lr 0.2 and F = 500, with batch 128 instead of 64
+    # 10. claim 7 again: the same two variants at lr 0.2 and F = 500, with batch 128 instead of 64
     #    (less noise in each step at the same expected progress of W_O2)
-    "fig3batch128": {f"fig3 {label}, batch 128, seed {s}": {**fig3.conditions("laptop")[label], "max_iters": 520,
-                                                          "optim_args.batch_size": 128, **seed_overrides(s)}
+    "fig3batch128": {f"fig3 {label}, batch 128, seed {s}": {**fig3.conditions("laptop")[label], **F500[label],
+                                                          "max_iters": 520, "optim_args.batch_size": 128,
+                                                          **seed_overrides(s)}
                      for label in ("W_O2 frozen", "W_K1, W_K2 frozen") for s in range(3)},
-    # 10. claim 7 at d 256 (the README's width for Fig. 3): with W_O2 frozen the keys drift along the
+    # 11. claim 7 at d 256 (the README's width for Fig. 3): with W_O2 frozen the keys drift along the
     #     mean diagonal of the random w_U^T W_O2 W_V2 w_E, whose size relative to what W_O2 alone
     #     must learn may shrink with d; same two variants at lr 0.2, F = 500, stopped at step 520
-    "fig3d256": {f"fig3 {label}, d 256, seed {s}": {**fig3.conditions("laptop")[label], "max_iters": 520,
-                                                  "model_args.dim": 256, **seed_overrides(s)}
+    "fig3d256": {f"fig3 {label}, d 256, seed {s}": {**fig3.conditions("laptop")[label], **F500[label],
+                                                  "max_iters": 520, "model_args.dim": 256, **seed_overrides(s)}
                  for label in ("W_O2 frozen", "W_K1, W_K2 frozen") for s in range(3)},
-    # 11. at d 256, W_O2 alone reached 0.9 by step 80-100 at lr 0.2 (about 360 at d 128), but the
+    # 11b. at d 256, W_O2 alone reached 0.9 by step 80-100 at lr 0.2 (about 360 at d 128), but the
     #     keys under a frozen W_O2 flickered by two triggers within 60 steps: smaller steps, frozen
     #     until the paper's F = 300, stopped at step 320
     "fig3d256lr": {f"fig3 {label}, d 256, lr {lr:g}, seed {s}": {

@@ -2,7 +2,7 @@
 the threshold; the step and stack benchmarks time computations that agree."""
 import pytest
 
-from birth.bench import INDUCTION, time_to_induction
+from birth.bench import INDUCTION, OFFICIAL_EVALUATION, time_to_induction
 
 pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
 
@@ -11,6 +11,11 @@ def test_induction_timer_stops_at_the_first_line_over_the_threshold():
     r = time_to_induction(threshold=0.0, timeout=300, threads=1)  # every line qualifies: the first one wins
     assert r["iter"] == 0 and r["acc_end_test"] >= 0.0 and 0 < r["seconds"] < 300
     assert r["command"] == "birth train " + " ".join(INDUCTION)
+
+
+def test_induction_timer_can_run_the_official_evaluation_work_only():
+    r = time_to_induction(threshold=0.0, timeout=300, threads=1, extra=tuple(OFFICIAL_EVALUATION))
+    assert r["iter"] == 0 and r["command"].endswith("eval_fixed_batch=false")
 
 
 def test_induction_timer_reports_a_run_that_cannot_reach_it():

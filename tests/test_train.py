@@ -64,3 +64,19 @@ def test_official_readme_command_runs_unchanged(tmp_path):
         assert not missing, missing
     cfg = RunDir(out).read_config()
     assert (cfg.model_args.dim, cfg.optim_args.learning_rate, cfg.data_args.k) == (256, 0.03, 5)
+
+
+def test_without_the_fixed_evaluation_batch_a_run_trains_the_same(tmp_path):
+    """eval_fixed_batch=false drops the eval_* metrics (the official script has none) and changes
+    nothing else: the evaluation is read-only, so every other metric stays equal."""
+    small = ["max_iters=12", "eval_delta=4", "eval_batch_size=32", "model_args.dim=32", "data_args.seq_length=32",
+             "model_args.max_length=32", "optim_args.batch_size=16"]
+    rows = {}
+    for flag in ("true", "false"):
+        train(resolve_config("quick", [*small, f"eval_fixed_batch={flag}"]), tmp_path / flag, quiet=True)
+        rows[flag] = RunDir(tmp_path / flag).read_metrics()
+    assert [r["iter"] for r in rows["false"]] == [0, 4, 8, 11]
+    for full, lean in zip(rows["true"], rows["false"]):
+        assert "eval_acc_end" in full and not [k for k in lean if k.startswith("eval_")]
+        assert {k: v for k, v in full.items() if not k.startswith("eval_") and k != "elapsed"} == \
+               {k: v for k, v in lean.items() if k != "elapsed"}

@@ -99,8 +99,7 @@ def cmd_train(args) -> int:
             summary = train(cfg, run.path, resume=False, quiet=args.quiet)
     fm = summary.get("final_metrics", {})
     if summary["status"] == "completed":
-        print(f"birth: {run.path}: {summary['steps']} steps in {summary['wall_seconds']:.1f}s; "
-              f"acc_end (eval batch) {_fmt(fm.get('eval_acc_end'))}, loss_head {_fmt(fm.get('eval_loss_head'))}, "
+        print(f"birth: {run.path}: {summary['steps']} steps in {summary['wall_seconds']:.1f}s; {_accuracy(fm)}, "
               f"score2_acc {_fmt(fm.get('score2_acc'))}, wo1_acc {_fmt(fm.get('wo1_acc'))}")
         if args.plot:
             _plot(run.path)
@@ -139,6 +138,13 @@ def _plot(run_dir: Path) -> int:
 
 def _fmt(v) -> str:
     return "n/a" if v is None else f"{v:.3f}"
+
+
+def _accuracy(fm: dict) -> str:
+    """The final in-context accuracy: on the fixed evaluation batch, or out of distribution (eval_fixed_batch=false)."""
+    if "eval_acc_end" in fm:
+        return f"acc_end (eval batch) {_fmt(fm.get('eval_acc_end'))}, loss_head {_fmt(fm.get('eval_loss_head'))}"
+    return f"acc_end_test {_fmt(fm.get('acc_end_test'))}"
 
 
 def _add_plot(sub) -> None:

@@ -107,6 +107,8 @@ class TrainConfig:
     init_seed: int = _f(0, "model initialisation seed")
     eval_seed: int = _f(0, "seed of the fixed evaluation batches")
     eval_batch_size: int = _f(512, "sequences in each fixed evaluation batch")
+    eval_fixed_batch: bool = _f(True, "also evaluate a fixed batch of the training distribution (the eval_* "
+                                "metrics; the official script evaluates the training batch and the OOD batch only)")
     device: str = _f("auto", "auto (CUDA when present), cpu or cuda", choices=("auto", "cpu", "cuda"))
     precision: str = _f("float32", "float32, or bf16: the training step under bfloat16 autocast (CUDA, or a CPU "
                         "with bf16 support); weights, evaluation and probes stay float32", choices=("float32", "bf16"))

@@ -31,7 +31,7 @@ RESUMABLE = ("running", "interrupted", "no_space")
 
 # Keys added after run directories were first named: left out of the hash while at these defaults,
 # so that every existing run keeps its name (and a rerun still finds it).
-LATER_KEYS = {"precision": "float32"}
+LATER_KEYS = {"precision": "float32", "eval_fixed_batch": True}
 
 
 def config_hash(cfg: TrainConfig) -> str:

@@ -197,8 +197,8 @@ class Trainee:
             self.checkpoint(step + 1)
         self.bar.update(1)
         if "loss" in self.last and self.last.get("iter") == step:
-            self.bar.set_postfix(train_loss=f"{self.last['loss']:.3f}",
-                                 eval_acc_end=f"{self.last.get('eval_acc_end') or 0:.3f}")
+            acc = "eval_acc_end" if "eval_acc_end" in self.last else "acc_end_test"  # eval_fixed_batch=false
+            self.bar.set_postfix({"train_loss": f"{self.last['loss']:.3f}", acc: f"{self.last.get(acc) or 0:.3f}"})
 
     def completed(self) -> dict:
         self.checkpoint(self.cfg.max_iters)
@@ -362,7 +362,8 @@ def _evaluate(setup: Setup, step: int, s: Stepped, batches: dict[str, Batch]) ->
     rec.update(attention_probes(s.batch.x, s.batch.y, s.batch.outs, s.pred, s.patterns))
     rec.update(_memory(setup))
     rec.update(ood_metrics(setup, batches))
-    rec.update(evaluate_batch(setup, batches["eval"], "eval_"))
+    if setup.cfg.eval_fixed_batch:
+        rec.update(evaluate_batch(setup, batches["eval"], "eval_"))
     rec.update(s.norms)
     return rec
 

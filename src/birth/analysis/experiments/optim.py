@@ -38,6 +38,7 @@ def conditions(scale: str) -> dict[str, dict]:
 
 def plot(res: Results, out: Output) -> list:
     import matplotlib.pyplot as plt
+    import numpy as np
     table = CurveTable()
     with style():
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(3.4 * 1.6, 2.1), sharey=True)
@@ -47,11 +48,13 @@ def plot(res: Results, out: Output) -> list:
                 table.plot(a1, res, "optimiser", group, ACC, f"{group} (lr {lr:g})", color)
         a1.set(title="optimiser", xlabel="iteration", ylabel="in-context accuracy", ylim=(-0.02, 1.02))
         a1.legend(frameon=False)
-        for d, color in zip(WIDTHS[res.scale], COLORS[2:]):
+        widths = WIDTHS[res.scale]  # an ordered variable: light (narrow) to dark (wide) on one colour map
+        for d, color in zip(widths, plt.get_cmap("viridis_r")(np.linspace(0.25, 1.0, len(widths)))):
             if width_label(d) in res.groups():
                 table.plot(a2, res, "width", width_label(d), ACC, width_label(d), color)
         a2.set(title=f"width ({SGD})", xlabel="iteration")
-        a2.legend(frameon=False)
+        # between the curves that reach 0.9 and the slow d = 32 one
+        a2.legend(frameon=False, loc="center right", bbox_to_anchor=(1.0, 0.64), ncol=2)
         fig.tight_layout()
         paths = save(fig, out.figures, NAME, SCALE_STATUS[res.scale])
     paths.append(table.write(out.data / f"{NAME}.csv"))
