@@ -14,7 +14,7 @@ def test_induction_timer_stops_at_the_first_line_over_the_threshold():
 
 
 def test_induction_timer_can_run_the_official_evaluation_work_only():
-    r = time_to_induction(threshold=0.0, timeout=300, threads=1, extra=tuple(OFFICIAL_EVALUATION))
+    r = time_to_induction(threshold=0.0, timeout=300, threads=1, extra=OFFICIAL_EVALUATION)
     assert r["iter"] == 0 and r["command"].endswith("eval_fixed_batch=false")
 
 
@@ -37,3 +37,24 @@ def test_stack_bench_trains_both_ways_to_the_same_metrics():
     from birth.bench import stack_times
     r = stack_times(runs=3, steps=21, batch=8, seq_len=32, dim=32, repeats=1, device=torch.device("cpu"))
     assert r["metric_gap"] < 1e-3 and r["alone_s"] > 0 and r["stacked_s"] > 0
+
+
+def test_one_by_one_trains_the_runs_reproduce_plans(tmp_path):
+    """benchmarks/one_by_one.py compares like with like: each `birth train` command resolves to the
+    config of one distinct planned run (same hash, so the same run), and every run has one."""
+    import importlib.util
+    from pathlib import Path
+
+    from birth.analysis.experiments.recipe import Output
+    from birth.analysis.experiments.reproduce import plan, resolve_names
+    from birth.running.launch import config_hash
+    from birth.running.validation import resolve_config
+    path = Path(__file__).parents[1] / "benchmarks" / "one_by_one.py"
+    spec = importlib.util.spec_from_file_location("one_by_one", path)
+    one_by_one = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(one_by_one)
+    commands = one_by_one.train_commands("all", "tiny", 1, tmp_path)
+    planned = {Path(job.run_dir).name for pairs in plan(resolve_names("all"), "tiny", 1, Output(tmp_path)).values()
+               for _, job in pairs}
+    trained = [config_hash(resolve_config(None, cmd[cmd.index("train") + 1:cmd.index("--quiet")])) for cmd in commands]
+    assert sorted(trained) == sorted(planned) and len(trained) == len(planned)

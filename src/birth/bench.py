@@ -157,7 +157,7 @@ INDUCTION = ["--preset", "paper-readme", "optim_args.batch_size=64", "data_args.
 
 # birth's default evaluates a fixed 512-sequence batch at every evaluation step besides the official
 # ones (training batch, OOD batch): without it, the run does the official script's work
-OFFICIAL_EVALUATION = ["eval_fixed_batch=false"]
+OFFICIAL_EVALUATION = ("eval_fixed_batch=false",)
 
 
 def time_to_induction(threshold: float = 0.9, timeout: float = 600.0, threads: int | None = None,
@@ -208,7 +208,7 @@ def main(args) -> int:
         print(f"induction  birth train {' '.join(INDUCTION)} [{' '.join(OFFICIAL_EVALUATION)}], until acc_end_test "
               f">= 0.9, start-up included (the official script: 94-109 s on 2 cores)")
         for label, extra in (("as configured (+ fixed evaluation batch)", ()),
-                             ("the official evaluations only", tuple(OFFICIAL_EVALUATION))):
+                             ("the official evaluations only", OFFICIAL_EVALUATION)):
             r = time_to_induction(threads=args.threads, extra=extra)
             print(f"  {label:42s} {r['seconds']:6.1f} s wall  (acc_end_test {r['acc_end_test']:.3f} at iteration "
                   f"{r['iter']})")
