@@ -85,3 +85,18 @@ def test_load_run_errors_name_the_path_or_step(tmp_path):
         birth.load_run(tmp_path)
     with pytest.raises(ConfigError, match="step 7"):
         birth.load_run(quick_run()).model(7)
+
+
+def test_a_redrawn_figure_gives_the_same_pdf_bytes(tmp_path):
+    """No creation date in the PDFs: rerunning `birth reproduce` leaves unchanged figures unchanged."""
+    import time
+
+    import matplotlib.pyplot as plt
+
+    from birth.analysis.experiments.figures import save
+    for folder in ("a", "b"):
+        fig, ax = plt.subplots()
+        ax.plot([0, 1, 2], [0.1, 0.5, 0.9])
+        save(fig, tmp_path / folder, "curve")
+        time.sleep(1.1)  # a creation date, if written, would differ by a second
+    assert (tmp_path / "a" / "curve.pdf").read_bytes() == (tmp_path / "b" / "curve.pdf").read_bytes()

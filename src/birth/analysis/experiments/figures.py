@@ -55,7 +55,8 @@ def save(fig, folder: Path, name: str, banner: str = "", dpi: int = 200) -> list
         fig.text(0.5, y, banner, ha="center", va="bottom", fontsize=7, color="#b03a2e", weight="bold",
                  transform=fig.transFigure)
     paths = []
-    for ext, kw in (("png", {"dpi": dpi}), ("pdf", {})):
+    # no creation date in the PDF: redrawing the same data gives the same bytes (no churn in docs/results)
+    for ext, kw in (("png", {"dpi": dpi}), ("pdf", {"metadata": {"CreationDate": None}})):
         path = folder / f"{name}.{ext}"
         fig.savefig(path, bbox_inches="tight", **kw)
         paths.append(path)

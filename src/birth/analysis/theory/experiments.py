@@ -397,7 +397,9 @@ def three_steps_figure(rows: list[dict], facts: dict):
         a.set_xlabel("width $d$")
         a.set_title(title)
         a.axhline(CHANCE, color="gray", ls=":", lw=0.8)
-        a.legend(ncol=2 if a is ax[0] else 1)
+        a.legend()
+    # ten orders: their legend goes under the panel, where it hides no curve
+    ax[0].legend(ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False, fontsize="small")
     ax[0].set_ylabel("in-context accuracy (outs $\\geq 2$)")
     return fig
 
