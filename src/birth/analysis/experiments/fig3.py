@@ -28,22 +28,23 @@ FREEZE_W_O2_ALONE = {"laptop": 500}
 K_FIXED = {"tiny": 3, "quick": 5, "laptop": 5, "paper": 5}          # the README command: K = 5 fixed
 K_RANDOM = 3                                                         # SPEC §9.11: K = 3, pi_q = pi_u
 
+W_O2_ALONE = "W_K1, W_K2 frozen"  # the column where W_O2 learns alone (claim 8)
 VARIANTS = {  # label -> matrices frozen until F
     "all trained": "",
     "W_O2 frozen": "W_O2",
-    "W_K1, W_K2 frozen": "W_K1,W_K2",
+    W_O2_ALONE: "W_K1,W_K2",
     "W_K1 frozen": "W_K1",
     "W_K2 frozen": "W_K2",
 }
 RANDOM_JOINT = "all trained, random triggers"
-TITLES = {"all trained": "all trained", "W_O2 frozen": "$W_O^2$ frozen", "W_K1, W_K2 frozen": "$W_K^1$, $W_K^2$ frozen",
+TITLES = {"all trained": "all trained", "W_O2 frozen": "$W_O^2$ frozen", W_O2_ALONE: "$W_K^1$, $W_K^2$ frozen",
           "W_K1 frozen": "$W_K^1$ frozen", "W_K2 frozen": "$W_K^2$ frozen",
           RANDOM_JOINT: "all trained,\nrandom triggers"}
 
 
 def freeze_at(scale: str, label: str) -> int:
     """The step F until which the column ``label`` keeps its matrices frozen."""
-    return FREEZE_W_O2_ALONE.get(scale, FREEZE[scale]) if label == "W_K1, W_K2 frozen" else FREEZE[scale]
+    return FREEZE_W_O2_ALONE.get(scale, FREEZE[scale]) if label == W_O2_ALONE else FREEZE[scale]
 
 
 def conditions(scale: str) -> dict[str, dict]:
@@ -60,7 +61,7 @@ RULES = (
                group=RANDOM_JOINT, events=(("wo1_acc", 0.5), ("wk1_acc", 0.5), ("wk0_acc", 0.5))),
     BeforeUnfreeze("7", "W_O^2 must be learned before the key-query matrices", FIGURE, group="W_O2 frozen",
                    peak_at_most=((ACC, 0.1),), gain_at_most=(("wk1_acc", 0.2), ("wk0_acc", 0.2))),
-    BeforeUnfreeze("8", "W_O^2 alone is insufficient", FIGURE, group="W_K1, W_K2 frozen",
+    BeforeUnfreeze("8", "W_O^2 alone is insufficient", FIGURE, group=W_O2_ALONE,
                    peak_at_least=(("wo1_acc", 0.9),), peak_at_most=((ACC, 0.5),)),
     PairedBetter("9", "Learning W_K^2 before W_K^1 is easier than the reverse", FIGURE,
                  higher="W_K1 frozen", lower="W_K2 frozen", metric=ACC, stat="mean", margin=0.01),
@@ -133,10 +134,10 @@ DIFFERENCES = {
 
 
 def setup(scale: str, configs: dict) -> str:
-    alone = freeze_at(scale, "W_K1, W_K2 frozen")
+    f, alone = FREEZE[scale], freeze_at(scale, W_O2_ALONE)
+    longer = f" ({alone} with W_K1 and W_K2 frozen)" if alone != f else ""
     return (f"Simplified model, in-context loss only. Fixed: {describe(configs['all trained'])}, frozen until step "
-            f"{FREEZE[scale]}" + (f" ({alone} with W_K1 and W_K2 frozen)" if alone != FREEZE[scale] else "")
-            + f". Random-trigger column (claim 6b): {describe(configs[RANDOM_JOINT])}.")
+            f"{f}{longer}. Random-trigger column (claim 6b): {describe(configs[RANDOM_JOINT])}.")
 
 
 RECIPE = Recipe(NAME, FIGURE, "Learning the induction head alone, with memories frozen until a step",
