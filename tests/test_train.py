@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from birth.running.runs import RunDir
 from birth.running.train import train
@@ -80,3 +81,28 @@ def test_without_the_fixed_evaluation_batch_a_run_trains_the_same(tmp_path):
         assert "eval_acc_end" in full and not [k for k in lean if k.startswith("eval_")]
         assert {k: v for k, v in full.items() if not k.startswith("eval_") and k != "elapsed"} == \
                {k: v for k, v in lean.items() if k != "elapsed"}
+
+
+@pytest.mark.parametrize("arch", ["simplified", "full"])
+@pytest.mark.parametrize("scores", [1 << 22, 100 * 32 * 32], ids=["explicit", "fused-at-128"])
+def test_evaluation_chunks_change_no_bit_of_a_metric(monkeypatch, arch, scores):
+    """The evaluation batches pass through the model in chunks of EVAL_TOKENS tokens: chunks of tens of
+    sequences give the bits of one pass (here 5 chunks of 40 against 1 of 200; chunks of a few sequences
+    can take other matrix kernels), and the OOD pass keeps the attention computation of 128-sequence chunks."""
+    from birth.core import targets
+    from birth.running import train as train_module
+    from birth.running.build import build_setup
+    monkeypatch.setattr(targets, "EXPLICIT_SCORES", scores)
+    cfg = resolve_config("full" if arch == "full" else "quick",
+                         ["model_args.dim=32", "data_args.seq_length=32", "model_args.max_length=32",
+                          "eval_batch_size=200", "data_args.output_split=true"])
+    setup = build_setup(cfg)
+    batches = setup.eval_batches()
+    results, logits = [], []
+    for tokens in (10 ** 9, 40 * 32):
+        monkeypatch.setattr(train_module, "EVAL_TOKENS", tokens)
+        results.append({**train_module.ood_metrics(setup, batches),
+                        **train_module.evaluate_batch(setup, batches["eval"], "eval_")})
+        logits.append(torch.cat(train_module.ood_logits(setup, batches["test"])))
+    assert {"acc_end_test", "acc_end_split_test", "eval_loss", "eval_score2_acc"} <= set(results[0])
+    assert results[0] == results[1] and torch.equal(*logits)

@@ -127,9 +127,13 @@ def _head(w: Weights, h: torch.Tensor, mixed: torch.Tensor) -> torch.Tensor:
     return (logits * w.output_scale if w.output_scale != 1.0 else logits).float()
 
 
+def explicit_attention(batch: int, t: int) -> bool:
+    """Whether a pass over ``batch`` sequences of length ``t`` takes the explicit attention by default."""
+    return batch * t * t <= EXPLICIT_SCORES
+
+
 def _explicit(tokens: torch.Tensor, explicit: Optional[bool]) -> bool:
-    b, t = tokens.shape[-2:]
-    return b * t * t <= EXPLICIT_SCORES if explicit is None else explicit
+    return explicit_attention(*tokens.shape[-2:]) if explicit is None else explicit
 
 
 def forward(model: Transformer, tokens: torch.Tensor, targets: Optional[torch.Tensor] = None,

@@ -31,9 +31,19 @@ class Interrupted(Exception):
         self.signum = signum
 
 
-# Sequences per forward pass on the fixed evaluation batches: activations that stay in cache make
-# a 512-sequence evaluation at T 128, d 256 1.6x faster than one pass (2 cores).
-EVAL_CHUNK = 128
+# Evaluation batches pass through the model in chunks of about this many tokens, so that a chunk's
+# activations and (chunk, T, T) attention scores stay in cache: on 2 cores the probed pass of 512
+# sequences at T 256, d 128 is 2x faster than in chunks of 128 sequences, the OOD pass at T 128,
+# d 256 1.35x. Chunks of tens of sequences give the bits of one pass (tests/test_train.py).
+EVAL_TOKENS = 8192
+# The OOD pass's attention computation (explicit or fused) is chosen as for chunks of 128 sequences,
+# the chunks of runs made before EVAL_TOKENS: their metrics stay bitwise those of a run made now.
+OOD_ATTENTION_CHUNK = 128
+
+
+def eval_chunks(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``t`` (B, T, ...) split along B into chunks of about EVAL_TOKENS tokens."""
+    return t.split(max(1, EVAL_TOKENS // t.shape[1]))
 
 
 def training_loss(cfg: TrainConfig, pred: torch.Tensor, y: torch.Tensor, outs: torch.Tensor) -> torch.Tensor:
@@ -45,7 +55,7 @@ def training_loss(cfg: TrainConfig, pred: torch.Tensor, y: torch.Tensor, outs: t
 @torch.no_grad()
 def evaluate_batch(setup: Setup, batch: Batch, prefix: str) -> dict[str, float]:
     """Losses, accuracies and attention probes of the current model on a fixed batch."""
-    parts = [model_pass(setup.model, x, return_attn=True) for x in batch.x.split(EVAL_CHUNK)]
+    parts = [model_pass(setup.model, x, return_attn=True) for x in eval_chunks(batch.x)]
     pred = torch.cat([p for p, _ in parts])
     patterns = [torch.cat(layer) for layer in zip(*(a for _, a in parts))]
     res = {prefix + "loss": float(training_loss(setup.cfg, pred, batch.y, batch.outs))}
@@ -54,21 +64,32 @@ def evaluate_batch(setup: Setup, batch: Batch, prefix: str) -> dict[str, float]:
     return res
 
 
+def _min_outs(setup: Setup) -> int:
+    """The positions acc_end_test counts: outs >= 2 for the simplified script, outs >= 1 for the full one."""
+    return 1 if setup.cfg.model_args.arch == "full" else 2
+
+
 @torch.no_grad()
+def ood_logits(setup: Setup, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of an OOD batch at the in-context targets (outs >= 2) and at the positions acc_end_test
+    counts (the same ones for the simplified model, computed there at those positions only)."""
+    if targets.supports(setup.model):
+        explicit = targets.explicit_attention(min(len(b.x), OOD_ATTENTION_CHUNK), b.x.shape[1])
+        head = torch.cat([targets.forward(setup.model, x, m, explicit=explicit)
+                          for x, m in zip(eval_chunks(b.x), eval_chunks(b.outs >= 2))])
+        return head, head
+    pred = torch.cat([setup.model(x) for x in eval_chunks(b.x)])
+    return pred[b.outs >= 2], pred[b.outs >= _min_outs(setup)]
+
+
 def ood_metrics(setup: Setup, batches: dict[str, Batch]) -> dict[str, float]:
-    """``acc_end_test`` (official: outs>=2 for the simplified script, outs>=1 for the full one) and split test."""
+    """``acc_end_test`` and ``loss_head_test``, and the same of the split test batch."""
     res = {}
-    min_outs = 1 if setup.cfg.model_args.arch == "full" else 2
     for name in ("test", "split_test"):
         if name in batches:
             b = batches[name]
-            if targets.supports(setup.model):  # the simplified model: min_outs is 2, one set of positions
-                head = end = torch.cat([targets.forward(setup.model, x, m) for x, m in
-                                        zip(b.x.split(EVAL_CHUNK), (b.outs >= 2).split(EVAL_CHUNK))])
-            else:
-                pred = torch.cat([setup.model(x) for x in b.x.split(EVAL_CHUNK)])
-                head, end = pred[b.outs >= 2], pred[b.outs >= min_outs]
-            res[f"acc_end_{name}"] = float((end.argmax(-1) == b.y[b.outs >= min_outs]).float().mean()) if end.numel() else None
+            head, end = ood_logits(setup, b)
+            res[f"acc_end_{name}"] = float((end.argmax(-1) == b.y[b.outs >= _min_outs(setup)]).float().mean()) if end.numel() else None
             res[f"loss_head_{name}"] = float(F.cross_entropy(head, b.y[b.outs >= 2])) if head.numel() else None
     return res
 
