@@ -2,7 +2,10 @@
 commands would (each its own process, with the thread count `birth train` chooses), side by side
 on this machine: both wall times from empty folders, and their ratio.
 
-    python benchmarks/one_by_one.py fig4 [--scale laptop] [--seeds 3]
+    python benchmarks/one_by_one.py fig4 [--scale laptop] [--seeds 3] [--out DIR]
+
+``--out DIR`` keeps both folders (DIR/together: what `birth reproduce` wrote, claims included;
+DIR/alone: the runs trained one by one); it must not exist yet, so that both start empty.
 
 Issue 9 asks `birth reproduce all` to be at least 2x faster than its runs one by one; this is
 that comparison for any recipe (`all` takes about 80 minutes on 2 cores). Recipes of computations
@@ -11,6 +14,7 @@ only (theory) have no runs to compare.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import subprocess
 import sys
 import tempfile
@@ -46,8 +50,12 @@ def main(argv=None) -> int:
     p.add_argument("recipe")
     p.add_argument("--scale", default="laptop")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--out", type=Path, default=None, help="keep both folders here (default: a temporary one)")
     a = p.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
+    if a.out is not None and a.out.exists():
+        print(f"one_by_one: --out {a.out}: exists; both timings start from empty folders", file=sys.stderr)
+        return 2
+    with contextlib.nullcontext(str(a.out)) if a.out else tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         commands = train_commands(a.recipe, a.scale, a.seeds, root)
         if not commands:
