@@ -8,7 +8,7 @@ on this machine: both wall times from empty folders, and their ratio.
 DIR/alone: the runs trained one by one); it must not exist yet, so that both start empty.
 
 Issue 9 asks `birth reproduce all` to be at least 2x faster than its runs one by one; this is
-that comparison for any recipe (`all` takes about 80 minutes on 2 cores). Recipes of computations
+that comparison for any recipe (`all`: 67 minutes on 2 cores). Recipes of computations
 only (theory) have no runs to compare.
 """
 from __future__ import annotations
