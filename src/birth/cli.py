@@ -141,8 +141,9 @@ def _fmt(v) -> str:
 
 
 def _accuracy(fm: dict) -> str:
-    """The final in-context accuracy: on the fixed evaluation batch, or out of distribution (eval_fixed_batch=false)."""
-    if "eval_acc_end" in fm:
+    """The final in-context accuracy (``headline_accuracy``), with its loss on the fixed evaluation batch."""
+    from birth.running.train import headline_accuracy
+    if headline_accuracy(fm) == "eval_acc_end":
         return f"acc_end (eval batch) {_fmt(fm.get('eval_acc_end'))}, loss_head {_fmt(fm.get('eval_loss_head'))}"
     return f"acc_end_test {_fmt(fm.get('acc_end_test'))}"
 

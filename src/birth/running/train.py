@@ -82,6 +82,12 @@ def ood_logits(setup: Setup, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     return pred[b.outs >= 2], pred[b.outs >= _min_outs(setup)]
 
 
+def headline_accuracy(metrics: dict) -> str:
+    """The key of the in-context accuracy a run reports: on the fixed evaluation batch, or out of
+    distribution where there is none (eval_fixed_batch=false)."""
+    return "eval_acc_end" if "eval_acc_end" in metrics else "acc_end_test"
+
+
 def ood_metrics(setup: Setup, batches: dict[str, Batch]) -> dict[str, float]:
     """``acc_end_test`` and ``loss_head_test``, and the same of the split test batch."""
     res = {}
@@ -218,7 +224,7 @@ class Trainee:
             self.checkpoint(step + 1)
         self.bar.update(1)
         if "loss" in self.last and self.last.get("iter") == step:
-            acc = "eval_acc_end" if "eval_acc_end" in self.last else "acc_end_test"  # eval_fixed_batch=false
+            acc = headline_accuracy(self.last)
             self.bar.set_postfix({"train_loss": f"{self.last['loss']:.3f}", acc: f"{self.last.get(acc) or 0:.3f}"})
 
     def completed(self) -> dict:
