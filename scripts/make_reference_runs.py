@@ -2,7 +2,8 @@
 plug-ins (commit ee17ae3), so that tests/test_reference_runs.py can check that today's code gives
 the same metrics, floors and run names for the same configs.
 
-    python scripts/make_reference_runs.py          # rewrite the reference (only on purpose)
+    python scripts/make_reference_runs.py --write  # rewrite the reference (only on purpose)
+    python scripts/make_reference_runs.py --out DIR  # the same runs made by this code, elsewhere
 
 Each case: its overrides (no preset), its metrics lines (without ``elapsed``), the floors of its
 task.json and the run name (config hash) the launcher gave it then.
@@ -42,8 +43,16 @@ CASES = {
 
 
 def main() -> None:
+    import argparse
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help=f"rewrite {OUT}")
+    parser.add_argument("--out", type=Path, help="write the cases here instead")
+    args = parser.parse_args()
+    if not (args.write or args.out):
+        parser.error("say --write (replace the reference) or --out DIR")
+    out = args.out or OUT
     torch.set_num_threads(1)
-    OUT.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     for name, overrides in CASES.items():
         cfg = resolve_config(None, overrides)
         with tempfile.TemporaryDirectory() as tmp:
@@ -55,7 +64,7 @@ def main() -> None:
         record = {"overrides": overrides, "run_name": config_hash(cfg), "floors": floors, "metrics": lines,
                   "made_with": {"torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability(),
                                 "machine": platform.machine(), "threads": 1}}
-        (OUT / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+        (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
         print(name, record["run_name"], len(lines), "lines")
 
 

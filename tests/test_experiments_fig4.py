@@ -36,8 +36,8 @@ def test_trigger_conditions_use_the_most_and_less_frequent_tokens(out):
 
 def test_ood_and_split_runs_log_their_test_accuracies(out):
     _, runs = out
-    assert runs[fig4.BIGRAM_TO_UNIFORM].read_config().bigram_outs_train
-    assert runs[fig4.UNIFORM_TO_BIGRAM].read_config().bigram_outs_test
+    assert runs[fig4.BIGRAM_TO_UNIFORM].read_config().data_args.bigram_outs_train
+    assert runs[fig4.UNIFORM_TO_BIGRAM].read_config().data_args.bigram_outs_test
     last = runs[fig4.SPLIT].read_metrics()[-1]
     assert 0 <= last["acc_end_split_test"] <= 1 and "wo1_split_test_acc" in last
     assert all(0 <= runs[g].read_metrics()[-1]["acc_end_test"] <= 1

@@ -50,7 +50,7 @@ def test_panels_name_what_is_plotted():
     acc, probes, losses = run_panels(cfg, TASK)
     # no distribution shift: the test batch is not called OOD
     assert not any("OOD" in label for _, label in acc.series)
-    shifted = dataclasses.replace(cfg, bigram_outs_test=True)
+    shifted = dataclasses.replace(cfg, data_args=dataclasses.replace(cfg.data_args, bigram_outs_test=True))
     assert any("OOD" in label for _, label in run_panels(shifted, TASK)[0].series)
     # K-way chance line for wk1; wk0_64 is shown only when it differs from wk0
     assert any(abs(v - 1 / 3) < 1e-12 for v, _ in probes.lines)

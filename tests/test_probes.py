@@ -6,7 +6,7 @@ from birth.running.config import DataArgs, ModelArgs
 from birth.core.corpus import bundled_stats
 from birth.core.model import Transformer
 from birth.core.probes import attention_probes, loss_metrics, memory_probes
-from birth.core.task import Task, fixed_triggers
+from birth.core.tasks.triggers import TriggersTask, fixed_triggers
 
 STATS = bundled_stats()
 N, D, T = 65, 512, 256
@@ -91,7 +91,7 @@ def ideal_attention(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_attention_probes_on_ideal_and_uniform_patterns():
-    batch = Task(DataArgs(k=3, fixed_special_toks=True, seq_length=48), STATS).batch(0, "train", 0, 16)
+    batch = TriggersTask(DataArgs(k=3, fixed_special_toks=True, seq_length=48), stats=STATS).batch(0, "train", 0, 16)
     x, y, outs = batch.x, batch.y, batch.outs
     pred = torch.nn.functional.one_hot(y, N).float()  # a perfect predictor
     a1, a2 = ideal_attention(x)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from birth.running.config import ConfigError, DataArgs, all_keys, build_config
 from birth.core.corpus import bundled_stats
-from birth.core.task import Task
+from birth.core.tasks.triggers import TriggersTask
 from birth.running.validation import resolve_config
 
 N = 65  # tokens of the bundled tiny Shakespeare table
@@ -37,7 +37,7 @@ def task_settings(draw):
        batch_size=st.integers(1, 4))
 def test_sampler_invariants(settings_, seed, index, batch_size):
     data, bigram_outs = settings_
-    task = Task(data, _stats(), bigram_outs=bigram_outs)
+    task = TriggersTask(data, stats=_stats(), bigram_outs=bigram_outs)
     b = task.batch(seed, "train", index, batch_size)
     k, t = data.k, data.seq_length
     # shapes and dtypes
@@ -85,7 +85,7 @@ def _check_sequence(task, data, bigram_outs, x, y, outs, triggers, outputs) -> N
 
 def test_fixed_triggers_with_k_0_give_empty_long_tensors():
     data = DataArgs(k=0, seq_length=8, fixed_special_toks=True)
-    b = Task(data, _stats()).batch(0, "train", 0, 2)
+    b = TriggersTask(data, stats=_stats()).batch(0, "train", 0, 2)
     assert b.triggers.shape == (2, 0) and b.triggers.dtype == torch.long
     assert (b.outs == 0).all()
 

@@ -57,12 +57,13 @@ def test_each_run_of_a_stack_gets_its_own_loss_and_gradient():
     assert len({int((b.outs >= 2).sum()) for b in batches}) > 1  # the padding to the longest run is exercised
     stack = stacked._Stack([s.model for s in setups])
     stack.prepare()
-    losses = targets.stacked_losses(stack.weights(), *(torch.stack([getattr(b, k) for b in batches])
-                                                         for k in ("x", "y", "outs")))
+    stacked_batch = [torch.stack([b.x for b in batches]), torch.stack([b.y for b in batches]),
+                     torch.stack([b.masks["in_context"] for b in batches])]
+    losses = targets.stacked_losses(stack.weights(), *stacked_batch)
     losses.sum().backward()
     for r, (s, b) in enumerate(zip(setups, batches)):
         trained = [p for p in s.model.parameters() if p.requires_grad]
-        alone = targets.in_context_loss(s.model, b.x, b.y, b.outs)
+        alone = targets.in_context_loss(s.model, b.x, b.y, b.masks["in_context"])
         assert float(losses[r].detach()) == pytest.approx(float(alone.detach()), rel=1e-5)
         grads = torch.autograd.grad(alone, trained)
         stack.hand_out(r)

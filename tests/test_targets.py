@@ -8,11 +8,11 @@ import torch
 from birth.baselines.official_model import OfficialSimplified
 from birth.core import targets
 from birth.core.model import Transformer
-from birth.running import train as train_module
 from birth.running.config import ModelArgs, build_config
 from birth.running.build import build_setup
 from birth.running.runs import RunDir
-from birth.running.train import train, training_loss
+from birth.running.evaluation import training_loss
+from birth.running.train import train
 
 VARIANTS = {
     "readme": dict(freeze_embeddings=True, freeze_output=True),
@@ -61,8 +61,8 @@ def test_rearranged_pass_equals_the_full_pass(variant, explicit):
         _close(a, p)
     trained = [p for p in model.parameters() if p.requires_grad]
     assert len(trained) >= 3
-    loss = targets.in_context_loss(model, b.x, b.y, b.outs, explicit=explicit)
-    reference = training_loss(cfg, model(b.x), b.y, b.outs)
+    loss = targets.in_context_loss(model, b.x, b.y, b.masks["in_context"], explicit=explicit)
+    reference = training_loss(cfg.loss_head_only, model(b.x), b)
     _close(loss, reference, 1e-5)
     for g, ref in zip(torch.autograd.grad(loss, trained), torch.autograd.grad(reference, trained)):
         assert ref.abs().max() > 0
@@ -74,8 +74,8 @@ def test_rearranged_loss_and_gradients_equal_the_official_computation(explicit):
     cfg, model, b = _model_and_batch(VARIANTS["readme"])
     official = OfficialSimplified(model)
     trained = [p for p in model.parameters() if p.requires_grad]
-    ours = targets.in_context_loss(model, b.x, b.y, b.outs, explicit=explicit)
-    theirs = training_loss(cfg, official(b.x), b.y, b.outs)
+    ours = targets.in_context_loss(model, b.x, b.y, b.masks["in_context"], explicit=explicit)
+    theirs = training_loss(cfg.loss_head_only, official(b.x), b)
     _close(ours, theirs, 1e-5)
     for g, ref in zip(torch.autograd.grad(ours, trained), torch.autograd.grad(theirs, trained)):
         _close(g, ref)

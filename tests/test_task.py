@@ -6,13 +6,13 @@ import torch
 from birth.running.config import DataArgs
 from birth.core.corpus import bundled_stats
 from birth.baselines.official_sampler import naive_batch
-from birth.core.task import Task, alias_tables, fixed_triggers
+from birth.core.tasks.triggers import TriggersTask, alias_tables, fixed_triggers
 
 STATS = bundled_stats()
 
 
 def ours(data, n, seed=0, **kw):
-    b = Task(data, STATS, **kw).batch(seed, "train", 0, n)
+    b = TriggersTask(data, stats=STATS, **kw).batch(seed, "train", 0, n)
     return b.x.numpy(), b.y.numpy(), b.outs.numpy(), b
 
 
@@ -140,7 +140,7 @@ def test_show_latents_prefix_and_output_counter():
 
 
 def test_batches_are_pure_functions_of_seed_and_index():
-    task = Task(DataArgs(k=3, seq_length=32), STATS)
+    task = TriggersTask(DataArgs(k=3, seq_length=32), stats=STATS)
     a, b = task.batch(7, "train", 3, 16), task.batch(7, "train", 3, 16)
     assert torch.equal(a.x, b.x) and torch.equal(a.outs, b.outs)
     assert not torch.equal(a.x, task.batch(7, "train", 4, 16).x)

@@ -90,19 +90,20 @@ def test_evaluation_chunks_change_no_bit_of_a_metric(monkeypatch, arch, scores):
     sequences give the bits of one pass (here 5 chunks of 40 against 1 of 200; chunks of a few sequences
     can take other matrix kernels), and the OOD pass keeps the attention computation of 128-sequence chunks."""
     from birth.core import targets
-    from birth.running import train as train_module
+    from birth.running import evaluation as E
     from birth.running.build import build_setup
     monkeypatch.setattr(targets, "EXPLICIT_SCORES", scores)
     cfg = resolve_config("full" if arch == "full" else "quick",
                          ["model_args.dim=32", "data_args.seq_length=32", "model_args.max_length=32",
                           "eval_batch_size=200", "data_args.output_split=true"])
     setup = build_setup(cfg)
-    batches = setup.eval_batches()
+    evaluator = E.Evaluator(setup)
     results, logits = [], []
     for tokens in (10 ** 9, 40 * 32):
-        monkeypatch.setattr(train_module, "EVAL_TOKENS", tokens)
-        results.append({**train_module.ood_metrics(setup, batches),
-                        **train_module.evaluate_batch(setup, batches["eval"], "eval_")})
-        logits.append(torch.cat(train_module.ood_logits(setup, batches["test"])))
+        monkeypatch.setattr(E, "EVAL_TOKENS", tokens)
+        ev = E.Evaluation(0, evaluator, stepped=None)
+        results.append({**E.out_of_distribution(ev), **E.evaluation_batch(ev)})
+        mask = setup.task.ood_accuracy_mask(arch)
+        logits.append(torch.cat(E.ood_logits(setup, evaluator.batches["test"], mask)))
     assert {"acc_end_test", "acc_end_split_test", "eval_loss", "eval_score2_acc"} <= set(results[0])
     assert results[0] == results[1] and torch.equal(*logits)

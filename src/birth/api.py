@@ -6,12 +6,12 @@ Owns nothing on disk (``birth.running.runs`` does); it gathers what an analysis 
     run.config                  # TrainConfig
     run.steps                   # saved checkpoint steps, e.g. [400]
     model = run.model()         # Transformer at the latest checkpoint, eval mode (run.model(step=100))
-    batch = run.eval_batch()    # the fixed evaluation batch: x, y, outs (B, T)
+    batch = run.eval_batch()    # the fixed evaluation batch: x, y (B, T), masks; the paper's task: outs
     run.decode(batch.x[0])      # characters
     run.encode("the ")          # token ids (1-D LongTensor)
     run.metrics                 # list of dicts, one per evaluation (metrics.jsonl)
     run.column("eval_acc_end")  # (iters, values) of one metric
-    run.setup                   # samplers (train_task, test_task), corpus stats, triggers
+    run.setup                   # the task (setup.task), its OOD tasks (setup.ood), the model
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from birth.running.config import ConfigError, TrainConfig
 from birth.core.model import Transformer
 from birth.running.runs import RunDir
 from birth.running.build import Setup, build_setup
-from birth.core.task import Batch
+from birth.core.tasks import Batch
 
 
 class Run:
@@ -77,7 +77,7 @@ class Run:
         if step not in ckpts:
             raise ConfigError(f"load_run: no checkpoint at step {step} in {self.dir.ckpt_dir} (saved: {sorted(ckpts)})")
         with torch.random.fork_rng(devices=[]):
-            model = Transformer(self.config.model_args, self.setup.stats.num_tokens)
+            model = Transformer(self.config.model_args, self.setup.task.num_tokens)
         model.load_state_dict(RunDir.load_checkpoint(ckpts[step], self.device)["model"])
         return model.to(self.device).eval()
 
@@ -87,16 +87,24 @@ class Run:
 
     @property
     def vocab(self) -> list[str]:
-        return list(self.setup.stats.vocab)
+        """The display string of each token id (characters for the paper's task)."""
+        return list(self.setup.task.vocab)
 
     def decode(self, tokens: Sequence[int] | torch.Tensor) -> str:
-        return self.setup.stats.decode(tokens.tolist() if isinstance(tokens, torch.Tensor) else tokens)
+        vocab = self.vocab
+        return "".join(vocab[int(i)] for i in (tokens.tolist() if isinstance(tokens, torch.Tensor) else tokens))
 
     def encode(self, text: str) -> torch.Tensor:
-        missing = sorted(set(text) - set(self.vocab))
+        """Token ids of ``text``, one per character (a vocabulary of single characters only)."""
+        vocab = self.vocab
+        if any(len(v) != 1 for v in vocab):
+            raise ConfigError(f"encode: the {self.config.data_args.task} task's tokens are not single characters; "
+                              "pass token ids instead")
+        missing = sorted(set(text) - set(vocab))
         if missing:
             raise ConfigError(f"encode: characters {missing!r} are not in the run's vocabulary")
-        return torch.tensor(self.setup.stats.encode(text), dtype=torch.long)
+        index = {c: i for i, c in enumerate(vocab)}
+        return torch.tensor([index[c] for c in text], dtype=torch.long)
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, steps={self.steps})"

@@ -28,8 +28,9 @@ from birth.core.corpus import bundled_stats
 from birth.baselines.official_sampler import naive_batch
 from birth.running.build import bf16_cpu, build_setup, make_optimizer, resolve_device
 from birth.core.targets import EXPLICIT_SCORES, in_context_loss
-from birth.core.task import Task
-from birth.running.train import precision, training_loss
+from birth.core.tasks.triggers import TriggersTask
+from birth.running.evaluation import training_loss
+from birth.running.train import precision
 
 
 def _best_time(fn, repeats: int, sync=lambda: None) -> float:
@@ -51,7 +52,7 @@ def _sync(device: torch.device):
 def sampler_speed(batch: int, seq_len: int, k: int, repeats: int, device: torch.device) -> dict:
     """tokens/s of our sampler on this process's threads and device."""
     data = DataArgs(k=k, seq_length=seq_len)
-    task = Task(data, bundled_stats(), device=device)
+    task = TriggersTask(data, device, stats=bundled_stats())
     counter = iter(range(10**9))
     t = _best_time(lambda: task.batch(0, "train", next(counter), batch), repeats, _sync(device))
     return {"tokens_per_s": batch * seq_len / t, "seconds_per_batch": t, "batch": batch, "seq_len": seq_len,
@@ -79,12 +80,13 @@ def step_times(batch: int, seq_len: int, dim: int, repeats: int, device: torch.d
     opt = make_optimizer(cfg, model)
     official = OfficialSimplified(model)
     b = setup.train_batch(0)
-    losses = {"ours": lambda: in_context_loss(model, b.x, b.y, b.outs),
-              "full": lambda: training_loss(cfg, model(b.x), b.y, b.outs),
-              "official": lambda: training_loss(cfg, official(b.x), b.y, b.outs)}
+    targets = b.masks["in_context"]
+    losses = {"ours": lambda: in_context_loss(model, b.x, b.y, targets),
+              "full": lambda: training_loss(cfg.loss_head_only, model(b.x), b),
+              "official": lambda: training_loss(cfg.loss_head_only, official(b.x), b)}
     if device.type == "cuda" or bf16_cpu():
         bf16 = dataclasses.replace(cfg, precision="bf16")
-        losses["bf16"] = lambda: _in_bf16(bf16, device, lambda: in_context_loss(model, b.x, b.y, b.outs))
+        losses["bf16"] = lambda: _in_bf16(bf16, device, lambda: in_context_loss(model, b.x, b.y, targets))
     with torch.no_grad():  # the same function of the same weights
         reference = float(losses["official"]())
         gap = max(abs(float(f()) - reference) for name, f in losses.items() if name != "bf16") / abs(reference)
@@ -201,7 +203,7 @@ def main(args) -> int:
             return 0
         naive = naive_sampler_speed(args.seq_len, args.k, args.repeats)
         print(f"sampler  batch={args.batch} T={args.seq_len} K={args.k} random triggers, {ours['threads']} thread(s), {device}")
-        print(f"  vectorised (birth.core.task): {ours['tokens_per_s']:>12,.0f} tokens/s")
+        print(f"  vectorised (birth.core.tasks): {ours['tokens_per_s']:>12,.0f} tokens/s")
         print(f"  per-token (official):    {naive['tokens_per_s']:>12,.0f} tokens/s")
         print(f"  ratio: {ours['tokens_per_s'] / naive['tokens_per_s']:.0f}x")
     if args.what == "induction":

@@ -109,8 +109,8 @@ class Panel:
 def run_panels(cfg, task: dict) -> list[Panel]:
     """The accuracy, probe and loss charts of a run with config ``cfg`` and ``task.json`` ``task``."""
     d, n = cfg.data_args, task["num_tokens"]
-    shifted = cfg.bigram_outs_test != cfg.bigram_outs_train
-    test_label = ("test batch: outputs from the bigram (OOD)" if cfg.bigram_outs_test else
+    shifted = d.bigram_outs_test != d.bigram_outs_train
+    test_label = ("test batch: outputs from the bigram (OOD)" if d.bigram_outs_test else
                   "test batch: uniform outputs (OOD)") if shifted else "second fixed batch (same distribution)"
     acc = Panel("accuracy", "in-context accuracy (outs \u2265 2)", "accuracy",
                 [("eval_acc_end", "fixed evaluation batch"), ("acc_end", "training batch of the step"),
@@ -202,9 +202,10 @@ def attention_example(setup, length: int = 64) -> dict:
     length = min(length, batch.x.shape[1])
     i = pick_sequence(batch, length)
     tokens = batch.x[i, :length].tolist()
-    return {"x": batch.x[i:i + 1, :length], "tokens": tokens, "chars": [setup.stats.vocab[t] for t in tokens],
+    vocab = setup.vocab
+    return {"x": batch.x[i:i + 1, :length], "tokens": tokens, "chars": [vocab[t] for t in tokens],
             "outs": batch.outs[i, :length].tolist(), "seq_length": batch.x.shape[1],
-            "triggers": [setup.stats.vocab[t] for t in batch.triggers[i].tolist()],
+            "triggers": [vocab[t] for t in batch.triggers[i].tolist()],
             "fixed": setup.triggers is not None}
 
 

@@ -1,12 +1,11 @@
 """The official per-token sampler (one ``rng.choice`` per token, numpy), kept as the speed baseline
-of ``birth bench`` and as an independent oracle for the tests of the vectorised ``birth.core.task``."""
+of ``birth bench`` and as an independent oracle for the tests of the vectorised ``birth.core.tasks.triggers``."""
 from __future__ import annotations
 
 import numpy as np
 
-from birth.running.config import DataArgs
 from birth.core.corpus import CorpusStats
-from birth.core.task import fixed_triggers
+from birth.core.tasks.triggers import DataArgs, fixed_triggers
 
 
 def naive_sequence(rng: np.random.Generator, data: DataArgs, stats: CorpusStats, bigram_outs: bool = False,

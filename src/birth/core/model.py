@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from birth.running.config import ModelArgs
+from birth.core.args import ModelArgs
 
 PARAM_ALIASES = {
     "W_E": "tok_embeddings.weight", "W_U": "output.weight", "P": "pos_embeddings.weight",

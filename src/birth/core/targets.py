@@ -152,20 +152,19 @@ def forward(model: Transformer, tokens: torch.Tensor, targets: Optional[torch.Te
     return (logits, [p.unsqueeze(1) for p in patterns]) if return_attn else logits
 
 
-def in_context_loss(model: Transformer, tokens: torch.Tensor, y: torch.Tensor, outs: torch.Tensor,
+def in_context_loss(model: Transformer, tokens: torch.Tensor, y: torch.Tensor, targets: torch.Tensor,
                     explicit: Optional[bool] = None) -> torch.Tensor:
-    """Cross-entropy of ``model(tokens)`` at the in-context targets (``outs >= 2``)."""
-    targets = outs >= 2
+    """Cross-entropy of ``model(tokens)`` at the targets (a (B, T) mask: the in-context ones)."""
     return F.cross_entropy(forward(model, tokens, targets, explicit=explicit), y[targets])
 
 
-def stacked_losses(w: Weights, tokens: torch.Tensor, y: torch.Tensor, outs: torch.Tensor,
+def stacked_losses(w: Weights, tokens: torch.Tensor, y: torch.Tensor, targets: torch.Tensor,
                    explicit: Optional[bool] = None) -> torch.Tensor:
-    """The in-context loss of each run of a stack (R,): run r's weights on its batch (tokens, y,
-    outs: (R, B, T)). Their sum has each run's own gradient in that run's slice."""
+    """The loss at the targets of each run of a stack (R,): run r's weights on its batch (tokens, y,
+    the targets mask: (R, B, T)). Their sum has each run's own gradient in that run's slice."""
     h, mixed, _ = _streams(w, tokens, _explicit(tokens, explicit))
     r, b, t = tokens.shape
-    targets = (outs >= 2).view(r, b * t)
+    targets = targets.reshape(r, b * t)
     count = targets.sum(1)                                                              # (R,)
     # each run's targets first, in order, padded to the longest run's count with position 0
     order = torch.where(targets, torch.arange(b * t, device=tokens.device), b * t).sort(1).values

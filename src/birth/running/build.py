@@ -7,10 +7,9 @@ from typing import Optional
 
 import torch
 
-from birth.running.config import ConfigError, TrainConfig
-from birth.core.corpus import CorpusStats, load_stats
 from birth.core.model import Transformer, resolve_param_names
-from birth.core.task import Batch, Task
+from birth.core.tasks import Batch, Task, make_task
+from birth.running.config import ConfigError, TrainConfig
 
 
 def resolve_device(name: str) -> torch.device:
@@ -87,42 +86,39 @@ class Setup:
 
     cfg: TrainConfig
     device: torch.device
-    stats: CorpusStats
-    train_task: Task
-    test_task: Task                # the official ds_test (bigram_outs_test)
-    split_test_task: Optional[Task]  # outputs from the held-out 25% of tokens
+    task: Task                     # the training distribution (its fixed ``eval`` batch too)
+    ood: dict[str, Task]           # other distributions, one fixed batch each (the paper's: test, split_test)
     model: Transformer
 
     @property
     def triggers(self) -> Optional[list[int]]:
-        return self.train_task.fixed
+        """The fixed trigger set of the paper's task (None for random triggers or another task)."""
+        return getattr(self.task, "fixed", None)
+
+    @property
+    def vocab(self) -> list[str]:
+        return list(self.task.vocab)
 
     def train_batch(self, step: int) -> Batch:
-        return self.train_task.batch(self.cfg.seed, "train", step, self.cfg.optim_args.batch_size)
+        return self.task.batch(self.cfg.seed, "train", step, self.cfg.optim_args.batch_size)
 
     def eval_batches(self) -> dict[str, Batch]:
-        """The fixed evaluation batches: training distribution, OOD test and split test."""
+        """The fixed evaluation batches: ``eval`` of the training distribution, one per OOD task."""
         c = self.cfg
-        out = {"eval": self.train_task.batch(c.eval_seed, "eval", 0, c.eval_batch_size),
-               "test": self.test_task.batch(c.eval_seed, "test", 0, c.eval_batch_size)}
-        if self.split_test_task is not None:
-            out["split_test"] = self.split_test_task.batch(c.eval_seed, "split_test", 0, c.eval_batch_size)
+        out = {"eval": self.task.batch(c.eval_seed, "eval", 0, c.eval_batch_size)}
+        out.update({name: task.batch(c.eval_seed, name, 0, c.eval_batch_size) for name, task in self.ood.items()})
         return out
 
 
 def build_setup(cfg: TrainConfig, device: Optional[torch.device] = None) -> Setup:
     """Samplers and a freshly initialised model (seeded by ``init_seed`` only)."""
     device = device or resolve_device(cfg.device)
-    stats = load_stats(cfg.data_args.corpus)
-    split = "train" if cfg.data_args.output_split else None
-    train_task = Task(cfg.data_args, stats, bigram_outs=cfg.bigram_outs_train, split=split, device=device)
-    test_task = Task(cfg.data_args, stats, bigram_outs=cfg.bigram_outs_test, split=split, device=device)
-    split_test = (Task(cfg.data_args, stats, split="test", device=device) if cfg.data_args.output_split else None)
+    task = make_task(cfg.data_args, device)
     # init on CPU under a private RNG: the weights depend on init_seed alone, not on the device
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.init_seed)
-        model = Transformer(cfg.model_args, stats.num_tokens)
-    return Setup(cfg, device, stats, train_task, test_task, split_test, model.to(device))
+        model = Transformer(cfg.model_args, task.num_tokens)
+    return Setup(cfg, device, task, task.evaluation_tasks(), model.to(device))
 
 
 def trained_setup(run_dir, device: torch.device | str = "cpu") -> Setup:

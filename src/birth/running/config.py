@@ -17,64 +17,17 @@ from typing import Any, Optional
 
 import yaml
 
+from birth.core import tasks
+from birth.core.args import ModelArgs, documented as _f
+from birth.core.tasks.base import TaskArgs
+from birth.core.tasks.triggers import DataArgs
+
+__all__ = ["ConfigError", "DataArgs", "ModelArgs", "OptimArgs", "TrainConfig", "TaskArgs", "PRESETS", "build_config",
+           "parse_overrides", "to_dict", "from_dict", "all_keys", "dump_yaml", "load_yaml", "apply"]
+
 
 class ConfigError(ValueError):
     """A config problem, reported as one line that names the offending key."""
-
-
-def _f(default: Any, help: str, **kw) -> Any:
-    """A dataclass field with its one-line description (shown by ``birth train --help``)."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
-    return field(default=default, metadata={"help": help, **kw})
-
-
-@dataclass
-class DataArgs:
-    k: int = _f(0, "number of triggers K per sequence (official default 0 = no triggers)")
-    seq_length: int = _f(256, "sequence length T (the model sees T tokens, predicts the next T)")
-    show_latents: bool = _f(False, "put the K triggers at the start of each sequence (marked -1)")
-    fixed_special_toks: bool = _f(False, "fixed triggers: the K most frequent tokens (else random per sequence)")
-    special_toks_offset: int = _f(0, "fixed triggers skip this many most frequent tokens")
-    output_counter: bool = _f(True, "count trigger occurrences in outs (False marks every output 1)")
-    no_repeat: bool = _f(False, "forbid an output equal to its trigger")
-    output_split: bool = _f(False, "75/25 OOD split: train outputs from the first 75% of token ids, "
-                            "evaluate acc_end_split_test on outputs from the rest")
-    corpus: str = _f("", "UTF-8 text file for the unigram/bigram statistics (empty: bundled tiny Shakespeare)")
-
-
-@dataclass
-class ModelArgs:
-    arch: str = _f("simplified", "simplified (paper Sec. 4.2, ihead_basic_model) or full (ihead_full_model)",
-                   choices=("simplified", "full"))
-    dim: int = _f(64, "model width d")
-    max_length: int = _f(256, "number of positional embeddings (>= seq_length)")
-    n_layers: int = _f(2, "number of layers (full architecture; the simplified model has 2)")
-    n_heads: int = _f(1, "attention heads per layer (full architecture; official full default 4)")
-    freeze_embeddings: bool = _f(False, "freeze token (and learned positional) embeddings at init")
-    freeze_output: bool = _f(False, "freeze the unembedding W_U at init")
-    tie_output: bool = _f(False, "tie W_U to the token embeddings")
-    sin_cos: bool = _f(False, "sin/cos positional embeddings instead of random (simplified) or learned (full)")
-    # simplified architecture
-    final_ffn: bool = _f(False, "simplified: final feed-forward W_F after layer 2")
-    first_ffn: bool = _f(False, "simplified: feed-forward after layer 1")
-    linear_final_ffn: bool = _f(True, "simplified: final FFN is linear d x d (else ReLU MLP 4d)")
-    linear_first_ffn: bool = _f(True, "simplified: first FFN is linear d x d (else ReLU MLP 4d)")
-    use_rope: bool = _f(False, "simplified: rotary positions in layer 1 (drops absolute positions)")
-    sqrtd_embeddings: bool = _f(False, "simplified: embeddings with variance 1/d (paper) instead of 1 (code)")
-    no_sqrtd: bool = _f(False, "simplified: no 1/sqrt(d) attention score scale")
-    zero_init: bool = _f(False, "simplified: start W_K1, W_K2, W_O2 at zero (as in the theory)")
-    # full architecture
-    pre_norm: bool = _f(True, "full: pre-LayerNorm (else post-LayerNorm)")
-    no_norm: bool = _f(False, "full: no LayerNorm at all")
-    no_ffn: bool = _f(False, "full: no feed-forward in any layer")
-    linear_ffn: bool = _f(False, "full: linear feed-forward d x d instead of ReLU MLP 4d")
-    no_first_layer_ffn: bool = _f(False, "full: no feed-forward in layer 1")
-    parallel_ffn: bool = _f(False, "full: official pre-norm block whose FFN reads the block input")
-    freeze_wv: bool = _f(False, "full: freeze every W_V")
-    freeze_wo: bool = _f(False, "full: freeze every W_O")
-    no_wv: bool = _f(False, "full: W_V = identity")
-    no_wo: bool = _f(False, "full: W_O = identity")
 
 
 @dataclass
@@ -92,7 +45,7 @@ class OptimArgs:
 @dataclass
 class TrainConfig:
     optim_args: OptimArgs = field(default_factory=OptimArgs)
-    data_args: DataArgs = field(default_factory=DataArgs)
+    data_args: TaskArgs = field(default_factory=DataArgs)  # the task's own dataclass (data_args.task)
     model_args: ModelArgs = field(default_factory=ModelArgs)
     max_iters: int = _f(1000, "training steps (official default: run forever)")
     eval_delta: int = _f(5, "evaluate every this many steps")
@@ -100,8 +53,6 @@ class TrainConfig:
     log_probes: bool = _f(False, "accepted for compatibility: memory probes are always logged")
     freeze_until: str = _f("", "freeze schedule 'STEP:NAME,...' (official names or W_K1/W_K2/W_O2/...)")
     loss_head_only: bool = _f(True, "loss on in-context targets only (outs >= 2)")
-    bigram_outs_train: bool = _f(False, "training outputs drawn from the bigram pi_b(.|trigger) (else uniform)")
-    bigram_outs_test: bool = _f(False, "outputs of the acc_end_test batch drawn from the bigram")
     num_data_workers: int = _f(60, "accepted for compatibility: sampling is vectorised, no workers")
     seed: int = _f(42, "data seed: batch i is a pure function of (seed, i)")
     init_seed: int = _f(0, "model initialisation seed")
@@ -135,6 +86,9 @@ ALIASES = {
     "optim_args.wd": "optim_args.weight_decay",
     "optim_args.batch": "optim_args.batch_size",
     "steps": "max_iters",
+    # official TrainerArgs flags that describe the paper's task: they live in its data_args
+    "bigram_outs_train": "data_args.bigram_outs_train",
+    "bigram_outs_test": "data_args.bigram_outs_test",
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -172,16 +126,28 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def all_keys() -> dict[str, dataclasses.Field]:
-    """Every settable dotted key with its field (for --help, validation and suggestions)."""
-    keys = {}
+def all_keys(task: Optional[str] = None) -> dict[str, dataclasses.Field]:
+    """Every settable dotted key with its field: of a config of ``task``, or (None) of any task
+    (for --help, parsing and suggestions)."""
+    keys: dict[str, dataclasses.Field] = {}
     for f in dataclasses.fields(TrainConfig):
-        if f.name in GROUPS:
+        if f.name == "data_args":
+            classes = [tasks.args_class(task)] if task else [tasks.args_class(n) for n in tasks.names()]
+            for cls in classes:
+                for g in dataclasses.fields(cls):
+                    keys.setdefault(f"data_args.{g.name}", g)
+        elif f.name in GROUPS:
             for g in dataclasses.fields(GROUPS[f.name]):
                 keys[f"{f.name}.{g.name}"] = g
         else:
             keys[f.name] = f
     return keys
+
+
+def owners(key: str) -> list[str]:
+    """The tasks whose data_args have ``key`` (a dotted ``data_args.*`` key)."""
+    name = key.partition(".")[2]
+    return [t for t in tasks.names() if name in {f.name for f in dataclasses.fields(tasks.args_class(t))}]
 
 
 def _canonical(key: str) -> str:
@@ -304,6 +270,17 @@ def to_dict(cfg: TrainConfig) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def flat_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """The config as dotted keys: ``{'data_args.k': 3, 'max_iters': 1000, ...}``."""
+    flat = {}
+    for k, v in to_dict(cfg).items():
+        if isinstance(v, dict):
+            flat.update({f"{k}.{gk}": gv for gk, gv in v.items()})
+        else:
+            flat[k] = v
+    return flat
+
+
 def from_dict(d: dict) -> TrainConfig:
     """Rebuilds a config from ``to_dict``'s nested form (e.g. a saved config.yaml)."""
     flat = {}
@@ -316,11 +293,18 @@ def from_dict(d: dict) -> TrainConfig:
 
 
 def _assign(cfg: TrainConfig, flat: dict[str, Any], where: str) -> TrainConfig:
-    """Sets dotted keys of ``cfg`` in place, each value type-checked against its field."""
-    keys = all_keys()
+    """Sets dotted keys of ``cfg`` in place, each value type-checked against its field; a
+    ``data_args.task`` among them first gives ``cfg`` that task's data arguments."""
+    flat = {_canonical(k): v for k, v in flat.items()}
+    if "data_args.task" in flat:
+        _set_task(cfg, flat["data_args.task"], where)
+    keys = all_keys(cfg.data_args.task)
     for key, raw in flat.items():
-        key = _canonical(key)
         if key not in keys:
+            tasks_with = owners(key) if key.startswith("data_args.") else []
+            if tasks_with:
+                raise ConfigError(f"{key}: a key of task {' and '.join(tasks_with)}, not of data_args.task="
+                                  f"{cfg.data_args.task}{where}")
             raise ConfigError(f"{key}: unknown key{where}")
         *groups, name = key.split(".")
         target = cfg
@@ -328,6 +312,21 @@ def _assign(cfg: TrainConfig, flat: dict[str, Any], where: str) -> TrainConfig:
             target = getattr(target, g)
         setattr(target, name, _coerce(key, raw, keys[key]))
     return cfg
+
+
+def _set_task(cfg: TrainConfig, raw: Any, where: str) -> None:
+    """Replaces ``cfg.data_args`` by the data arguments of task ``raw``, keeping the keys every
+    task has (sequence length)."""
+    if not isinstance(raw, str) or not raw:
+        raise ConfigError(f"data_args.task: expected a task name, got {raw!r}{where}")
+    try:
+        cls = tasks.args_class(raw)
+    except tasks.UnknownTask as err:
+        raise ConfigError(f"data_args.task: {err}{where}") from None
+    if type(cfg.data_args) is not cls:
+        shared = {f.name: getattr(cfg.data_args, f.name) for f in dataclasses.fields(TaskArgs)}
+        cfg.data_args = cls(**shared)
+    cfg.data_args.task = raw
 
 
 def dump_yaml(cfg: TrainConfig) -> str:

@@ -11,7 +11,6 @@ them in worker processes on this machine; a cluster backend can stand behind the
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import time
@@ -23,22 +22,13 @@ from typing import Callable, Optional, Protocol, Sequence
 
 from birth.running.config import TrainConfig, from_dict, to_dict
 from birth.running.lock import clear_directory, directory_lock
+from birth.running.naming import config_hash, legacy_hash
 
 ERROR_FILE = "error.txt"
 # a run that stopped with its checkpoints intact: killed (summary still 'running'), interrupted, or out of space
 RESUMABLE = ("running", "interrupted", "no_space")
 
 
-# Keys added after run directories were first named: left out of the hash while at these defaults,
-# so that every existing run keeps its name (and a rerun still finds it).
-LATER_KEYS = {"precision": "float32", "eval_fixed_batch": True}
-
-
-def config_hash(cfg: TrainConfig) -> str:
-    """First 12 hex digits of the sha256 of the config's sorted JSON: equal configs, equal names."""
-    data = {k: v for k, v in to_dict(cfg).items() if LATER_KEYS.get(k, object()) != v}
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -58,7 +48,18 @@ def make_job(root: str | Path, overrides: dict, preset: Optional[str] = None, la
     """Resolves (and validates) ``preset`` + ``overrides``; the run lives in ``root/<hash>``."""
     from birth.running.validation import resolve_config
     cfg = resolve_config(preset, dict(overrides))
-    return Job(config=to_dict(cfg), run_dir=str(Path(root) / config_hash(cfg)), label=label)
+    return Job(config=to_dict(cfg), run_dir=str(run_dir_of(root, cfg)), label=label)
+
+
+def run_dir_of(root: str | Path, cfg: TrainConfig) -> Path:
+    """``root/<config_hash>``, or the directory a run of ``cfg`` was saved in under its name of
+    before (``birth.running.naming.legacy_hash``), so that existing runs are found, not retrained."""
+    from birth.running.runs import RunDir
+    path = Path(root) / config_hash(cfg)
+    old = legacy_hash(cfg)
+    if not path.exists() and old and RunDir(Path(root) / old).holds_run():
+        return Path(root) / old
+    return path
 
 
 @dataclass

@@ -3,6 +3,7 @@
     RUN/config.yaml        resolved config (every key)
     RUN/task.json          vocabulary, trigger set and the task's Bayes floors
     RUN/metrics.jsonl      one JSON object per evaluation, flushed as written
+    RUN/loss_by_position.bin   float32 rows (iteration, the evaluation batch's loss at each position)
     RUN/checkpoints/step_XXXXXXXX.pt   model, optimizer, step, RNG states, config, metrics so far
     RUN/summary.json       status (running/completed/interrupted/diverged/failed), final metrics
 
@@ -73,16 +74,16 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_clean) + "\n").encode())
 
 
-class MetricsWriter:
-    """Appends one JSON line per evaluation and flushes it; keeps what the file holds in memory, so
-    that a checkpoint can copy it without reading the file back."""
+class AppendLog:
+    """A file written by whole appended records, each flushed as written; keeps what the file holds
+    in memory, so that a checkpoint can copy it without reading the file back."""
 
     def __init__(self, path: Path, truncate_to: int = 0):
         self.path = Path(path)
         # unbuffered: a failed write leaves nothing pending that a later flush could add
         self.file = open(path, "r+b" if path.exists() else "w+b", buffering=0)
         self.content = bytearray(self.file.read(truncate_to))
-        self.file.truncate(truncate_to)  # drops lines written after the checkpoint we resume from
+        self.file.truncate(truncate_to)  # drops records written after the checkpoint we resume from
         self.file.seek(truncate_to)
 
     @property
@@ -90,16 +91,16 @@ class MetricsWriter:
         """Size of the file so far, in bytes."""
         return len(self.content)
 
-    def write(self, record: dict) -> None:
-        data = memoryview((json.dumps({k: _clean(v) for k, v in record.items()}) + "\n").encode())
+    def write_bytes(self, record: bytes) -> None:
+        data = memoryview(record)
         try:
-            while data:  # a write of a whole line; a short write (disk nearly full) continues it
+            while data:  # a write of a whole record; a short write (disk nearly full) continues it
                 data = data[self.file.write(data):]
         except OSError as err:
-            self.file.truncate(len(self.content))  # no half line stays behind
+            self.file.truncate(len(self.content))  # no half record stays behind
             self.file.seek(len(self.content))
             raise as_no_space(self.path, err) from err
-        self.content += data.obj
+        self.content += record
 
     def sync(self) -> None:
         try:
@@ -111,6 +112,21 @@ class MetricsWriter:
         self.file.close()
 
 
+class MetricsWriter(AppendLog):
+    """metrics.jsonl: one JSON line per evaluation."""
+
+    def write(self, record: dict) -> None:
+        self.write_bytes((json.dumps({k: _clean(v) for k, v in record.items()}) + "\n").encode())
+
+
+class VectorWriter(AppendLog):
+    """A float32 table of one row per evaluation: the iteration, then one value per position."""
+
+    def write(self, step: int, values) -> None:
+        import numpy as np
+        self.write_bytes(np.concatenate([[step], np.asarray(values, dtype=np.float32)]).astype(np.float32).tobytes())
+
+
 class RunDir:
     """Paths and I/O of one run directory."""
 
@@ -120,6 +136,7 @@ class RunDir:
         self.metrics_path = self.path / "metrics.jsonl"
         self.summary_path = self.path / "summary.json"
         self.task_path = self.path / "task.json"
+        self.positions_path = self.path / "loss_by_position.bin"
         self.ckpt_dir = self.path / "checkpoints"
 
     def holds_run(self) -> bool:
@@ -189,6 +206,14 @@ class RunDir:
             print(f"birth: warning: {self.metrics_path}: line {shown} damaged and skipped; "
                   f"{len(rows)} lines read", file=sys.stderr)
         return rows
+
+    def read_positions(self, length: int):
+        """(iterations (n,), loss at each position (n, T)) from loss_by_position.bin: the evaluation
+        batch's loss at each of the T = ``length`` positions, one row per evaluation."""
+        import numpy as np
+        rows = np.fromfile(self.positions_path, dtype=np.float32) if self.positions_path.exists() else np.zeros(0, np.float32)
+        rows = rows[: len(rows) // (length + 1) * (length + 1)].reshape(-1, length + 1)
+        return rows[:, 0].astype(int), rows[:, 1:]
 
     # checkpoints
     def checkpoints(self) -> list[tuple[int, Path]]:

@@ -84,8 +84,9 @@ def _stacked_step(runs: Sequence[Trainee], stack: _Stack, step: int) -> list:
     probes = [probe_pass(t.model, b.x) if is_eval else (None, None) for t, b in zip(runs, batches)]
     stack.prepare()
     with precision(cfg, runs[0].setup.device):
-        losses = targets.stacked_losses(stack.weights(), *(torch.stack([getattr(b, k) for b in batches])
-                                                             for k in ("x", "y", "outs")))
+        losses = targets.stacked_losses(stack.weights(), torch.stack([b.x for b in batches]),
+                                        torch.stack([b.y for b in batches]),
+                                        torch.stack([b.masks["in_context"] for b in batches]))
     finite = torch.isfinite(losses.detach())
     if finite.any():
         losses[finite].sum().backward()  # runs are independent: each slice gets its own run's gradient

@@ -1,28 +1,30 @@
 """The training loop: one fresh batch per step, the freeze schedule, evaluation every
-``eval_delta`` steps (official metrics on the training batch, plus the fixed evaluation, OOD and
-split batches), checkpoints, exact resume, clean stop on SIGINT/SIGTERM, divergence detection.
+``eval_delta`` steps (``birth.running.evaluation``: the task's metrics on the training batch, the
+fixed evaluation and OOD batches, progress measures, callbacks), checkpoints, exact resume, clean
+stop on SIGINT/SIGTERM, divergence detection.
 """
 from __future__ import annotations
 
+import json
 import math
 import signal
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
-from birth.running.config import TrainConfig, to_dict
 from birth.core import targets
-from birth.core.probes import attention_probes, loss_metrics, memory_probes, weight_norms
-from birth.running.exits import EXIT_DIVERGED, EXIT_NO_SPACE, NoSpace
-from birth.running.runs import MetricsWriter, RunDir, atomic_write_bytes
+from birth.core.probes import weight_norms
+from birth.core.tasks import Batch
 from birth.running.build import Setup, apply_freeze, build_setup, freeze_schedule, make_optimizer
-from birth.core.task import Batch, bayes_floors
+from birth.running.config import TrainConfig, to_dict
+from birth.running.evaluation import Evaluator, Stepped, model_pass, training_loss
+from birth.running.exits import EXIT_DIVERGED, EXIT_NO_SPACE, NoSpace
+from birth.running.runs import MetricsWriter, RunDir, VectorWriter, atomic_write_bytes
 
 
 class Interrupted(Exception):
@@ -31,73 +33,10 @@ class Interrupted(Exception):
         self.signum = signum
 
 
-# Evaluation batches pass through the model in chunks of about this many tokens, so that a chunk's
-# activations and (chunk, T, T) attention scores stay in cache: on 2 cores the probed pass of 512
-# sequences at T 256, d 128 is 2x faster than in chunks of 128 sequences, the OOD pass at T 128,
-# d 256 1.35x. Chunks of tens of sequences give the bits of one pass (tests/test_train.py).
-EVAL_TOKENS = 8192
-# The OOD pass's attention computation (explicit or fused) is chosen as for chunks of 128 sequences,
-# the chunks of runs made before EVAL_TOKENS: their metrics stay bitwise those of a run made now.
-OOD_ATTENTION_CHUNK = 128
-
-
-def eval_chunks(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """``t`` (B, T, ...) split along B into chunks of about EVAL_TOKENS tokens."""
-    return t.split(max(1, EVAL_TOKENS // t.shape[1]))
-
-
-def training_loss(cfg: TrainConfig, pred: torch.Tensor, y: torch.Tensor, outs: torch.Tensor) -> torch.Tensor:
-    if cfg.loss_head_only:
-        return F.cross_entropy(pred[outs >= 2], y[outs >= 2])
-    return F.cross_entropy(pred.flatten(0, 1), y.flatten())
-
-
-@torch.no_grad()
-def evaluate_batch(setup: Setup, batch: Batch, prefix: str) -> dict[str, float]:
-    """Losses, accuracies and attention probes of the current model on a fixed batch."""
-    parts = [model_pass(setup.model, x, return_attn=True) for x in eval_chunks(batch.x)]
-    pred = torch.cat([p for p, _ in parts])
-    patterns = [torch.cat(layer) for layer in zip(*(a for _, a in parts))]
-    res = {prefix + "loss": float(training_loss(setup.cfg, pred, batch.y, batch.outs))}
-    res.update(loss_metrics(pred, batch.y, batch.outs, prefix))
-    res.update({prefix + k: v for k, v in attention_probes(batch.x, batch.y, batch.outs, pred, patterns).items()})
-    return res
-
-
-def _min_outs(setup: Setup) -> int:
-    """The positions acc_end_test counts: outs >= 2 for the simplified script, outs >= 1 for the full one."""
-    return 1 if setup.cfg.model_args.arch == "full" else 2
-
-
-@torch.no_grad()
-def ood_logits(setup: Setup, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits of an OOD batch at the in-context targets (outs >= 2) and at the positions acc_end_test
-    counts (the same ones for the simplified model, computed there at those positions only)."""
-    if targets.supports(setup.model):
-        explicit = targets.explicit_attention(min(len(b.x), OOD_ATTENTION_CHUNK), b.x.shape[1])
-        head = torch.cat([targets.forward(setup.model, x, m, explicit=explicit)
-                          for x, m in zip(eval_chunks(b.x), eval_chunks(b.outs >= 2))])
-        return head, head
-    pred = torch.cat([setup.model(x) for x in eval_chunks(b.x)])
-    return pred[b.outs >= 2], pred[b.outs >= _min_outs(setup)]
-
-
-def headline_accuracy(metrics: dict) -> str:
-    """The key of the in-context accuracy a run reports: on the fixed evaluation batch, or out of
-    distribution where there is none (eval_fixed_batch=false)."""
-    return "eval_acc_end" if "eval_acc_end" in metrics else "acc_end_test"
-
-
-def ood_metrics(setup: Setup, batches: dict[str, Batch]) -> dict[str, float]:
-    """``acc_end_test`` and ``loss_head_test``, and the same of the split test batch."""
-    res = {}
-    for name in ("test", "split_test"):
-        if name in batches:
-            b = batches[name]
-            head, end = ood_logits(setup, b)
-            res[f"acc_end_{name}"] = float((end.argmax(-1) == b.y[b.outs >= _min_outs(setup)]).float().mean()) if end.numel() else None
-            res[f"loss_head_{name}"] = float(F.cross_entropy(head, b.y[b.outs >= 2])) if head.numel() else None
-    return res
+def headline_accuracy(metrics: dict, key: str = "acc_end") -> str:
+    """The key of the in-context accuracy a run reports (``key``: the task's name for it): on the
+    fixed evaluation batch, or out of distribution where there is none (eval_fixed_batch=false)."""
+    return f"eval_{key}" if f"eval_{key}" in metrics else f"{key}_test"
 
 
 def precision(cfg: TrainConfig, device: torch.device):
@@ -109,24 +48,10 @@ def _step_loss(cfg: TrainConfig, model, batch: Batch, keep: bool):
     """(loss, logits, patterns) of a training step on ``batch``; the logits and attention patterns
     only with ``keep`` (for the probes), else the loss alone, at the targets only where it can."""
     if not keep and cfg.loss_head_only and targets.supports(model):
-        return targets.in_context_loss(model, batch.x, batch.y, batch.outs), None, None
+        return targets.in_context_loss(model, batch.x, batch.y, batch.masks["in_context"]), None, None
     out = model_pass(model, batch.x, return_attn=keep)
     pred, patterns = out if keep else (out, None)
-    return training_loss(cfg, pred, batch.y, batch.outs), pred, patterns
-
-
-def model_pass(model, x: torch.Tensor, return_attn: bool = False):
-    """``model(x, return_attn)``, by the rearranged pass of ``birth.core.targets`` where it applies."""
-    return targets.forward(model, x, return_attn=return_attn) if targets.supports(model) else model(x, return_attn)
-
-
-def _memory(setup: Setup) -> dict[str, float]:
-    return memory_probes(setup.model, triggers=setup.triggers, n_train_toks=setup.train_task.n_train_toks,
-                         cond=setup.train_task.cond if _has_final_ffn(setup) else None)
-
-
-def _has_final_ffn(setup: Setup) -> bool:
-    return len(setup.model.layers) > 1 and hasattr(setup.model.layers[1], "ff")
+    return training_loss(cfg.loss_head_only, pred, batch), pred, patterns
 
 
 @contextmanager
@@ -141,6 +66,11 @@ def stop_signals():
             signal.signal(s, h)
 
 
+def _as_tensor(data: bytearray) -> torch.Tensor:
+    """Bytes as a uint8 tensor (what weights-only checkpoint loading accepts)."""
+    return torch.from_numpy(np.frombuffer(bytes(data), dtype=np.uint8).copy())
+
+
 def params_finite(model: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
@@ -150,7 +80,8 @@ class Trainee:
     optimizer, freeze schedule, metrics, checkpoints and summary. ``train`` drives one;
     ``birth.running.stacked`` drives several through one stacked step."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, quiet: bool = False):
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, quiet: bool = False,
+                 callbacks: Sequence = ()):
         self.cfg = cfg
         self.run = run = RunDir(run_dir)
         run.remove_temporaries()  # left by a process killed in the middle of a write
@@ -159,12 +90,15 @@ class Trainee:
         self.schedule = freeze_schedule(cfg.freeze_until, self.model)
         self.optimizer = make_optimizer(cfg, self.model)
         restored = _restore(run, self.setup, self.optimizer) if resume else None
-        self.start, metrics_offset, self.elapsed_before = restored or (0, 0, 0.0)
+        self.start, offsets, self.elapsed_before = restored or (0, {}, 0.0)
+        self.evaluator = Evaluator(self.setup, callbacks)
         if restored is None:
             run.write_config(cfg)
-            run.write_task(_task_info(self.setup))
-        self.batches = self.setup.eval_batches()
-        self.writer = MetricsWriter(run.metrics_path, truncate_to=metrics_offset)
+            run.write_task(task_info(self.setup, self.evaluator))
+        acc = self.setup.task.metric_key("acc", "in_context")
+        self.accuracy_key = f"eval_{acc}" if cfg.eval_fixed_batch else f"{acc}_test"  # what transition reads
+        self.writer = MetricsWriter(run.metrics_path, truncate_to=offsets.get("metrics", 0))
+        self.positions = VectorWriter(run.positions_path, truncate_to=offsets.get("positions", 0))
         from birth.running.tensorboard import open_log
         self.tb = open_log(cfg, run.path, self.setup, self.start)
         self.keep_steps = {int(s) for s in cfg.checkpoint_steps.split(",") if s.strip()}
@@ -181,12 +115,14 @@ class Trainee:
         if self.tb:
             self.tb.close()
         self.writer.close()
+        self.positions.close()
         now = time.perf_counter()
         o, d = self.cfg.optim_args, self.cfg.data_args
         self.summary.update(steps=step, final_metrics=dict(self.last), exit_code=code,
                             wall_seconds=round(self.elapsed_before + now - self.t0, 3),
                             tokens_per_s=round((step - self.start) * o.batch_size * d.seq_length / max(now - self.t0, 1e-9)),
-                            checkpoint=str(self.run.latest_checkpoint() or ""))
+                            checkpoint=str(self.run.latest_checkpoint() or ""),
+                            transition=transition(self.writer.content, self.accuracy_key))
         try:
             self.run.write_summary(self.summary)
         except NoSpace:
@@ -197,11 +133,13 @@ class Trainee:
 
     def checkpoint(self, step: int) -> Path:
         self.writer.sync()
+        self.positions.sync()
         # copies: in a stack the parameters are views, and saving a view would save the whole stack
         weights = {k: v.clone() for k, v in self.model.state_dict().items()}
         state = {"step": step, "model": weights, "optimizer": self.optimizer.state_dict(),
                  "rng_cpu": torch.get_rng_state(), "metrics_offset": self.writer.offset,
-                 "metrics": self.writer.content.decode(),
+                 "metrics": self.writer.content.decode(), "positions_offset": self.positions.offset,
+                 "positions": _as_tensor(self.positions.content),
                  "elapsed": self.elapsed_before + time.perf_counter() - self.t0, "config": to_dict(self.cfg)}
         if self.setup.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.setup.device)
@@ -210,10 +148,13 @@ class Trainee:
     def record(self, step: int, stepped: Optional["Stepped"]) -> None:
         """After the update of ``step``: its metrics line (evaluation steps), due checkpoints, the bar."""
         if stepped is not None:
-            self.last = _evaluate(self.setup, step, stepped, self.batches)
+            ev = self.evaluator(step, stepped)
+            self.last = ev.metrics
             # seconds of training so far, across resumes: the one field that measures the machine
             self.last["elapsed"] = round(self.elapsed_before + time.perf_counter() - self.t0, 3)
             self.writer.write(self.last)
+            if "loss_by_position" in ev.vectors:
+                self.positions.write(step, ev.vectors["loss_by_position"].cpu().numpy())
             if self.tb:
                 self.tb.log(self.last)
         every = self.cfg.checkpoint_every
@@ -224,7 +165,7 @@ class Trainee:
             self.checkpoint(step + 1)
         self.bar.update(1)
         if "loss" in self.last and self.last.get("iter") == step:
-            acc = headline_accuracy(self.last)
+            acc = headline_accuracy(self.last, self.setup.task.metric_key("acc", "in_context"))
             self.bar.set_postfix({"train_loss": f"{self.last['loss']:.3f}", acc: f"{self.last.get(acc) or 0:.3f}"})
 
     def completed(self) -> dict:
@@ -261,9 +202,12 @@ class Trainee:
         return self._finish(step, code=EXIT_DIVERGED)
 
 
-def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, quiet: bool = False) -> dict:
-    """Trains ``cfg`` into ``run_dir`` (prepared by the caller, who holds its lock); returns the summary."""
-    t = Trainee(cfg, run_dir, resume=resume, quiet=quiet)
+def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, quiet: bool = False,
+          callbacks: Sequence = ()) -> dict:
+    """Trains ``cfg`` into ``run_dir`` (prepared by the caller, who holds its lock); returns the
+    summary. ``callbacks``: metric functions of your own, called at every evaluation after the
+    package's (``birth.running.evaluation``)."""
+    t = Trainee(cfg, run_dir, resume=resume, quiet=quiet, callbacks=callbacks)
     step = t.start
     try:
         with stop_signals() as pending:
@@ -281,10 +225,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, quiet:
         return t.diverged(err, step)
 
 
-def _restore(run: RunDir, setup: Setup, optimizer) -> Optional[tuple[int, int, float]]:
-    """Loads the newest valid checkpoint into the model, optimizer and RNGs; returns (step, metrics
-    offset, elapsed), or None when there is none (the run then starts over). Damaged checkpoints are
-    skipped with one warning line."""
+def _restore(run: RunDir, setup: Setup, optimizer) -> Optional[tuple[int, dict, float]]:
+    """Loads the newest valid checkpoint into the model, optimizer and RNGs; returns (step, the
+    offsets of metrics.jsonl and loss_by_position.bin, elapsed), or None when there is none (the run
+    then starts over). Damaged checkpoints are skipped with one warning line."""
     damaged = []
     for _, path in reversed(run.checkpoints()):
         try:
@@ -303,7 +247,10 @@ def _restore(run: RunDir, setup: Setup, optimizer) -> Optional[tuple[int, int, f
             torch.cuda.set_rng_state(state["rng_cuda"].cpu(), setup.device)
         if "metrics" in state:  # the checkpoint's own copy: exact even if metrics.jsonl was damaged or cut short
             atomic_write_bytes(run.metrics_path, state["metrics"].encode())
-        return int(state["step"]), int(state["metrics_offset"]), float(state.get("elapsed", 0.0))
+        positions = state.get("positions")
+        atomic_write_bytes(run.positions_path, positions.numpy().tobytes() if positions is not None else b"")
+        offsets = {"metrics": int(state["metrics_offset"]), "positions": int(state.get("positions_offset", 0))}
+        return int(state["step"]), offsets, float(state.get("elapsed", 0.0))
     if damaged:
         print(f"birth: warning: no valid checkpoint in {run.path} (damaged: {'; '.join(damaged)}); "
               "starting over from step 0", file=sys.stderr)
@@ -325,18 +272,6 @@ def _check_state(state, model: torch.nn.Module) -> None:
     own = model.state_dict()
     if set(state["model"]) != set(own) or any(state["model"][k].shape != v.shape for k, v in own.items()):
         raise ValueError("its weights do not fit this run's model")
-
-
-@dataclass
-class Stepped:
-    """What an evaluation step leaves for ``_evaluate``: its batch, predictions, attention, loss and
-    the gradient norms taken before the update."""
-
-    batch: Batch
-    pred: torch.Tensor
-    patterns: list
-    loss: float
-    norms: dict
 
 
 def is_eval_step(cfg: TrainConfig, step: int) -> bool:
@@ -364,7 +299,8 @@ def _train_step(setup: Setup, optimizer, schedule, step: int) -> Optional[Steppe
 
 @torch.no_grad()
 def probe_pass(model, x: torch.Tensor) -> tuple[torch.Tensor, list]:
-    """Logits and attention patterns of a training batch for its probes, in float32, no gradient."""
+    """Logits and attention patterns of a training batch for its probes, in float32, no gradient
+    (one pass over the whole batch, as its training pass)."""
     return model_pass(model, x, return_attn=True)
 
 
@@ -381,25 +317,29 @@ def apply_update(cfg: TrainConfig, model, optimizer, batch: Batch, loss: float, 
     return Stepped(batch, pred.detach(), patterns, loss, norms)
 
 
-def _evaluate(setup: Setup, step: int, s: Stepped, batches: dict[str, Batch]) -> dict:
-    """The metrics line of an evaluation step: the official probes on its training batch, the memory
-    probes of the updated weights (as official), the fixed evaluation, OOD and split batches."""
-    rec = {"iter": step, "loss": s.loss}
-    rec.update(loss_metrics(s.pred, s.batch.y, s.batch.outs))
-    rec.update(attention_probes(s.batch.x, s.batch.y, s.batch.outs, s.pred, s.patterns))
-    rec.update(_memory(setup))
-    rec.update(ood_metrics(setup, batches))
-    if setup.cfg.eval_fixed_batch:
-        rec.update(evaluate_batch(setup, batches["eval"], "eval_"))
-    rec.update(s.norms)
-    return rec
+def task_info(setup: Setup, evaluator: Evaluator) -> dict:
+    """task.json: what the task says of itself, the names of its metrics per mask, its floors and
+    each strategy's loss and accuracy on the evaluation batch."""
+    task = setup.task
+    return {**task.info(), "task": setup.cfg.data_args.task,
+            "masks": {m: {kind: task.metric_key(kind, m) for kind in ("loss", "acc")} for m in task.masks},
+            "reference_strategies": list(task.reference_strategies),
+            "floors": task.floors(), "strategies": evaluator.strategy_table()}
 
 
-def _task_info(setup: Setup) -> dict:
-    t = setup.train_task
-    return {"vocab": list(setup.stats.vocab), "corpus": setup.stats.source, "num_tokens": t.num_tokens,
-            "fixed_triggers": t.fixed, "fixed_trigger_chars": [setup.stats.vocab[i] for i in t.fixed or []],
-            "n_train_toks": t.n_train_toks, "floors": bayes_floors(t, n_seqs=1024)}
+TRANSITION_LEVELS = (0.5, 0.9)
+
+
+def transition(lines: bytes, key: str) -> dict:
+    """The first iteration at which the in-context accuracy ``key`` reaches each level (None: never)."""
+    first: dict[str, Optional[int]] = {str(level): None for level in TRANSITION_LEVELS}
+    for line in bytes(lines).splitlines():
+        row = json.loads(line)
+        value = row.get(key)
+        for level in TRANSITION_LEVELS:
+            if first[str(level)] is None and isinstance(value, (int, float)) and value >= level:
+                first[str(level)] = row["iter"]
+    return {"metric": key, **first}
 
 
 def _progress(total: int, initial: int, quiet: bool):

@@ -6,10 +6,9 @@ import dataclasses
 
 import torch
 
-from birth.running.config import ConfigError, ModelArgs, TrainConfig, build_config
-from birth.core.corpus import CorpusError, load_stats
+from birth.core import tasks
 from birth.core.model import Transformer
-from birth.core.task import n_train_outputs
+from birth.running.config import ConfigError, ModelArgs, TrainConfig, build_config
 from birth.running.build import bf16_cpu, freeze_schedule, resolve_device
 
 # Options that only exist in one architecture: setting one in the other is a contradiction.
@@ -37,8 +36,6 @@ def validate(cfg: TrainConfig) -> None:
     _positive(cfg, ["optim_args.learning_rate", "optim_args.batch_size", "optim_args.eps", "model_args.dim",
                     "model_args.max_length", "model_args.n_heads", "model_args.n_layers", "data_args.seq_length",
                     "max_iters", "eval_delta", "eval_batch_size", "keep_checkpoints"])
-    _require(d.k >= 0, f"data_args.k: must be >= 0, got {d.k}")
-    _require(d.special_toks_offset >= 0, f"data_args.special_toks_offset: must be >= 0, got {d.special_toks_offset}")
     _require(o.weight_decay >= 0, f"optim_args.weight_decay: must be >= 0, got {o.weight_decay}")
     for key, value in (("optim_args.momentum", o.momentum), ("optim_args.beta1", o.beta1), ("optim_args.beta2", o.beta2)):
         _require(0 <= value < 1, f"{key}: must be in [0, 1), got {value}")
@@ -48,30 +45,8 @@ def validate(cfg: TrainConfig) -> None:
         _require(getattr(cfg, key) >= 0, f"{key}: must be >= 0, got {getattr(cfg, key)}")
     _require(d.seq_length <= m.max_length,
              f"data_args.seq_length: {d.seq_length} exceeds model_args.max_length={m.max_length}")
-    _require(not d.show_latents or d.k < d.seq_length,
-             f"data_args.k: show_latents needs k < seq_length, got k={d.k}, seq_length={d.seq_length}")
-    _require(d.k > 0 or not cfg.loss_head_only,
-             "data_args.k: k=0 gives no in-context targets, so loss_head_only=True has nothing to train on; "
-             "set data_args.k > 0 or loss_head_only=False")
-    _require(not (d.output_split and (cfg.bigram_outs_train or cfg.bigram_outs_test)),
-             "data_args.output_split: the 75/25 output split draws uniform outputs; "
-             "it cannot be combined with bigram_outs_train/bigram_outs_test")
     _model(m)
-    try:
-        stats = load_stats(d.corpus)
-    except CorpusError as err:
-        msg = str(err)
-        raise ConfigError(msg if msg.startswith("data_args.corpus") else f"data_args.corpus: {msg}") from None
-    n = stats.num_tokens
-    if d.fixed_special_toks:
-        _require(d.k + d.special_toks_offset <= n,
-                 f"data_args.k: k + special_toks_offset = {d.k + d.special_toks_offset} exceeds the {n} tokens")
-    else:
-        support = int((stats.marginal > 0).sum())
-        _require(d.k <= support, f"data_args.k: {d.k} random triggers but only {support} tokens to draw from")
-    if d.output_split:
-        _require(n_train_outputs(n) >= 1 and n - n_train_outputs(n) >= 1 + d.no_repeat,
-                 f"data_args.output_split: {n} tokens are too few to split 75/25")
+    n = _task(cfg).num_tokens
     device = resolve_device(cfg.device)
     _require(cfg.precision != "bf16" or device.type == "cuda" or bf16_cpu(),
              "precision: bf16 needs CUDA or a CPU with bf16 instructions (AVX512-BF16 or AMX), which this one "
@@ -84,6 +59,20 @@ def validate(cfg: TrainConfig) -> None:
     with torch.random.fork_rng(devices=[]):
         names_only = Transformer(dataclasses.replace(m, dim=2, n_heads=1, max_length=1), n)
     freeze_schedule(cfg.freeze_until, names_only)
+
+
+def _task(cfg: TrainConfig) -> tasks.Task:
+    """The task of ``cfg`` built once on the CPU after its own checks (``Task.check``), which raise
+    ValueError lines that name the key."""
+    try:
+        cls = tasks.task_class(cfg.data_args.task)
+        cls.check(cfg.data_args, loss_head_only=cfg.loss_head_only)
+        return cls(cfg.data_args, "cpu")
+    except tasks.UnknownTask as err:
+        raise ConfigError(f"data_args.task: {err}") from None
+    except ValueError as err:
+        msg = str(err)
+        raise ConfigError(msg if msg.startswith("data_args.") else f"data_args: {msg}") from None
 
 
 def _checkpoint_steps(spec: str) -> None:

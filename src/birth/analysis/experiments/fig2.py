@@ -87,14 +87,14 @@ def plot(res: Results, out: Output) -> list:
     i = pick_sequence(batch, length)
     x, outs = batch.x[i:i + 1, :length].cpu(), batch.outs[i:i + 1, :length].cpu()
     tokens, o = x[0].tolist(), outs[0].tolist()
-    chars = [fixed.stats.vocab[t] for t in tokens]
+    chars = [fixed.vocab[t] for t in tokens]
     pf, pr = layer_attention(fixed, x), layer_attention(rand, x)
     trig = batch.triggers[i:i + 1].cpu()
     hf, hr = _best_head(pf, x, outs, trig), _best_head(pr, x, outs, trig)
     panels = [("layer 1, fixed triggers", pf[0][0, hf].numpy(), False),
               ("layer 2, fixed triggers", pf[1][0, hf].numpy(), True),
               ("layer 2, random triggers", pr[1][0, hr].numpy(), True)]
-    trig_chars = "".join("_" if fixed.stats.vocab[t] == " " else fixed.stats.vocab[t] for t in trig[0].tolist())
+    trig_chars = "".join("_" if fixed.vocab[t] == " " else fixed.vocab[t] for t in trig[0].tolist())
     with style():
         fig, axes = plt.subplots(1, 3, figsize=(6.75, 2.45))
         for ax, (title, attn, boxes) in zip(axes, panels):

@@ -52,9 +52,10 @@ def conditions(scale: str) -> dict[str, dict]:
                                 data_args__special_toks_offset=offset or 0)
     random = lambda **kw: simplified(INCONTEXT[scale], data_args__fixed_special_toks=False, **kw)
     for k in KS[scale]:  # the K_DEFAULT point is the uniform-outputs run of (c): one run, shared
-        out[k_label(k)] = random(data_args__k=k, bigram_outs_test=k == K_DEFAULT)
-    out[UNIFORM_TO_BIGRAM] = random(data_args__k=K_DEFAULT, bigram_outs_test=True)
-    out[BIGRAM_TO_UNIFORM] = random(data_args__k=K_DEFAULT, bigram_outs_train=True, bigram_outs_test=False)
+        out[k_label(k)] = random(data_args__k=k, data_args__bigram_outs_test=k == K_DEFAULT)
+    out[UNIFORM_TO_BIGRAM] = random(data_args__k=K_DEFAULT, data_args__bigram_outs_test=True)
+    out[BIGRAM_TO_UNIFORM] = random(data_args__k=K_DEFAULT, data_args__bigram_outs_train=True,
+                                    data_args__bigram_outs_test=False)
     out[SPLIT] = random(data_args__k=K_DEFAULT, data_args__output_split=True)
     return out
 

@@ -32,11 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from birth.running.config import DataArgs, ModelArgs
+from birth.core.args import ModelArgs
+from birth.core.tasks.triggers import DataArgs
 from birth.core.corpus import CorpusStats, bundled_stats
 from birth.core import probes
 from birth.core.model import Transformer
-from birth.core.task import Batch, Task
+from birth.core.tasks.triggers import TriggerBatch as Batch, TriggersTask
 
 TOP_DOWN = ("W_O2", "W_K2", "W_K1")
 
@@ -140,7 +141,7 @@ def make_task(cfg: ThreeStepConfig) -> Task:
         raise ValueError(f"corpus: expected 'shakespeare' or 'uniform', got {cfg.corpus!r}")
     data = DataArgs(k=cfg.k, seq_length=cfg.seq_length, fixed_special_toks=cfg.fixed_triggers,
                     no_repeat=cfg.no_repeat)
-    return Task(data, stats)
+    return TriggersTask(data, stats=stats)
 
 
 def make_model(cfg: ThreeStepConfig, vocab_size: int) -> Transformer:

@@ -1,4 +1,4 @@
-"""The bigram-with-triggers task (SPEC §1), sampled in torch on the training device.
+"""The paper's task: bigrams with triggers (SPEC §1), sampled in torch on the training device.
 
 Each sequence draws K triggers q_k (fixed, or from pi_u without replacement) and outputs o_k
 (uniform or from pi_b(.|q_k)); then z_1 ~ pi_u and z_{t+1} = o_k if z_t = q_k, else
@@ -7,20 +7,44 @@ batch i of a stream is a pure function of (seed, stream, i) on a given device.
 
 ``outs[t]`` is the occurrence count n >= 1 when x_t is a trigger (y_t is then its output, at its
 n-th appearance), 0 otherwise, and -1 on the latent prefix of ``show_latents``: exactly the
-official ``outputs_seq`` semantics.
+official ``outputs_seq`` semantics. The target masks are read from it: ``in_context`` (outs >= 2),
+``global`` (outs = 0), ``first`` (outs = 1: a trigger's first occurrence, its output unseen) and
+``trigger`` (outs >= 1). Metrics keep the official names (``loss_head``, ``acc_end``, ...).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
 
-from birth.running.config import DataArgs
-from birth.core.corpus import CorpusStats
+from birth.core.args import documented as _f
+from birth.core.corpus import CorpusError, CorpusStats, load_stats
+from birth.core.tasks.base import Batch, Task, TaskArgs
+from birth.core.tasks import strategies as S
 
-# Independent random streams derived from one seed.
 TRAIN_OUTPUT_FRACTION = 0.75  # the official 75/25 split: training outputs from the first 75% of token ids
+
+
+@dataclass
+class DataArgs(TaskArgs):
+    """The data of the paper's task (the official ``DataArgs``, and its two TrainerArgs flags)."""
+
+    k: int = _f(0, "number of triggers K per sequence (official default 0 = no triggers)")
+    show_latents: bool = _f(False, "put the K triggers at the start of each sequence (marked -1)")
+    fixed_special_toks: bool = _f(False, "fixed triggers: the K most frequent tokens (else random per sequence)")
+    special_toks_offset: int = _f(0, "fixed triggers skip this many most frequent tokens")
+    output_counter: bool = _f(True, "count trigger occurrences in outs (False marks every output 1)")
+    no_repeat: bool = _f(False, "forbid an output equal to its trigger")
+    output_split: bool = _f(False, "75/25 OOD split: train outputs from the first 75% of token ids, "
+                            "evaluate acc_end_split_test on outputs from the rest")
+    corpus: str = _f("", "UTF-8 text file for the unigram/bigram statistics (empty: bundled tiny Shakespeare)")
+    bigram_outs_train: bool = _f(False, "training outputs drawn from the bigram pi_b(.|trigger) (else uniform); "
+                                 "official TrainerArgs name bigram_outs_train accepted")
+    bigram_outs_test: bool = _f(False, "outputs of the acc_end_test batch drawn from the bigram; official "
+                                "TrainerArgs name bigram_outs_test accepted")
 
 
 def n_train_outputs(num_tokens: int) -> int:
@@ -28,24 +52,24 @@ def n_train_outputs(num_tokens: int) -> int:
     return int(TRAIN_OUTPUT_FRACTION * num_tokens)
 
 
-STREAMS = {"train": 0, "eval": 1, "test": 2, "split_test": 3, "floors": 4}
+class TriggerBatch(Batch):
+    """A batch of the paper's task: ``outs`` (B, T) occurrence codes, ``triggers`` and ``outputs`` (B, K)."""
+
+    @property
+    def outs(self) -> torch.Tensor:
+        return self.latents["outs"]
+
+    @property
+    def triggers(self) -> torch.Tensor:
+        return self.latents["triggers"]
+
+    @property
+    def outputs(self) -> torch.Tensor:
+        return self.latents["outputs"]
 
 
-@dataclass
-class Batch:
-    x: torch.Tensor         # (B, T) input tokens
-    y: torch.Tensor         # (B, T) next tokens
-    outs: torch.Tensor      # (B, T) occurrence counts (see module docstring)
-    triggers: torch.Tensor  # (B, K) trigger tokens of each sequence
-    outputs: torch.Tensor   # (B, K) their outputs
-
-
-def stream_generator(seed: int, stream: str, index: int, device: torch.device | str) -> torch.Generator:
-    """A torch generator whose state depends only on (seed, stream, index)."""
-    state = np.random.SeedSequence([int(seed), STREAMS[stream], int(index)]).generate_state(2, np.uint64)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(int(state[0]) & ((1 << 63) - 1))
-    return gen
+def trigger_masks(outs: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"in_context": outs >= 2, "global": outs == 0, "first": outs == 1, "trigger": outs >= 1}
 
 
 def fixed_triggers(marginal: np.ndarray, k: int, offset: int) -> list[int]:
@@ -55,22 +79,35 @@ def fixed_triggers(marginal: np.ndarray, k: int, offset: int) -> list[int]:
     return [int(i) for i in order[n - offset - k: n - offset]]
 
 
-class Task:
-    """Sampler of one data distribution (training, evaluation or out-of-distribution).
+# The official names of the losses and accuracies on each mask (birth.core.probes.loss_metrics)
+OFFICIAL_KEYS = {("loss", "in_context"): "loss_head", ("acc", "in_context"): "acc_end",
+                 ("loss", "global"): "loss_bigram", ("acc", "global"): "acc_bigram",
+                 ("acc", "first"): "acc_first", ("acc", "trigger"): "acc_tot"}
 
-    ``bigram_outs`` draws outputs from pi_b(.|q); ``split`` ('train' or 'test') restricts outputs
-    to the first 75% of the output pool or to the rest (the official ``train_test``).
+
+class TriggersTask(Task):
+    """Sampler of one data distribution of the paper's task (training, evaluation or OOD).
+
+    ``bigram_outs`` draws outputs from pi_b(.|q) (default: ``args.bigram_outs_train``); ``split``
+    ('train' or 'test') restricts outputs to the first 75% of the output pool or to the rest (the
+    official ``train_test``; default: 'train' under ``output_split``). ``stats``: the corpus
+    statistics (default: those of ``args.corpus``).
     """
 
-    def __init__(self, data: DataArgs, stats: CorpusStats, *, bigram_outs: bool = False,
-                 split: str | None = None, device: torch.device | str = "cpu"):
+    name = "triggers"
+    Args = DataArgs
+    masks = ("in_context", "global", "first")  # reported; batches also carry "trigger" (outs >= 1)
+    reference_strategies = ("bayes", "counts", "bigram", "uniform")
+
+    def __init__(self, args: DataArgs, device: torch.device | str = "cpu", *, stats: Optional[CorpusStats] = None,
+                 bigram_outs: Optional[bool] = None, split: Optional[str] = "default"):
+        super().__init__(args, device)
+        data = args
         self.data = data
-        self.stats = stats
-        self.bigram_outs = bigram_outs
-        self.split = split
-        self.device = torch.device(device)
-        self.num_tokens = stats.num_tokens
-        self.n_train_toks = n_train_outputs(self.num_tokens) if split else self.num_tokens
+        self.stats = stats = stats if stats is not None else load_stats(data.corpus)
+        self.bigram_outs = data.bigram_outs_train if bigram_outs is None else bigram_outs
+        self.split = ("train" if data.output_split else None) if split == "default" else split
+        self.n_train_toks = n_train_outputs(self.num_tokens) if self.split else self.num_tokens
         marginal = torch.as_tensor(stats.marginal, dtype=torch.float64)
         cond = torch.as_tensor(stats.cond, dtype=torch.float64)
         self.marginal = marginal.to(self.device)
@@ -84,6 +121,45 @@ class Task:
         self._table_cache: tuple[int, torch.Tensor, torch.Tensor] | None = None
         self.fixed = (fixed_triggers(stats.marginal, data.k, data.special_toks_offset)
                       if data.fixed_special_toks else None)
+
+    @classmethod
+    def check(cls, d: DataArgs, *, loss_head_only: bool = False) -> None:
+        def require(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(message)
+        require(d.k >= 0, f"data_args.k: must be >= 0, got {d.k}")
+        require(d.special_toks_offset >= 0, f"data_args.special_toks_offset: must be >= 0, got {d.special_toks_offset}")
+        require(not d.show_latents or d.k < d.seq_length,
+                f"data_args.k: show_latents needs k < seq_length, got k={d.k}, seq_length={d.seq_length}")
+        require(d.k > 0 or not loss_head_only,
+                "data_args.k: k=0 gives no in-context targets, so loss_head_only=True has nothing to train on; "
+                "set data_args.k > 0 or loss_head_only=False")
+        require(not (d.output_split and (d.bigram_outs_train or d.bigram_outs_test)),
+                "data_args.output_split: the 75/25 output split draws uniform outputs; "
+                "it cannot be combined with bigram_outs_train/bigram_outs_test")
+        try:
+            stats = load_stats(d.corpus)
+        except CorpusError as err:
+            msg = str(err)
+            raise ValueError(msg if msg.startswith("data_args.corpus") else f"data_args.corpus: {msg}") from None
+        n = stats.num_tokens
+        if d.fixed_special_toks:
+            require(d.k + d.special_toks_offset <= n,
+                    f"data_args.k: k + special_toks_offset = {d.k + d.special_toks_offset} exceeds the {n} tokens")
+        else:
+            support = int((stats.marginal > 0).sum())
+            require(d.k <= support, f"data_args.k: {d.k} random triggers but only {support} tokens to draw from")
+        if d.output_split:
+            require(n_train_outputs(n) >= 1 and n - n_train_outputs(n) >= 1 + d.no_repeat,
+                    f"data_args.output_split: {n} tokens are too few to split 75/25")
+
+    @property
+    def num_tokens(self) -> int:
+        return self.stats.num_tokens
+
+    @property
+    def vocab(self):
+        return self.stats.vocab
 
     # -- per-sequence latent variables ------------------------------------------------------
     def _triggers(self, batch_size: int, gen: torch.Generator) -> torch.Tensor:
@@ -106,6 +182,13 @@ class Task:
             pool &= (rank < self.n_train_toks) if self.split == "train" else (rank >= self.n_train_toks)
         return pool
 
+    def output_law(self, triggers: torch.Tensor) -> torch.Tensor:
+        """pi_o(.|q) for triggers of any shape (...): (..., N) float64, rows summing to one."""
+        pool = self.output_pool(triggers).double()
+        w = pool * self.cond[triggers] if self.bigram_outs else pool
+        w = torch.where(w.sum(-1, keepdim=True) > 0, w, pool)
+        return w / w.sum(-1, keepdim=True)
+
     def _outputs(self, triggers: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         b, k = triggers.shape
         n = self.num_tokens
@@ -124,7 +207,7 @@ class Task:
         return _gumbel(torch.log(weights), gen).argmax(-1)                            # (B, K)
 
     # -- sequences --------------------------------------------------------------------------
-    def sample(self, batch_size: int, gen: torch.Generator) -> Batch:
+    def sample(self, batch_size: int, gen: torch.Generator) -> TriggerBatch:
         """One batch of ``batch_size`` sequences of T+1 tokens, split into x, y and outs."""
         d = self.data
         triggers = self._triggers(batch_size, gen)                                    # (B, K)
@@ -136,7 +219,9 @@ class Task:
         if n_latent:
             seq = torch.cat([triggers, seq], dim=1)
             outs = torch.cat([torch.full_like(triggers, -1), outs], dim=1)
-        return Batch(x=seq[:, :-1], y=seq[:, 1:], outs=outs[:, :-1], triggers=triggers, outputs=outputs)
+        outs = outs[:, :-1]
+        return TriggerBatch(seq[:, :-1], seq[:, 1:], trigger_masks(outs),
+                            {"outs": outs, "triggers": triggers, "outputs": outputs})
 
     def _chain(self, triggers: torch.Tensor, outputs: torch.Tensor, length: int,
                gen: torch.Generator) -> torch.Tensor:
@@ -202,9 +287,86 @@ class Task:
         counts[:, -1] = 0  # the last token has no next token in the sequence
         return counts
 
-    def batch(self, seed: int, stream: str, index: int, batch_size: int) -> Batch:
-        """Batch ``index`` of a stream: a pure function of (seed, stream, index) on this device."""
-        return self.sample(batch_size, stream_generator(seed, stream, index, self.device))
+    # -- what the trainer and the analysis read ---------------------------------------------
+    def metric_key(self, kind: str, mask: str) -> str:
+        return OFFICIAL_KEYS.get((kind, mask), f"{kind}_{mask}")
+
+    def evaluation_tasks(self) -> dict[str, "TriggersTask"]:
+        """The official OOD batch (``bigram_outs_test``) and, under ``output_split``, the held-out outputs."""
+        d = self.data
+        out = {"test": TriggersTask(d, self.device, stats=self.stats, bigram_outs=d.bigram_outs_test, split=self.split)}
+        if d.output_split:
+            out["split_test"] = TriggersTask(d, self.device, stats=self.stats, bigram_outs=False, split="test")
+        return out
+
+    def info(self) -> dict:
+        vocab = self.stats.vocab
+        return {"vocab": list(vocab), "corpus": self.stats.source, "num_tokens": self.num_tokens,
+                "fixed_triggers": self.fixed, "fixed_trigger_chars": [vocab[i] for i in self.fixed or []],
+                "n_train_toks": self.n_train_toks}
+
+    def floors(self) -> dict[str, float]:
+        return bayes_floors(self, n_seqs=1024)
+
+    def strategies(self) -> dict:
+        """uniform; the global bigram pi_b(.|x_t); the in-context unigram (counts of x_1..x_t); the
+        order-free ``counts`` predictor (what one attention layer can know: the current token and
+        the counts of the tokens so far, not which followed which); and Bayes (pi_b on global
+        positions, pi_o at a trigger's first occurrence, a copy of its earlier output after)."""
+        return {"uniform": lambda b: S.uniform(b.x, self.num_tokens),
+                "bigram": lambda b: self.cond[b.x],
+                "unigram": lambda b: S.context_unigram(b.x, self.num_tokens),
+                "counts": self._order_free,
+                "bayes": self._bayes}
+
+    def _by_mask(self, b: TriggerBatch, in_context: torch.Tensor) -> torch.Tensor:
+        """pi_b(.|x_t) at global positions, pi_o(.|x_t) at first occurrences, ``in_context`` at the
+        others (outs >= 2); uniform on the latent prefix of show_latents."""
+        probs = self.cond[b.x].clone()                                                # (B, T, N)
+        first = b.masks["first"]
+        if first.any():
+            probs[first] = self.output_law(b.x[first])
+        probs[b.outs < 0] = 1.0 / self.num_tokens
+        probs[b.masks["in_context"]] = in_context[b.masks["in_context"]]
+        return probs
+
+    def _bayes(self, b: TriggerBatch) -> torch.Tensor:
+        """Exact for fixed triggers; with random triggers it knows which tokens are this sequence's
+        triggers (an oracle), so no predictor's expected loss is below it."""
+        return self._by_mask(b, S.copy_last_occurrence(b.x, b.y, self.num_tokens))
+
+    def _order_free(self, b: TriggerBatch) -> torch.Tensor:
+        """At the n-th occurrence of trigger q (n >= 2), with c_v the count of v in x_1..x_t: the
+        output is v with probability proportional to pi_o(v|q) c_v! / (c_v - n + 1)! pi_u(v)^-(n-1)
+        (zero when c_v < n - 1): the n - 1 copies of the output stand out of counts drawn from pi_u.
+        Like Bayes, it knows which tokens are triggers; it never knows which token followed which."""
+        x, n = b.x, self.num_tokens
+        counts = S.running_counts(x, n)                                               # (B, T, N)
+        shown = b.outs.clamp(min=1).double().sub(1).unsqueeze(-1)                     # (B, T, 1): n - 1
+        log_law = torch.log(self.output_law(x))                                       # (B, T, N)
+        falling = torch.lgamma(counts + 1) - torch.lgamma((counts - shown).clamp(min=0) + 1)
+        score = log_law + falling - shown * self.log_marginal
+        score = torch.where(counts >= shown, score, -math.inf)
+        return self._by_mask(b, torch.softmax(score, -1))
+
+    def ood_accuracy_mask(self, arch: str) -> str:
+        """The positions acc_end_test counts: outs >= 2 for the simplified script, outs >= 1 for the full one."""
+        return "trigger" if arch == "full" else "in_context"
+
+    def batch_metrics(self, logits: torch.Tensor, patterns, batch: TriggerBatch, prefix: str = "") -> dict:
+        """The official losses and accuracies per token type, and the attention probes."""
+        from birth.core.probes import attention_probes, loss_metrics
+        res = loss_metrics(logits, batch.y, batch.outs, prefix)
+        if patterns:
+            res.update({prefix + k: v for k, v in attention_probes(batch.x, batch.y, batch.outs, logits, patterns).items()})
+        return res
+
+    def weight_metrics(self, model) -> dict:
+        """The official memory-recall probes (and ff1_loss with a final feed-forward)."""
+        from birth.core.probes import memory_probes
+        final_ffn = len(model.layers) > 1 and hasattr(model.layers[1], "ff")
+        return memory_probes(model, triggers=self.fixed, n_train_toks=self.n_train_toks,
+                             cond=self.cond if final_ffn else None)
 
 
 def _gumbel(logits: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -241,7 +403,7 @@ def _cdf(probs: torch.Tensor) -> torch.Tensor:
     return cdf
 
 
-def bayes_floors(task: Task, n_seqs: int = 2048, seed: int = 0) -> dict[str, float]:
+def bayes_floors(task: TriggersTask, n_seqs: int = 2048, seed: int = 0) -> dict[str, float]:
     """Reference values of the task, estimated on ``n_seqs`` sequences of the task distribution.
 
     - ``floor_loss_bigram``: Bayes-optimal loss on global tokens (outs == 0), E[H(pi_b(.|x_t))];
@@ -254,7 +416,7 @@ def bayes_floors(task: Task, n_seqs: int = 2048, seed: int = 0) -> dict[str, flo
     glob = outs == 0
     head = outs >= 2
     return {
-        "floor_loss_bigram": float(_entropy(task.cond)[x[glob]].mean()) if glob.any() else float("nan"),
+        "floor_loss_bigram": float(S.entropy(task.cond)[x[glob]].mean()) if glob.any() else float("nan"),
         "floor_loss_head": 0.0,
         "nocontext_loss_head": _nocontext_head_loss(task, x[head]),
         "chance_acc": 1.0 / task.num_tokens,
@@ -265,15 +427,10 @@ def bayes_floors(task: Task, n_seqs: int = 2048, seed: int = 0) -> dict[str, flo
     }
 
 
-def _entropy(p: torch.Tensor) -> torch.Tensor:
-    """Entropy in nats of each row of p (..., N), with 0 log 0 = 0."""
-    return -(p * torch.log(torch.where(p > 0, p, torch.ones_like(p)))).sum(-1)
-
-
-def _nocontext_head_loss(task: Task, queries: torch.Tensor) -> float:
+def _nocontext_head_loss(task: TriggersTask, queries: torch.Tensor) -> float:
     """Entropy of the output distribution pi_o(.|q) averaged over the in-context queries q (M,)."""
     if not len(queries):
         return float("nan")
     pool = task.output_pool(queries).double()                                         # (M, N)
     w = pool * task.cond[queries] if task.bigram_outs else pool
-    return float(_entropy(w / w.sum(-1, keepdim=True)).mean())
+    return float(S.entropy(w / w.sum(-1, keepdim=True)).mean())
