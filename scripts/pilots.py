@@ -15,8 +15,8 @@ import math
 import sys
 from pathlib import Path
 
-from birth.analysis.experiments import fig2, fig3
-from birth.analysis.experiments.recipe import seed_overrides
+from birth.analysis.experiments import fig2, fig3, fig4, layers
+from birth.analysis.experiments.recipe import PILOT_SEEDS, seed_overrides
 from birth.running.build import parse_freeze_until
 from birth.running.launch import LocalBackend, make_job, run_jobs
 from birth.running.runs import RunDir
@@ -36,6 +36,15 @@ F500 = {label: {"freeze_until": f"500:{frozen}"} for label, frozen in fig3.VARIA
 
 def _v(**kw) -> dict:
     return {k.replace("__", "."): v for k, v in kw.items()}
+
+
+# Pilots from 13 on use the pilot seeds 100, 101, 102, never a published (10-15) or older (0-2) one.
+PILOT = range(PILOT_SEEDS, PILOT_SEEDS + 3)
+
+
+def _pilot(recipe_conditions: dict, labels, seeds=PILOT, **changes) -> dict[str, dict]:
+    return {f"{label}, seed {s}": {**recipe_conditions[label], **changes, **seed_overrides(s)}
+            for label in labels for s in seeds}
 
 
 GROUPS: dict[str, dict[str, dict]] = {
@@ -122,6 +131,20 @@ GROUPS: dict[str, dict[str, dict]] = {
 }
 
 
+# 13-16: sizing the rules of the unseen-seeds issue (every event of an order within the run; claim
+# 7 on the 65-way wk1_full_acc; claim 10 on one key set; claim 3 against the order-free strategy)
+GROUPS.update({
+    # 13. joint training to 3000 steps: when do wk0_late (claim 10) and wk0 (claim 6b, random triggers) reach 0.5?
+    "long3": _pilot(fig3.conditions("laptop"), ("all trained", fig3.RANDOM_JOINT), max_iters=3000),
+    # 14. claim 7 on the 65-way probe: W_O2 frozen until the paper's 300, stopped at 320
+    "claim7": _pilot(fig3.conditions("laptop"), ("W_O2 frozen",), max_iters=320),
+    # 15. claim 2: when does the random trigger's in-context loss drop? 3000 steps
+    "fig4long": _pilot(fig4.conditions("laptop"), ("random trigger",), max_iters=3000),
+    # 16. claim 3: the one-layer model against the order-free (counts) strategy
+    "layers": _pilot(layers.conditions("laptop"), tuple(layers.DEPTHS)),
+})
+
+
 def first(rows: list[dict], key: str, thr: float) -> str:
     for r in rows:
         v = r.get(key)
@@ -146,7 +169,8 @@ def summarize(label: str, run_dir: Path, seconds: float, freeze: str = "") -> st
     last = rows[-1]
     fin = lambda k: (f"{last[k]:.2f}" if isinstance(last.get(k), (int, float)) and not math.isnan(last[k]) else "n/a")
     reach = " ".join(f"{k.split('_acc')[0]}@.5/.9={first(rows, k, .5)}/{first(rows, k, .9)}"
-                     for k in ("wo1_acc", "wk1_acc", "wk0_acc", "eval_acc_end"))
+                     for k in ("wo1_acc", "wk1_acc", "wk1_full_acc", "wk0_acc", "wk0_early_acc", "wk0_late_acc",
+                               "eval_acc_end"))
     return (f"{label:28s} {seconds:6.0f}s  acc {fin('eval_acc_end')} s1 {fin('eval_score_acc')} "
             f"s2 {fin('eval_score2_acc')} wo1 {fin('wo1_acc')} wk1 {fin('wk1_acc')} wk0 {fin('wk0_acc')} "
             f"wk0_64 {fin('wk0_64_acc')} | {reach}"

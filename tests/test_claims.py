@@ -47,6 +47,9 @@ class FakeResults(Results):
     def task(self, group):
         return {"floors": self._floors, **self._tasks.get(group, {})}
 
+    def tasks(self, group):
+        return [self.task(group)] * len(self.run_dirs(group))
+
     def config(self, group):
         return self._configs[group]
 
@@ -66,6 +69,18 @@ def test_first_reach_finds_the_first_crossing_or_never():
     assert C.first_reach([0, 10, 20], [0.1, 0.95, 0.2], 0.9) == 10
     assert C.first_reach([0, 10, 20], [3.0, 2.0, 1.0], 1.5, above=False) == 20
     assert C.first_reach([0, 10], [0.1, math.nan], 0.9) == math.inf
+
+
+def test_never_is_not_after_where_a_claim_says_something_is_learned():
+    """The loophole of the old rules: an event that never happened counted as after the others."""
+    from birth.analysis.experiments.rules import ReachOrder
+    learned = ReachOrder("x", "c", "f", group="g", events=(("a_acc", 0.5), ("b_acc", 0.5)))
+    faster = ReachOrder("y", "c", "f", group="g", events=(("a_acc", 0.5), ("b_acc", 0.5)), censored=True)
+    never_b = {"a": 10.0, "b": math.inf}
+    assert C.order_holds(list(never_b.values())) is True   # what the old rules read
+    assert learned.holds(never_b) is None and "b never reached" in learned.why(never_b)
+    assert faster.holds(never_b) is True and faster.show(never_b).endswith("(censored)")
+    assert learned.holds({"a": 10.0, "b": 20.0}) is True and learned.slack({"a": 10.0, "b": 20.0}) == {"a to b": 10.0}
 
 
 def test_order_holds_true_false_and_undecidable():
@@ -103,13 +118,28 @@ def test_verdict_over_seeds(outcomes, expected):
 
 
 def test_claims_table_markdown_lists_every_row(tmp_path):
-    rows = [C.make_claim("6", "order", "Fig. 3", "rule | with bar", [True, True], ["a", "b"], "fig3"),
-            C.make_claim("7", "frozen", "Fig. 3", "rule", [False], ["c"], "fig3")]
+    rows = [C.make_claim("6", "order", "Fig. 3", "rule | with bar", [True, True], ["a", "b"], "fig3",
+                         held_out=[True, True], margin="a to b: 10 steps (spread 30)", thin=True),
+            C.make_claim("7", "frozen", "Fig. 3", "rule", [False], ["c"], "fig3", held_out=[False]),
+            C.make_claim("14", "lemma", "Sec. 3", "errors <= 1e-10", [True], ["d"], "theory", kind="check")]
     paths = C.write_claims(rows, tmp_path, "claims", {"scale": "quick"})
     md = (tmp_path / "claims.md").read_text()
-    assert "1 PASS, 1 FAIL, 0 INCONCLUSIVE" in md
-    assert "rule \\| with bar" in md and "**FAIL**" in md
+    assert "1 PASS, 1 FAIL, 0 INCONCLUSIVE (1 of the PASS thin); implementation checks: 1 of 1 PASS" in md
+    assert "rule \\| with bar" in md and "**FAIL**" in md and "| 2/2, 2/2 |" in md and "**thin**" in md
+    assert md.index("Implementation checks") < md.index("| 14 | lemma")
     assert {p.name for p in paths} == {"claims.json", "claims.md"}
+
+
+def test_a_claim_that_passes_on_one_seed_set_only_is_inconclusive():
+    row = C.make_claim("9", "easier", "Fig. 3", "rule", [True, True, True], ["a"] * 3, held_out=[True, False, True])
+    assert row.verdict == C.INCONCLUSIVE and row.published_verdict == C.PASS and "disagree" in row.reason
+
+
+def test_the_margin_is_the_worst_seed_and_thin_below_the_spread():
+    text, thin = C.margin_of([{"gap": 0.30}, {"gap": 0.02}, {"gap": 0.25}], {})
+    assert text.startswith("gap: 0.02") and thin          # 0.02 < the seeds' spread of 0.15
+    text, thin = C.margin_of([{"gap": 0.30}, {"gap": 0.28}, {"gap": 0.31}], {})
+    assert text.startswith("gap: 0.28") and not thin
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,12 +155,13 @@ class Fig3Results(FakeResults):
 
 
 def fig3_logs(wo_at, wk1_at, wk0_at, wk064_at, frozen_acc_before=0.02, wo_alone=(0.95, 0.3), k1_first=0.8,
-              k2_first=0.5, seeds=3):
+              k2_first=0.5, seeds=3, late_at=None, wk1_full_gain=0.03):
     random = {"wo1_acc": ramp(wo_at), "wk1_acc": ramp(wk1_at), "wk0_acc": ramp(wk0_at, hi=0.6)}
     fixed = {"wo1_acc": ramp(20), "wk1_acc": ramp(10), "wk0_acc": ramp(wk0_at, hi=0.6),
-             "wk0_64_acc": ramp(wk064_at, hi=0.7), ACC: ramp(100)}
+             "wk0_early_acc": ramp(wk064_at, hi=0.7), "wk0_late_acc": ramp(late_at or wk0_at, hi=0.6), ACC: ramp(100)}
     wo_frozen = {ACC: [frozen_acc_before if it < F else 0.9 for it in ITERS],
-                 "wk1_acc": ramp(None, lo=0.2), "wk0_acc": ramp(None, lo=0.01), "wo1_acc": ramp(F)}
+                 "wk1_full_acc": [0.01 + (wk1_full_gain if it >= 50 else 0) for it in ITERS],
+                 "wk0_acc": ramp(None, lo=0.01), "wo1_acc": ramp(F)}
     wk_frozen = {"wo1_acc": [wo_alone[0] if it >= 50 else 0.1 for it in ITERS],
                  ACC: [wo_alone[1] if it < F else 0.9 for it in ITERS]}
     return {"all trained": [fixed] * seeds, "W_O2 frozen": [wo_frozen] * seeds,
@@ -146,25 +177,40 @@ def fig3_claims(logs):
 
 
 def test_fig3_rules_pass_on_a_log_that_satisfies_them():
-    rows, res = fig3_claims(fig3_logs(wo_at=20, wk1_at=40, wk0_at=None, wk064_at=60))
-    assert [r.id for r in rows] == ["6b", "7", "8", "9", "10"]
-    assert [r.verdict for r in rows] == [C.PASS] * 5
-    assert by_id(rows, "6b").measured.startswith("wo1 20, wk1 40, wk0 never")
+    rows, res = fig3_claims(fig3_logs(wo_at=20, wk1_at=40, wk0_at=120, wk064_at=60, late_at=150))
+    assert [r.id for r in rows] == ["6", "6b", "7", "8", "9", "10"]
+    assert [r.verdict for r in rows] == [C.FAIL] + [C.PASS] * 5  # the original 6 rule: wk1 (K-way) before wo1
+    assert by_id(rows, "6b").measured.startswith("wo1 20, wk1 40, wk0 120")
+    assert "rule chosen after the original claim 6 rule" in by_id(rows, "6b").note and "K-way" in by_id(rows, "6").note
     # the freeze step in the text is the runs' own, read from their configs
-    assert f"until {F}: before {F}" in by_id(rows, "7").rule
-    assert "wo1_acc 0.9 at 20, wk1_acc 0.9 at 10" in fig3.info(res)[0]
+    assert f"until {F}: before {F}" in by_id(rows, "7").rule and "wk1_full_acc" in by_id(rows, "7").rule
+    assert by_id(rows, "6b").margin == "wo1 to wk1: 20 steps (spread 0)"  # the tightest step of the order
 
 
 def test_fig3_rules_fail_on_a_log_that_violates_them():
     logs = fig3_logs(wo_at=60, wk1_at=20, wk0_at=40, wk064_at=80, frozen_acc_before=0.4, wo_alone=(0.95, 0.8),
                      k1_first=0.3, k2_first=0.8)
-    assert [r.verdict for r in fig3_claims(logs)[0]] == [C.FAIL] * 5
+    assert [r.verdict for r in fig3_claims(logs)[0]][1:] == [C.FAIL] * 5
+
+
+def test_claim_6b_and_10_need_every_event_within_the_run():
+    rows, _ = fig3_claims(fig3_logs(wo_at=20, wk1_at=40, wk0_at=None, wk064_at=60, late_at=None))
+    for id_ in ("6b", "10"):
+        assert by_id(rows, id_).verdict == C.INCONCLUSIVE and "never reached its threshold within the run" in \
+            by_id(rows, id_).reason
+
+
+def test_claim_7_reads_the_65_way_probe_at_its_resolution():
+    """A drift of the keys by 3 of 65 tokens is near chance; by 13 (0.2, one step of the old 5-way probe) it is not."""
+    ok, _ = fig3_claims(fig3_logs(20, 40, 120, 60, late_at=150, wk1_full_gain=3 / 65))
+    bad, _ = fig3_claims(fig3_logs(20, 40, 120, 60, late_at=150, wk1_full_gain=13 / 65))
+    assert by_id(ok, "7").verdict == C.PASS and by_id(bad, "7").verdict == C.FAIL
 
 
 def test_fig3_order_tie_is_inconclusive_and_seeds_that_disagree_too():
     tie, _ = fig3_claims(fig3_logs(wo_at=20, wk1_at=20, wk0_at=None, wk064_at=60))
     assert by_id(tie, "6b").verdict == C.INCONCLUSIVE
-    good, bad = fig3_logs(20, 40, None, 60, seeds=1), fig3_logs(60, 20, 40, 80, seeds=1)
+    good, bad = fig3_logs(20, 40, 120, 60, seeds=1), fig3_logs(60, 20, 40, 80, seeds=1)
     mixed, _ = fig3_claims({g: good[g] + bad[g] for g in good})
     assert by_id(mixed, "6b").verdict == C.INCONCLUSIVE and "disagree" in by_id(mixed, "6b").reason
 
@@ -205,11 +251,20 @@ def fig4_logs(global_at, incontext_at: dict, k_acc: dict, drops=(0.4, 0.05), spl
 
 
 def test_fig4_rules_pass_on_a_log_that_satisfies_them():
-    logs = fig4_logs(global_at=20, incontext_at={"fixed: most frequent": 60, "fixed: 2nd most frequent": 120},
-                     k_acc={1: 0.2, 3: 0.5, 5: 0.6, 10: 0.8})
-    rows = claims(fig4, logs)
+    every = {"random trigger": 150, "fixed: most frequent": 60, "fixed: 2nd most frequent": 120,
+             "fixed: 6th most frequent": 140}
+    rows = claims(fig4, fig4_logs(global_at=20, incontext_at=every, k_acc={1: 0.2, 3: 0.5, 5: 0.6, 10: 0.8}))
     assert [r.verdict for r in rows] == [C.PASS] * 5
     assert "fixed: most frequent s0: global 20, in-context 60" in by_id(rows, "2").measured
+
+
+def test_claim_2_needs_the_in_context_drop_within_the_run_and_claim_11_is_censored():
+    """Claim 2 says the induction head develops (later): a drop that never came is not 'later'.
+    Claim 11 says which is faster: a rarer trigger that never drops is censored at the run's end."""
+    some = {"fixed: most frequent": 60, "fixed: 2nd most frequent": 120}
+    rows = claims(fig4, fig4_logs(global_at=20, incontext_at=some, k_acc={1: 0.2, 3: 0.5, 5: 0.6, 10: 0.8}))
+    assert by_id(rows, "2").verdict == C.INCONCLUSIVE and "never crossed its level" in by_id(rows, "2").reason
+    assert by_id(rows, "11").verdict == C.PASS and "censored" in by_id(rows, "11").measured
     assert "increases with data_args.k in [1, 3, 5, 10]" in by_id(rows, "15a").rule  # K read from the configs
 
 
@@ -234,13 +289,16 @@ def test_fig4_global_time_is_relative_to_the_floor():
 # ---------------------------------------------------------------------------------------------
 # Layers, optimiser and width, Figure 2
 
-def test_layers_rule_pass_and_fail():
-    ok = {"1 layer": [{ACC: [0.5] * len(ITERS)}], "2 layers": [{ACC: [0.97] * len(ITERS)}]}
-    bad = {"1 layer": [{ACC: [0.85] * len(ITERS)}], "2 layers": [{ACC: [0.97] * len(ITERS)}]}
-    assert claims(layers, ok)[0].verdict == C.PASS
-    row = claims(layers, bad)[0]
-    assert row.verdict == C.FAIL and row.measured == "1 layer 0.85, 2 layers 0.97, gap 0.12"
-    assert row.rule.endswith("2 layers >= 0.9 and gap >= 0.2")
+def test_layers_rule_bounds_the_one_layer_model_by_the_order_free_strategy():
+    """The old rule's loophole: one layer at 0.53 (35x chance) passed beside two at 0.97. Now the one
+    layer must stay at what a predictor blind to which token followed which gets on the same batch."""
+    logs = {"1 layer": [{ACC: [0.53] * len(ITERS)}], "2 layers": [{ACC: [0.97] * len(ITERS)}]}
+    free = lambda acc: {"1 layer": {"strategies": {"counts": {"in_context": {"acc": acc, "loss": 1.0}}}}}
+    at_baseline = claims(layers, logs, tasks=free(0.55))[0]
+    above = claims(layers, logs, tasks=free(0.30))[0]
+    assert at_baseline.verdict == C.PASS and "order-free 0.55" in at_baseline.measured
+    assert above.verdict == C.FAIL and "1 layer - order-free 0.23" in above.measured
+    assert above.rule.endswith("2 layers >= 0.9 and 1 layer - order-free <= 0.05")
 
 
 def optim_logs(sgd_score, widths_acc):

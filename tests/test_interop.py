@@ -9,8 +9,8 @@ from birth.running.config import ConfigError, ModelArgs
 from birth.core.model import Transformer
 from trained_runs import full_run, quick_run
 
-tl = pytest.importorskip("transformer_lens", reason="the TransformerLens extra (pip install 'birth[tl]')")
-from birth.analysis.interop import head_scores, load_transformer_lens, to_transformer_lens  # noqa: E402
+tl = pytest.importorskip("transformer_lens", reason="the TransformerLens extra is not installed: pip install -e '.[all]'")
+from birth.analysis.interop import load_transformer_lens, tl_head_scores, to_transformer_lens  # noqa: E402
 
 pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
 
@@ -56,13 +56,26 @@ def test_export_command_writes_a_file_transformer_lens_loads(tmp_path):
     assert d_logit <= 1e-5 * max(1.0, top) and d_attn <= 1e-5
 
 
-def test_tl_head_scores_find_the_heads_that_were_learned():
-    run = birth.load_run(quick_run())
-    batch = run.eval_batch()
-    scores = head_scores(to_transformer_lens(run.model()), batch.x[:32], batch.outs[:32])
-    # layer 1 became a previous-token head, layer 2 an induction head on the trigger positions
-    assert scores["previous_token"][0][0] > 0.4 > scores["previous_token"][1][0]
-    assert scores["induction"][1][0] > 0.8 > scores["induction"][0][0]
+@pytest.mark.parametrize("which", ["quick", "full"])
+def test_births_head_scores_equal_transformer_lens_detect_head(which):
+    """birth's native head scores (the head_* metrics) against TransformerLens' detect_head on the
+    exported model, every layer and head, on the run's repeated-random-tokens batch."""
+    from birth.core.metrics import HEAD_SCORES, head_scores
+    from birth.running.evaluation import Evaluator
+    run = birth.load_run(quick_run() if which == "quick" else full_run())
+    setup = run.setup
+    setup.model.load_state_dict(run.model().state_dict())
+    tokens = Evaluator(setup).heads_tokens[:, :run.config.model_args.max_length - 1]
+    with torch.no_grad():
+        ours = head_scores(setup.model(tokens, return_attn=True)[1], tokens)
+    theirs = tl_head_scores(to_transformer_lens(setup.model), tokens)
+    for kind in HEAD_SCORES:
+        for layer, row in enumerate(theirs[kind]):
+            for h, v in enumerate(row):
+                assert ours[f"head_{kind}_l{layer}h{h}"] == pytest.approx(v, abs=1e-5), (kind, layer, h)
+    if which == "quick":  # layer 1 became a previous-token head (its induction head fires after the
+        # fixed triggers only, not on random repeated tokens: claim 5 of the paper)
+        assert ours["head_previous_l0h0"] > 0.4 > ours["head_previous_l1h0"]
 
 
 @pytest.mark.parametrize("kw,key", [({"use_rope": True}, "use_rope"),

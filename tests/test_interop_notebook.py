@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-nbformat = pytest.importorskip("nbformat", reason="the notebook extra (pip install 'birth[notebook]')")
-nbclient = pytest.importorskip("nbclient", reason="the notebook extra (pip install 'birth[notebook]')")
-pytest.importorskip("transformer_lens", reason="the notebook exports to TransformerLens (pip install 'birth[tl]')")
+nbformat = pytest.importorskip("nbformat", reason="the notebook extra is not installed: pip install -e '.[all]'")
+nbclient = pytest.importorskip("nbclient", reason="the notebook extra is not installed: pip install -e '.[all]'")
+pytest.importorskip("transformer_lens", reason="the notebook exports to TransformerLens, not installed: pip install -e '.[all]'")
 
 from trained_runs import artifact_dir  # noqa: E402
 

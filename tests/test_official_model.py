@@ -9,7 +9,11 @@ from birth.running.config import ModelArgs
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(no_sqrtd=True), dict(sqrtd_embeddings=True, freeze_embeddings=True,
-                                                                   freeze_output=True)])
+                                                                   freeze_output=True),
+                                dict(final_ffn=True, linear_final_ffn=False, sin_cos=True),
+                                dict(use_rope=True, first_ffn=True), dict(tie_output=True, first_ffn=True,
+                                                                          linear_first_ffn=False)],
+                         ids=["readme", "no-sqrtd", "sqrtd", "final-mlp", "rope-first-ffn", "tied"])
 def test_official_computation_equals_births_model(kw):
     torch.manual_seed(0)
     model = Transformer(ModelArgs(arch="simplified", dim=32, max_length=24, **kw), vocab_size=65)
@@ -26,7 +30,7 @@ def test_official_computation_equals_births_model(kw):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()))
 
 
-def test_the_baseline_refuses_what_it_does_not_cover():
-    model = Transformer(ModelArgs(arch="simplified", dim=16, max_length=8, final_ffn=True), vocab_size=65)
-    with pytest.raises(ValueError, match="without FFN"):
+def test_the_baseline_refuses_the_full_architecture():
+    model = Transformer(ModelArgs(arch="full", dim=16, max_length=8), vocab_size=65)
+    with pytest.raises(ValueError, match="simplified"):
         OfficialSimplified(model)

@@ -39,29 +39,45 @@ def test_attention_figure_of_a_trained_run():
     matplotlib.pyplot.close(fig)
 
 
-def test_plot_run_writes_the_three_figures(tmp_path):
+def test_plot_run_writes_the_four_figures(tmp_path):
     paths = plot_run(quick_run(), tmp_path)
-    assert [p.name for p in paths] == ["probes.png", "losses.png", "attention.png"]
+    assert [p.name for p in paths] == ["probes.png", "losses.png", "positions.png", "attention.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") and p.stat().st_size > 20_000 for p in paths)
+
+
+def _panels(cfg, task=TASK, rows=()):
+    return {p.name: p for p in run_panels(cfg, task, rows)}
 
 
 def test_panels_name_what_is_plotted():
     cfg = TrainConfig()
-    acc, probes, losses = run_panels(cfg, TASK)
+    panels = _panels(cfg)
+    acc, probes, losses = panels["accuracy"], panels["probes"], panels["losses"]
     # no distribution shift: the test batch is not called OOD
     assert not any("OOD" in label for _, label in acc.series)
     shifted = dataclasses.replace(cfg, data_args=dataclasses.replace(cfg.data_args, bigram_outs_test=True))
-    assert any("OOD" in label for _, label in run_panels(shifted, TASK)[0].series)
+    assert any("OOD" in label for _, label in _panels(shifted)["accuracy"].series)
     # K-way chance line for wk1; wk0_64 is shown only when it differs from wk0
     assert any(abs(v - 1 / 3) < 1e-12 for v, _ in probes.lines)
     assert "wk0_64_acc" in [k for k, _ in probes.series]          # max_length 256 > 64
     short = dataclasses.replace(cfg, model_args=dataclasses.replace(cfg.model_args, max_length=64))
-    short_probes = run_panels(short, TASK)[1]
+    short_probes = _panels(short)["probes"]
     assert "wk0_64_acc" not in [k for k, _ in short_probes.series] and "equals" in short_probes.note
     # the untrained global loss is said to be untrained
     assert "not trained" in dict(losses.series)["eval_loss_bigram"] and "loss_head_only" in losses.note
-    trained_all = run_panels(dataclasses.replace(cfg, loss_head_only=False), TASK)[2]
+    trained_all = _panels(dataclasses.replace(cfg, loss_head_only=False))["losses"]
     assert "not trained" not in dict(trained_all.series)["eval_loss_bigram"] and not trained_all.note
+    # another task: no memory probes when its metrics have none; its strategies drawn against the model
+    markov = {"num_tokens": 3, "masks": {"in_context": {"loss": "loss_in_context", "acc": "acc_in_context"}},
+              "reference_strategies": ["ngram", "unigram"],
+              "strategies": {"ngram": {"in_context": {"loss": 0.5, "acc": 0.7}},
+                             "unigram": {"in_context": {"loss": 0.9, "acc": 0.5}}}}
+    other = _panels(cfg, markov, rows=[{"iter": 0, "eval_acc_in_context": 0.3, "eval_kl_ngram_in_context": 0.2}])
+    assert "probes" not in other and ("eval_kl_ngram_in_context", "ngram") in other["kl"].series
+    assert (0.5, "strategy ngram, in-context") in other["losses"].lines
+    # windows of freezes and interventions are shaded
+    frozen = dataclasses.replace(cfg, freeze_until="300:W_O2", interventions="clamp:0:previous@0-200", max_iters=1000)
+    assert _panels(frozen)["accuracy"].windows == [(0, 300, "W_O2 frozen"), (0, 200, "clamp:0:previous:1")]
 
 
 def test_load_run_gives_config_models_samplers_and_metrics():

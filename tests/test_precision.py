@@ -18,7 +18,8 @@ SMALL = {"max_iters": 120, "eval_delta": 20, "data_args.seq_length": 32, "model_
 def test_run_names_of_float32_configs_did_not_change():
     # computed before the key existed (commit 84dbefd): existing run directories are still found by it
     assert legacy_hash(resolve_config("quick")) == "e7a6cca1b6a9"
-    assert config_hash(resolve_config("quick", {"precision": "bf16"})) != config_hash(resolve_config("quick"))
+    # naming needs no bf16 kernel: built, not validated, so this holds on a CPU without bf16 too
+    assert config_hash(build_config("quick", {"precision": "bf16"})) != config_hash(build_config("quick"))
 
 
 def test_bf16_without_hardware_support_is_refused_before_any_work(monkeypatch):
@@ -28,7 +29,17 @@ def test_bf16_without_hardware_support_is_refused_before_any_work(monkeypatch):
     resolve_config("quick", {"precision": "float32", "device": "cpu"})  # float32 is always fine
 
 
-@pytest.mark.skipif(not bf16_cpu(), reason="this CPU has no bf16 instructions")
+def test_birth_no_bf16_makes_any_cpu_answer_no(monkeypatch):
+    # CI's CPU has bf16; this switch takes it down the path of one without (torch reads the CPU itself)
+    monkeypatch.setenv("BIRTH_NO_BF16", "1")
+    assert not bf16_cpu()
+    with pytest.raises(ConfigError, match=r"^precision: bf16 needs CUDA or a CPU with bf16"):
+        resolve_config("quick", {"precision": "bf16", "device": "cpu"})
+    monkeypatch.setenv("BIRTH_NO_BF16", "0")  # "0" or empty: the CPU's own answer
+    assert bf16_cpu() == (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+@pytest.mark.skipif(not bf16_cpu(), reason="this CPU has no bf16 instructions (AVX512-BF16 or AMX), or BIRTH_NO_BF16 is set")
 def test_bf16_training_learns_with_float32_probes(tmp_path):
     runs = {}
     for precision in ("float32", "bf16"):

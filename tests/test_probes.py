@@ -110,3 +110,34 @@ def test_loss_metrics_per_token_type():
     res = loss_metrics(pred, y, outs)
     assert res["acc_end"] == 0.5 and res["acc_tot"] == pytest.approx(1 / 3) and res["acc_bigram"] == 1.0
     assert res["loss_bigram"] < 1e-3 < res["loss_head"]
+
+
+def test_claim_10_compares_early_and_late_queries_over_the_same_keys():
+    """The old rule's loophole: W_K1 storing every position equally well, the 63-way wk0_64_acc
+    still reads higher than the 127-way wk0_acc (an easier argmax), so 'early first' passed. Over
+    one key set, early and late queries read alike, and the order of the rule is a tie."""
+    from birth.analysis.experiments.rules import ReachOrder
+    from birth.core import interventions as I
+    gains = (0.25, 0.5, 1.0, 2.0)  # a memory growing uniformly over "training"
+    old_gap, new_gap, curves = [], [], []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = Transformer(ModelArgs(dim=64, max_length=128, freeze_embeddings=True), 65)
+        ideal = I.ideal_memory(model, "W_K1", gain=1.0)
+        noise = torch.randn_like(ideal) * ideal.std()
+        rows = []
+        for g in gains:
+            with torch.no_grad():
+                model.layers[0].attention.wk.weight.copy_(g * ideal + noise)
+            rows.append(memory_probes(model, triggers=None, n_train_toks=65))
+        at = rows[1]
+        old_gap.append(at["wk0_64_acc"] - at["wk0_acc"])
+        new_gap.append(at["wk0_early_acc"] - at["wk0_late_acc"])
+        curves.append(rows)
+    assert sum(old_gap) / 3 > 0.1 and abs(sum(new_gap) / 3) < 0.06
+    # seed 0 through the rule: the old probes order the events, the new ones tie them
+    first = lambda key: next(i for i, r in enumerate(curves[0]) if r[key] >= 0.5)
+    old = ReachOrder("10", "c", "f", events=(("wk0_64_acc", 0.5), ("wk0_acc", 0.5)))
+    new = ReachOrder("10", "c", "f", events=(("wk0_early_acc", 0.5), ("wk0_late_acc", 0.5)))
+    assert old.holds({"wk0_64": first("wk0_64_acc"), "wk0": first("wk0_acc")}) is True
+    assert new.holds({"wk0_early": first("wk0_early_acc"), "wk0_late": first("wk0_late_acc")}) is None

@@ -75,7 +75,7 @@ def test_a_second_writer_exits_2_naming_the_holder_and_writes_nothing(cli, tmp_p
 
 def test_two_reproduce_on_one_output_train_each_run_once(cli, tmp_path):
     out = tmp_path / "out"
-    args = ("reproduce", "fig2", "--scale", "tiny", "--seeds", "2", "--jobs", "1", "--out", str(out))
+    args = ("reproduce", "fig2", "--scale", "tiny", "--seeds", "2", "--held-out", "0", "--jobs", "1", "--out", str(out))
     procs = [cli.start(*args) for _ in range(2)]
     results = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [e for _, e in results]

@@ -10,7 +10,7 @@ from birth.cli import main
 from birth.running.runs import RunDir
 from trained_runs import artifact_dir, quick_run, reproduction
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="the browser extra (pip install 'birth[browser]')")
+sync_api = pytest.importorskip("playwright.sync_api", reason="the browser extra (Playwright) is not installed: pip install -e '.[all]'")
 CHROMIUM = os.environ.get("BIRTH_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium)")]
 

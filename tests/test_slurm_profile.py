@@ -1,6 +1,8 @@
 """Slurm profiles and options, and the parts of the Slurm backend that need no Slurm to test."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from birth.cli import main
@@ -66,7 +68,16 @@ def test_the_command_line_rejects_slurm_options_without_the_slurm_backend(capsys
     assert not (tmp_path / "runs").exists()
 
 
+def test_without_submitit_the_backend_says_how_to_install_it(capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "submitit", None)  # `import submitit` fails, installed or not
+    assert main(["reproduce", "fig2", "--scale", "tiny", "--backend", "slurm", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs submitit" in err and "pip install" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
 def test_without_slurm_the_backend_says_what_is_missing(capsys, tmp_path, monkeypatch):
+    pytest.importorskip("submitit", reason="the Slurm extra is not installed: pip install -e '.[all]'")
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, squeue or srun
     assert main(["reproduce", "fig2", "--scale", "tiny", "--backend", "slurm", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()

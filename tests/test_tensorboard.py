@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-pytest.importorskip("tensorboard", reason="the TensorBoard extra (pip install 'birth[tensorboard]')")
+pytest.importorskip("tensorboard", reason="the TensorBoard extra is not installed: pip install -e '.[all]'")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from birth.running.runs import RunDir  # noqa: E402

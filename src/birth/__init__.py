@@ -8,3 +8,29 @@ def load_run(path, device: str = "cpu"):
     """A saved run directory as a ``birth.api.Run``: config, models at saved steps, samplers, metrics."""
     from birth.api import load_run as _load_run
     return _load_run(path, device)
+
+
+def train(config, out, *, preset=None, callbacks=(), hooks=None, resume: bool = False, overwrite: bool = False,
+          quiet: bool = True):
+    """Trains one run into ``out`` and returns it as a ``birth.api.Run``. ``config``: a TrainConfig,
+    or {key: value} overrides (on ``preset``); ``callbacks``: functions ``fn(ev) -> dict | None``
+    called at every evaluation (``birth.running.evaluation.Evaluation``: ``ev.step``, ``ev.model``,
+    ``ev.batch``, ``ev.metrics``, ``ev.outputs(name)``), whose dicts join the metrics line;
+    ``hooks``: {hook point: ``fn(tensor, hook)``} acting in every pass (``birth.core.hooks``)."""
+    from birth.api import train as _train
+    return _train(config, out, preset=preset, callbacks=callbacks, hooks=hooks, resume=resume,
+                  overwrite=overwrite, quiet=quiet)
+
+
+def load_sweep(path):
+    """Every run under ``path`` (a sweep, a reproduction, a run) as one long pandas DataFrame: one row
+    per (run, evaluation), a column per swept key, ``seed``, ``run``, ``label`` and every metric."""
+    from birth.analysis.table import load_sweep as _load_sweep
+    return _load_sweep(path)
+
+
+def events(df, metric: str, threshold: float, below: bool = False):
+    """Per run of a ``load_sweep`` table, the first iteration at which ``metric`` reaches ``threshold``
+    (``below=True``: falls to it), NaN if never; one row per run with its swept columns."""
+    from birth.analysis.table import events as _events
+    return _events(df, metric, threshold, below)

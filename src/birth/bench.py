@@ -8,12 +8,20 @@
 - stack: wall time of R runs trained one by one and as one stack (``birth.running.stacked``);
 - induction: wall time until the official README command, at batch 64 and T 128, reaches
   ``acc_end_test`` >= 0.9 (the induction head works out of distribution), start-up included, as
-  configured and with the official script's evaluation work only (no fixed evaluation batch).
+  configured and with the official script's evaluation work only (no fixed evaluation batch); with
+  ``--official PATH`` (a checkout of albietz/transformer-birth, never copied here: it has no
+  licence), the official ``ihead_basic_main.py`` on the same settings, timed the same way.
+
+No number is typed in: every figure printed is measured by the command that prints it.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from birth.running.config import DataArgs, build_config
+from birth.running.config import PRESETS, ConfigError, DataArgs, build_config
 from birth.core.corpus import bundled_stats
 from birth.baselines.official_sampler import naive_batch
 from birth.running.build import bf16_cpu, build_setup, make_optimizer, resolve_device
@@ -152,7 +160,7 @@ def _in_bf16(cfg, device: torch.device, loss):
         return loss()
 
 
-# The official README command, at batch 64 and T 128 (the official script took 94-109 s to 0.9).
+# The official README command, at batch 64 and T 128.
 INDUCTION = ["--preset", "paper-readme", "optim_args.batch_size=64", "data_args.seq_length=128",
              "model_args.max_length=128", "max_iters=5000"]
 
@@ -160,6 +168,105 @@ INDUCTION = ["--preset", "paper-readme", "optim_args.batch_size=64", "data_args.
 # birth's default evaluates a fixed 512-sequence batch at every evaluation step besides the official
 # ones (training batch, OOD batch): without it, the run does the official script's work
 OFFICIAL_EVALUATION = ("eval_fixed_batch=false",)
+
+# The official script calls .cuda() on its model and tensors unconditionally. Where CUDA is absent,
+# this wrapper (ours; their code is run unchanged, from their checkout) makes .cuda() return its
+# object as it is, then runs the script as __main__ with the arguments that follow.
+OFFICIAL_CPU_WRAPPER = """\
+import runpy, sys, torch
+if not torch.cuda.is_available():
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    torch.nn.Module.cuda = lambda self, *args, **kwargs: self
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+OFFICIAL_SCRIPT = "ihead_basic_main.py"
+OFFICIAL_DEFAULT_WORKERS = 60  # TrainerArgs.num_data_workers of the official script
+# one evaluation line of the official script's log (its logging.info, k > 0):
+# "INFO:root:{i} ({dt_data}, {dt}, {t - t0}): loss: ... acc: {acc_tot} ({acc_end} / {acc_end_test}) probes: ..."
+OFFICIAL_LINE = re.compile(r"^INFO:root:(\d+) \([-\d.]+, [-\d.]+, ([-\d.]+)\): loss: .*? acc: [-\d.naif]+ "
+                           r"\([-\d.naif]+ / ([-\d.naif]+)\)")
+
+
+def official_workers() -> int:
+    """The official default of 60 data worker processes, as far as this machine has cores beside
+    the training process (each worker is a busy process: on 2 cores, one)."""
+    return max(1, min(OFFICIAL_DEFAULT_WORKERS, (os.cpu_count() or 2) - 1))
+
+
+def official_induction_args(workers: int) -> list[str]:
+    """INDUCTION in the official script's own arguments: the README command (birth's preset of it)
+    with the same overrides, and ``num_data_workers``."""
+    preset = INDUCTION[INDUCTION.index("--preset") + 1]
+    values = {**PRESETS[preset], **dict(arg.split("=", 1) for arg in INDUCTION if "=" in arg)}
+    return [f"{key}={value}" for key, value in values.items()] + [f"num_data_workers={workers}"]
+
+
+def parse_official_log(text: str) -> list[dict]:
+    """The evaluation lines of an official log, whole lines only: iteration, acc_end_test and the
+    script's own seconds since its training loop began."""
+    lines = text.split("\n")[:-1]  # the last piece has no newline yet: it may be cut short
+    rows = []
+    for line in lines:
+        m = OFFICIAL_LINE.match(line)
+        if m:
+            rows.append({"iter": int(m[1]), "acc_end_test": float(m[3]), "loop_seconds": float(m[2])})
+    return rows
+
+
+def check_official(path: str | Path) -> Path:
+    """The checkout at ``path``, or a ConfigError naming what is missing, before any work."""
+    root = Path(path)
+    for rel in (OFFICIAL_SCRIPT, "ihead_data.py", "data/meta.pkl"):
+        if not (root / rel).is_file():
+            raise ConfigError(f"--official: {root / rel} not found; PATH must be a checkout of "
+                              "https://github.com/albietz/transformer-birth")
+    if importlib.util.find_spec("omegaconf") is None:
+        raise ConfigError("--official: the official script needs omegaconf, which is not installed: "
+                          "pip install omegaconf")
+    return root
+
+
+def session_cpu_seconds(session: int) -> float | None:
+    """CPU seconds (user + system, with reaped children's) used so far by the processes of session
+    ``session``; None without Linux's /proc. On a busy machine a measure of the work done that
+    other processes disturb less than the wall time."""
+    if not Path("/proc/self/stat").exists():
+        return None
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()  # the command, in parentheses, may hold spaces
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[3]) == session:  # fields 6 (session) and 14-17 (utime stime cutime cstime) of proc(5)
+            ticks += sum(int(f) for f in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _time_until(cmd: list[str], rows, threshold: float, timeout: float, what: str, error, **popen) -> dict:
+    """Starts ``cmd`` in a session of its own and polls ``rows()`` (the evaluation rows logged so
+    far) every 50 ms until one has acc_end_test >= ``threshold``; returns that row with the wall
+    seconds since the start and the CPU seconds of the session's processes. The whole group is
+    killed at the end (the official script's data workers are child processes that would outlive it)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, start_new_session=True, **popen)
+    try:
+        while time.perf_counter() - t0 < timeout:
+            for row in rows():
+                if (row.get("acc_end_test") or 0) >= threshold:
+                    return {**row, "seconds": time.perf_counter() - t0, "cpu_seconds": session_cpu_seconds(proc.pid)}
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} ended (rc {proc.returncode}) before acc_end_test {threshold}: "
+                                   f"{error()[-300:]}")
+            time.sleep(0.05)
+        raise RuntimeError(f"acc_end_test did not reach {threshold} within {timeout:.0f} s")
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:  # the group is gone already
+            pass
+        proc.wait()
 
 
 def time_to_induction(threshold: float = 0.9, timeout: float = 600.0, threads: int | None = None,
@@ -173,29 +280,44 @@ def time_to_induction(threshold: float = 0.9, timeout: float = 600.0, threads: i
         cmd = [sys.executable, "-m", "birth", "train", *args, "--quiet", "--out", str(Path(tmp) / "run")]
         if threads:
             cmd += ["--threads", str(threads)]
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        try:
-            while time.perf_counter() - t0 < timeout:
-                for line in (metrics.read_text().splitlines() if metrics.exists() else []):
-                    row = json.loads(line) if line.endswith("}") else {}
-                    if (row.get("acc_end_test") or 0) >= threshold:
-                        return {"seconds": time.perf_counter() - t0, "iter": row["iter"],
-                                "acc_end_test": row["acc_end_test"], "command": "birth train " + " ".join(args)}
-                if proc.poll() is not None:
-                    raise RuntimeError(f"birth train ended (rc {proc.returncode}) before acc_end_test {threshold}: "
-                                       f"{proc.stderr.read().strip()[-300:]}")
-                time.sleep(0.05)
-            raise RuntimeError(f"acc_end_test did not reach {threshold} within {timeout:.0f} s")
-        finally:
-            proc.kill()
-            proc.wait()
+        rows = lambda: [json.loads(line) for line in (metrics.read_text().splitlines() if metrics.exists() else [])
+                        if line.endswith("}")]
+        stderr = Path(tmp) / "stderr"
+        with open(stderr, "w") as err:
+            r = _time_until(cmd, rows, threshold, timeout, "birth train", lambda: stderr.read_text().strip(),
+                            stdout=subprocess.DEVNULL, stderr=err)
+        return {"seconds": r["seconds"], "cpu_seconds": r["cpu_seconds"], "iter": r["iter"],
+                "acc_end_test": r["acc_end_test"], "command": "birth train " + " ".join(args)}
+
+
+def official_time_to_induction(path: str | Path, threshold: float = 0.9, timeout: float = 600.0,
+                               threads: int | None = None, workers: int | None = None) -> dict:
+    """Runs the official ``ihead_basic_main.py`` of the checkout at ``path`` with INDUCTION's
+    settings (``official_induction_args``) in a subprocess, through OFFICIAL_CPU_WRAPPER, until its
+    log has acc_end_test >= ``threshold``; the same timing as ``time_to_induction``. ``threads``
+    sets OMP_NUM_THREADS (torch's thread count there); ``workers`` defaults to ``official_workers()``."""
+    root = check_official(path)
+    workers = workers or official_workers()
+    args = official_induction_args(workers)
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "log"
+        with open(log, "w") as out:
+            r = _time_until([sys.executable, "-c", OFFICIAL_CPU_WRAPPER, OFFICIAL_SCRIPT, *args],
+                            lambda: parse_official_log(log.read_text()), threshold, timeout,
+                            f"the official {OFFICIAL_SCRIPT}", lambda: log.read_text().strip(),
+                            cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
+    return {**r, "workers": workers, "cuda": torch.cuda.is_available(),
+            "command": f"cd {root} && {f'OMP_NUM_THREADS={threads} ' if threads else ''}python {OFFICIAL_SCRIPT} "
+                       f"{' '.join(args)}"}
 
 
 def main(args) -> int:
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.official and args.what != "induction":
+        raise ConfigError("--official: times the official script for `birth bench induction` only")
     if args.what in ("all", "sampler"):
         ours = sampler_speed(args.batch, args.seq_len, args.k, args.repeats, device)
         if args.json:
@@ -207,14 +329,7 @@ def main(args) -> int:
         print(f"  per-token (official):    {naive['tokens_per_s']:>12,.0f} tokens/s")
         print(f"  ratio: {ours['tokens_per_s'] / naive['tokens_per_s']:.0f}x")
     if args.what == "induction":
-        print(f"induction  birth train {' '.join(INDUCTION)} [{' '.join(OFFICIAL_EVALUATION)}], until acc_end_test "
-              f">= 0.9, start-up included (the official script: 94-109 s on 2 cores)")
-        for label, extra in (("as configured (+ fixed evaluation batch)", ()),
-                             ("the official evaluations only", OFFICIAL_EVALUATION)):
-            r = time_to_induction(threads=args.threads, extra=extra)
-            print(f"  {label:42s} {r['seconds']:6.1f} s wall  (acc_end_test {r['acc_end_test']:.3f} at iteration "
-                  f"{r['iter']})")
-        return 0
+        return _induction(args)
     if args.what == "stack":
         r = stack_times(args.runs, args.steps, args.batch, args.seq_len, args.dim, args.repeats, device)
         print(f"stack  {r['runs']} runs x {r['steps']} steps, batch={r['batch']} T={r['seq_len']} d={r['dim']}, "
@@ -235,4 +350,44 @@ def main(args) -> int:
         for label, seconds, ratio in rows:
             print(f"  {label:42s} {seconds * 1e3:9.1f} ms/step  {ratio:.2f}x")
         print(f"  (same weights; largest loss gap {r['loss_gap']:.1e}, relative)")
+    return 0
+
+
+def _induction(args) -> int:
+    """`birth bench induction [--official PATH]`: birth's two timings, then, with a checkout of the
+    official code, its script's timing on the same settings and the ratios."""
+    root = check_official(args.official) if args.official else None  # before any work
+    if args.official_workers is not None and args.official_workers < 1:
+        raise ConfigError(f"--official-workers: must be >= 1 (the official script waits on its workers), "
+                          f"got {args.official_workers}")
+    threads = f"{args.threads} thread(s)" if args.threads else "threads as each process picks"
+    print(f"induction  birth train {' '.join(INDUCTION)} [{' '.join(OFFICIAL_EVALUATION)}], until acc_end_test "
+          f">= 0.9, start-up included, {threads}")
+    def line(label: str, r: dict) -> None:
+        cpu = f", {r['cpu_seconds']:6.1f} s CPU" if r.get("cpu_seconds") is not None else ""
+        print(f"  {label:48s} {r['seconds']:6.1f} s wall{cpu}  (acc_end_test {r['acc_end_test']:.3f} at iteration "
+              f"{r['iter']})")
+    try:
+        ours = {}
+        for key, label, extra in (("configured", "birth, as configured (+ fixed evaluation batch)", ()),
+                                  ("equal", "birth, the official script's evaluations only", OFFICIAL_EVALUATION)):
+            ours[key] = time_to_induction(timeout=args.timeout, threads=args.threads, extra=extra)
+            line(label, ours[key])
+        if root is None:
+            print("  (no official timing: --official PATH times a checkout of albietz/transformer-birth side by side)")
+            return 0
+        theirs = official_time_to_induction(root, timeout=args.timeout, threads=args.threads,
+                                            workers=args.official_workers)
+    except RuntimeError as err:  # a run that failed or did not get there in time: one line, not a traceback
+        print(f"birth bench induction: {err}", file=sys.stderr)
+        return 1
+    line(f"official {OFFICIAL_SCRIPT}, {theirs['workers']} data worker(s)", theirs)
+    for unit, key in (("wall", "seconds"), ("CPU", "cpu_seconds")):
+        if theirs.get(key) is not None and all(r.get(key) for r in ours.values()):
+            print(f"  official / birth, {unit} time: {theirs[key] / ours['configured'][key]:.2f}x as configured, "
+                  f"{theirs[key] / ours['equal'][key]:.2f}x at equal evaluation work")
+    print(f"  official command: {theirs['command']}")
+    if not theirs["cuda"]:
+        print("  (no CUDA here: run through birth.bench.OFFICIAL_CPU_WRAPPER, which makes the script's .cuda() "
+              "calls return their object unchanged; the script itself is not modified)")
     return 0

@@ -94,13 +94,13 @@ def cmd_train(args) -> int:
         with directory_lock(run.path):
             if run.holds_run():  # --overwrite
                 clear_directory(run.path)
-            if cfg.data_args.k == 0:
+            if getattr(cfg.data_args, "k", None) == 0:  # the paper's task only
                 print("birth: note: data_args.k=0 (the official default) means no triggers", file=sys.stderr)
             summary = train(cfg, run.path, resume=False, quiet=args.quiet)
     fm = summary.get("final_metrics", {})
     if summary["status"] == "completed":
-        print(f"birth: {run.path}: {summary['steps']} steps in {summary['wall_seconds']:.1f}s; {_accuracy(fm)}, "
-              f"score2_acc {_fmt(fm.get('score2_acc'))}, wo1_acc {_fmt(fm.get('wo1_acc'))}")
+        print(f"birth: {run.path}: {summary['steps']} steps in {summary['wall_seconds']:.1f}s; "
+              f"{_accuracy(fm, run.read_task())}")
         if args.plot:
             _plot(run.path)
     elif args.plot:
@@ -128,11 +128,14 @@ def _print_config(cfg) -> int:
 def _plot(run_dir: Path) -> int:
     from birth.analysis.plots import plot_run
     from birth.running.runs import RunDir
+    from birth.running.wandb_log import log_figures
     if not RunDir(run_dir).read_metrics():
         print(f"birth: no plots: {run_dir} has no metrics yet", file=sys.stderr)
         return 1
-    for path in plot_run(run_dir):
+    paths = plot_run(run_dir)
+    for path in paths:
         print(f"birth: wrote {path}")
+    log_figures(run_dir, paths)  # to the run's W&B run, when its config sets wandb
     return 0
 
 
@@ -140,28 +143,87 @@ def _fmt(v) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
-def _accuracy(fm: dict) -> str:
-    """The final in-context accuracy (``headline_accuracy``), with its loss on the fixed evaluation batch."""
+def _accuracy(fm: dict, task: dict) -> str:
+    """The final in-context accuracy (``headline_accuracy``) with its loss on the fixed evaluation
+    batch, then the paper task's induction and W_O2 probes, or another task's best induction head."""
+    from birth.analysis.plots import metric_names
     from birth.running.train import headline_accuracy
-    if headline_accuracy(fm) == "eval_acc_end":
-        return f"acc_end (eval batch) {_fmt(fm.get('eval_acc_end'))}, loss_head {_fmt(fm.get('eval_loss_head'))}"
-    return f"acc_end_test {_fmt(fm.get('acc_end_test'))}"
+    names = metric_names(task)["in_context"]
+    key = headline_accuracy(fm, names["acc"])
+    text = (f"{names['acc']} (eval batch) {_fmt(fm.get(key))}, {names['loss']} {_fmt(fm.get('eval_' + names['loss']))}"
+            if key.startswith("eval_") else f"{key} {_fmt(fm.get(key))}")
+    if "wo1_acc" in fm:
+        return f"{text}, score2_acc {_fmt(fm.get('score2_acc'))}, wo1_acc {_fmt(fm.get('wo1_acc'))}"
+    return f"{text}, head_induction_max {_fmt(fm.get('head_induction_max'))}"
+
+
+def _add_sweep(sub) -> None:
+    from birth.running.launch_cli import add_arguments
+    from birth.running.sweep import syntax_help
+    p = sub.add_parser("sweep", help="train a grid of configs (inline or from a YAML spec) into one folder",
+                       description="birth sweep [SPEC.yaml] [KEY=V1,V2,... ...] [--preset NAME] [--seeds N] "
+                                   "[--first-seed S] [--out DIR]: one run per point of the grid and seed, on the "
+                                   "launcher of birth reproduce (workers or Slurm, stacks, skip-done, resume)",
+                       epilog=syntax_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("overrides", nargs="*", metavar="SPEC.yaml | KEY=VALUE[,VALUE...]",
+                   help="a spec file and/or keys: one value sets the key in every run, several sweep it")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="start every run from a preset (over the spec's)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per point (default: the spec's, else 1)")
+    p.add_argument("--first-seed", type=int, default=None,
+                   help="index of the first seed (default: the spec's, else 0); seed i sets seed = 42 + i, "
+                        "init_seed = i, eval_seed = i")
+    p.add_argument("--out", default="sweep_out", help="output folder (default %(default)s)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and whether they are complete; train nothing")
+    p.add_argument("--show-config", action="store_true", help="print the resolved config of every run (YAML); "
+                                                               "train nothing")
+    add_arguments(p)  # --jobs, --threads, --stack, --backend and the Slurm options, as birth reproduce
+    p.set_defaults(func=cmd_sweep)
+
+
+def cmd_sweep(args) -> int:
+    from birth.running import sweep
+    from birth.running.launch_cli import backend_from_args
+    spec = sweep.from_command_line(args.overrides, args.preset, args.seeds, args.first_seed)
+    if args.show_config:
+        print(sweep.show_config(spec, args.out), end="")
+        return 0
+    backend = backend_from_args(args)
+    try:
+        report = sweep.run_sweep(spec, args.out, backend, dry_run=args.dry_run)
+    except KeyboardInterrupt as stop:  # SIGINT or SIGTERM, as birth reproduce
+        from birth.running.launch import report_stopped
+        return report_stopped(stop, sweep.command_line(spec, args.out))
+    return report.exit_code
 
 
 def _add_plot(sub) -> None:
-    p = sub.add_parser("plot", help="figures of a run directory")
-    p.add_argument("run_dir")
-    p.add_argument("--out", help="folder for the PNG files (default: RUN_DIR/figures)")
+    p = sub.add_parser("plot", help="figures of a run directory, or of a sweep by one key")
+    p.add_argument("run_dir", metavar="RUN_OR_SWEEP")
+    p.add_argument("--out", help="folder for the PNG files (default: RUN_OR_SWEEP/figures)")
+    p.add_argument("--by", metavar="KEY", help="a sweep or reproduction output (or a folder of runs): one curve per "
+                                               "value of KEY, mean and min-max over seeds (default: the first "
+                                               "swept key)")
+    p.add_argument("--metric", action="append", metavar="NAME",
+                   help="with a sweep: a metric to draw, one panel each (repeatable; default: the in-context "
+                        "accuracy and loss of the evaluation batch, with their floors)")
     p.set_defaults(func=cmd_plot)
 
 
 def cmd_plot(args) -> int:
     from birth.analysis.plots import plot_run
     from birth.running.runs import RunDir
-    if not RunDir(args.run_dir).holds_run():
-        raise ConfigError(f"plot: {args.run_dir} holds no run (no config.yaml)")
-    for path in plot_run(args.run_dir, args.out):
+    from birth.running.wandb_log import log_figures
+    if args.by is not None or not RunDir(args.run_dir).holds_run():
+        from birth.analysis.sweep_plots import plot_sweep
+        for path in plot_sweep(args.run_dir, args.by, args.metric, args.out):
+            print(path)
+        return 0
+    if args.metric:
+        raise ConfigError("--metric: draws a sweep, with --by KEY; birth plot RUN draws the figures of one run")
+    paths = plot_run(args.run_dir, args.out)
+    for path in paths:
         print(path)
+    log_figures(args.run_dir, paths)  # to the run's W&B run, when its config sets wandb
     return 0
 
 
@@ -179,6 +241,14 @@ def _add_bench(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: the process's own; the sampler ratio is meant for 1)")
+    p.add_argument("--official", metavar="PATH",
+                   help="induction: also time the official ihead_basic_main.py of this checkout of "
+                        "albietz/transformer-birth on the same settings (needs omegaconf), side by side")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="S",
+                   help="induction: wall seconds each run may take to reach acc_end_test 0.9 (default 600)")
+    p.add_argument("--official-workers", type=int, default=None, metavar="N",
+                   help="induction --official: its num_data_workers (default: the official 60, at most the "
+                        "cores beside the training process, at least 1)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -214,13 +284,52 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _add_llc(sub) -> None:
+    from birth.analysis.llc import LLCSettings
+    d = LLCSettings()
+    p = sub.add_parser("llc", help="local learning coefficient at each checkpoint (devinterp's SGLD; the llc extra)",
+                       description="Estimate the LLC of a run at each saved checkpoint on its own training loss "
+                                   "(fresh batches of its task, only the parameters it trains), with devinterp's "
+                                   "SGLD sampler; writes RUN/llc.csv, RUN/llc.json and RUN/figures/llc.png. "
+                                   "Needs pip install 'birth[llc]'.")
+    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("--steps", help="checkpoint steps to measure, e.g. 100,300 (default: every saved checkpoint)")
+    p.add_argument("--chains", type=int, default=d.chains, help="SGLD chains (default %(default)s)")
+    p.add_argument("--draws", type=int, default=d.draws, help="draws per chain, one SGLD step each (default %(default)s)")
+    p.add_argument("--burnin", type=int, default=d.burnin, help="SGLD steps before the first draw (default %(default)s)")
+    p.add_argument("--lr", type=float, default=d.lr, help="SGLD step size epsilon (default %(default)s)")
+    p.add_argument("--gamma", type=float, default=d.gamma, help="localization strength (default %(default)s)")
+    p.add_argument("--nbeta", type=float, default=d.nbeta,
+                   help="inverse temperature n*beta (default: m / ln m, devinterp's default_nbeta)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="sequences per SGLD batch, m (default: the run's batch size)")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the chains' noise (default %(default)s)")
+    p.add_argument("--out", help="folder for llc.csv, llc.json and figures/llc.png (default: RUN)")
+    p.set_defaults(func=cmd_llc)
+
+
+def cmd_llc(args) -> int:
+    from birth.analysis.llc import LLCSettings, run_llc
+    try:
+        steps = [int(s) for s in args.steps.split(",") if s.strip()] if args.steps else None
+    except ValueError:
+        raise ConfigError(f"--steps: {args.steps!r} is not a comma-separated list of steps") from None
+    settings = LLCSettings(chains=args.chains, draws=args.draws, burnin=args.burnin, lr=args.lr, gamma=args.gamma,
+                           nbeta=args.nbeta, batch_size=args.batch_size, seed=args.seed)
+    for path in run_llc(args.run_dir, settings, steps, args.out, log=lambda s: print(s, file=sys.stderr)):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="birth", description="Birth of a Transformer: task, models, probes, experiments")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
+    _add_sweep(sub)
     _add_plot(sub)
     _add_bench(sub)
     _add_interop(sub)
+    _add_llc(sub)
     for module in ("birth.analysis.theory.cli", "birth.analysis.experiments.cli"):
         try:
             __import__(module, fromlist=["register"]).register(sub)

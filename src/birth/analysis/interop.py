@@ -1,7 +1,7 @@
 """TransformerLens export of a ``birth`` model (optional extra ``birth[tl]``, TransformerLens 4.x).
 
 Owns the mapping of our ``Transformer`` onto TransformerLens' TL-native model, the exported file
-and the TL head-detector scores of the report:
+and TransformerLens' head-detector scores of the report:
 
 - ``tl_config`` / ``tl_state_dict``: the config dict and the state dict in the TransformerLens
   *property format* (``embed.W_E``, ``blocks.0.attn.W_Q``, ``unembed.W_U``, ...), the format
@@ -11,9 +11,8 @@ and the TL head-detector scores of the report:
   equal ours;
 - ``save_transformer_lens`` / ``load_transformer_lens``: one ``torch.save`` file holding
   ``{"format", "config", "state_dict", "vocab"}``, loadable with ``weights_only=True``;
-- ``head_scores``: TransformerLens' previous-token and induction scores
-  (``compute_head_attention_similarity_score``) per layer and head, the induction one on a
-  per-trigger detection pattern (rows of in-context targets only).
+- ``tl_head_scores``: TransformerLens' own ``detect_head`` scores (previous-token, induction,
+  duplicate-token) per layer and head, the check of birth's native ``birth.core.metrics.head_scores``.
 
 The mapping: W_Q = identity (simplified) scaled so that TL's 1/sqrt(d_head) equals our score
 scale, zero biases, positions as a fixed ``W_pos``, W_U scaled by our output scale. TL has no
@@ -195,37 +194,21 @@ def load_transformer_lens(path: str | Path):
     return bridge_from(blob["config"], blob["state_dict"]), blob.get("vocab", [])
 
 
-def induction_pattern(x: torch.Tensor, outs: torch.Tensor) -> torch.Tensor:
-    """(T, T) 0/1 detection pattern: at each in-context target t (outs >= 2), the keys s whose
-    previous token equals x_t; other rows are zero."""
-    t = len(x)
-    same_prev = torch.zeros(t, t)
-    same_prev[:, 1:] = (x[None, :-1] == x[:, None]).float()                           # [t, s]: x_{s-1} = x_t
-    return torch.tril(same_prev, diagonal=-1) * (outs >= 2).float()[:, None]
+TL_HEADS = {"previous": "previous_token_head", "induction": "induction_head", "duplicate": "duplicate_token_head"}
 
 
-def head_scores(bridge, x: torch.Tensor, outs: torch.Tensor) -> dict[str, list[list[float]]]:
-    """TL's "mul" similarity scores per [layer][head], averaged over the sequences of (x, outs):
-    ``previous_token`` (whole sequence) and ``induction`` (in-context target rows only)."""
+def tl_head_scores(bridge, tokens: torch.Tensor) -> dict[str, list[list[float]]]:
+    """TransformerLens' own ``detect_head`` scores per [layer][head] (error_measure 'mul', no
+    exclusions), averaged over the sequences of ``tokens`` (B, T) as detect_head averages a list.
+
+    ``detect_head`` tokenizes its input first and a native bridge has no tokenizer, so its
+    ``to_tokens`` is shadowed by the identity for the call (the token ids are ours already)."""
     _require_tl()
-    from transformer_lens.head_detector import (compute_head_attention_similarity_score,
-                                                get_previous_token_head_detection_pattern)
-    with torch.no_grad():
-        _, cache = bridge.run_with_cache(x)
-    n_layers, n_heads = bridge.cfg.n_layers, bridge.cfg.n_heads
-    res = {"previous_token": [[0.0] * n_heads for _ in range(n_layers)],
-           "induction": [[0.0] * n_heads for _ in range(n_layers)]}
-    n_rows = max(int((outs >= 2).any(-1).sum()), 1)
-    for b in range(len(x)):
-        prev = get_previous_token_head_detection_pattern(x[b:b + 1].cpu())
-        ind = induction_pattern(x[b].cpu(), outs[b].cpu())
-        rows = (outs[b] >= 2).cpu()
-        for layer in range(n_layers):
-            pattern = cache[f"blocks.{layer}.attn.hook_pattern"][b].float().cpu()    # (H, T, T)
-            for h in range(n_heads):
-                score = lambda att, det: compute_head_attention_similarity_score(
-                    att, det, exclude_bos=False, exclude_current_token=False, error_measure="mul")
-                res["previous_token"][layer][h] += score(pattern[h], prev) / len(x)
-                if rows.any():  # TL's score divides by the attention kept: none kept, no score
-                    res["induction"][layer][h] += score(pattern[h] * rows[:, None], ind) / n_rows
-    return res
+    from transformer_lens.head_detector import detect_head
+    object.__setattr__(bridge, "to_tokens", lambda seq, *a, **k: torch.cat(seq) if isinstance(seq, list) else seq)
+    try:
+        rows = [tokens[b:b + 1].cpu() for b in range(len(tokens))]
+        with torch.no_grad():
+            return {kind: detect_head(bridge, rows, name).tolist() for kind, name in TL_HEADS.items()}
+    finally:
+        del bridge.__dict__["to_tokens"]

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from birth.core.args import ModelArgs
+from birth.core.hooks import NO_HOOKS, HookPoint, Hooks, model_hooks
 
 PARAM_ALIASES = {
     "W_E": "tok_embeddings.weight", "W_U": "output.weight", "P": "pos_embeddings.weight",
@@ -77,24 +78,27 @@ class Attention(nn.Module):
         self.wk = nn.Linear(dim, dim, bias=False)
         self.wv = nn.Identity() if no_wv else nn.Linear(dim, dim, bias=False)
         self.wo = nn.Identity() if no_wo else nn.Linear(dim, dim, bias=False)
+        self.hook_pattern = HookPoint("attn.hook_pattern")
+        self.hook_z = HookPoint("attn.hook_z")
 
-    def forward(self, x: torch.Tensor, freqs: Optional[torch.Tensor] = None,
-                return_attn: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def forward(self, x: torch.Tensor, freqs: Optional[torch.Tensor] = None, return_attn: bool = False,
+                hooks: Hooks = NO_HOOKS, prefix: str = "") -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         b, t, _ = x.shape
         split = lambda z: z.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         q, k, v = split(self.wq(x)), split(self.wk(x)), split(self.wv(x))
         if self.use_rope:
             q, k = apply_rope(q, freqs[:t]), apply_rope(k, freqs[:t])
-        if return_attn:
+        if return_attn or hooks.wants(prefix + "attn.hook_pattern"):
             scores = (q @ k.transpose(-2, -1)) * self.scale                           # (B, H, T, T)
             causal = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
             attn = F.softmax(scores.float().masked_fill(causal, float("-inf")), dim=-1).type_as(x)
+            attn = hooks(prefix + "attn.hook_pattern", attn)
             out = attn @ v                                                            # (B, H, T, hd)
         else:
             attn = None
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
-        out = out.transpose(1, 2).reshape(b, t, -1)                                   # (B, T, d)
-        return self.wo(out), attn
+        out = hooks(prefix + "attn.hook_z", out.transpose(1, 2))                      # (B, T, H, hd)
+        return self.wo(out.reshape(b, t, -1)), attn
 
 
 class FeedForward(nn.Module):
@@ -129,22 +133,28 @@ class Block(nn.Module):
         if norm != "none":
             self.attention_norm = nn.LayerNorm(dim, eps=1e-5)
             self.ff_norm = nn.LayerNorm(dim, eps=1e-5)
+        for name in ("hook_resid_pre", "hook_attn_out", "hook_resid_post") + (("hook_mlp_out",) if ff is not None else ()):
+            setattr(self, name, HookPoint(name))
 
     def _ln(self, name: str, x: torch.Tensor) -> torch.Tensor:
         return getattr(self, name)(x) if self.norm_mode != "none" else x
 
-    def forward(self, x: torch.Tensor, freqs: Optional[torch.Tensor] = None,
-                return_attn: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def forward(self, x: torch.Tensor, freqs: Optional[torch.Tensor] = None, return_attn: bool = False,
+                hooks: Hooks = NO_HOOKS, prefix: str = "") -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The full architecture's block (the simplified model's pass is ``birth.core.targets``)."""
         ff = getattr(self, "ff", None)
+        x = hooks(prefix + "hook_resid_pre", x)
+        mlp = lambda z: hooks(prefix + "hook_mlp_out", ff(z))
         if self.norm_mode == "post":
-            a, attn = self.attention(x, freqs, return_attn)
-            h = self.attention_norm(x + a)
-            return (self.ff_norm(h + ff(h)) if ff is not None else h), attn
-        a, attn = self.attention(self._ln("attention_norm", x), freqs, return_attn)
-        h = x + a                                                                     # (B, T, d)
-        if ff is None:
-            return h, attn
-        return h + ff(self._ln("ff_norm", x if self.parallel else h)), attn
+            a, attn = self.attention(x, freqs, return_attn, hooks, prefix)
+            h = self.attention_norm(x + hooks(prefix + "hook_attn_out", a))
+            out = self.ff_norm(h + mlp(h)) if ff is not None else h
+            return hooks(prefix + "hook_resid_post", out), attn
+        a, attn = self.attention(self._ln("attention_norm", x), freqs, return_attn, hooks, prefix)
+        h = x + hooks(prefix + "hook_attn_out", a)                                    # (B, T, d)
+        if ff is not None:
+            h = h + mlp(self._ln("ff_norm", x if self.parallel else h))
+        return hooks(prefix + "hook_resid_post", h), attn
 
 
 class Transformer(nn.Module):
@@ -177,6 +187,8 @@ class Transformer(nn.Module):
         if args.tie_output:
             self.output.weight = self.tok_embeddings.weight
             self.output_scale = 1.0 / d if simplified else 1.0
+        self.hook_logits = HookPoint("hook_logits")
+        self._hook_points = self._collect_hook_points()
         self._freeze(simplified)
         if simplified and args.zero_init:
             for w in (self.layers[0].attention.wk, self.layers[1].attention.wk, self.layers[1].attention.wo):
@@ -220,6 +232,32 @@ class Transformer(nn.Module):
         for p in frozen:
             p.requires_grad_(False)
 
+    def _collect_hook_points(self) -> dict[str, HookPoint]:
+        """TransformerLens name -> HookPoint of every point this model's passes honour."""
+        points = {"hook_logits": self.hook_logits}
+        simplified = self.args.arch == "simplified"
+        for i, layer in enumerate(self.layers):
+            for name in ("hook_resid_pre", "hook_attn_out", "hook_mlp_out", "hook_resid_post"):
+                if hasattr(layer, name):
+                    points[f"blocks.{i}.{name}"] = getattr(layer, name)
+            points[f"blocks.{i}.attn.hook_pattern"] = layer.attention.hook_pattern
+            if not simplified:  # the simplified pass never forms layer 1's values before W_O (one table W_O W_V)
+                points[f"blocks.{i}.attn.hook_z"] = layer.attention.hook_z
+        for name, hp in points.items():
+            hp.name = name  # its TransformerLens name, as hooks see it
+        return points
+
+    def hook_points(self) -> dict[str, HookPoint]:
+        """The named hook points this model honours in every pass (``birth.core.hooks``)."""
+        return dict(self._hook_points)
+
+    def hook_point(self, name: str) -> HookPoint:
+        """The HookPoint ``name``; ValueError naming the points there are for any other name."""
+        if name not in self._hook_points:
+            raise ValueError(f"hook point {name!r}: this {self.args.arch} model has "
+                             f"{', '.join(sorted(self._hook_points))}")
+        return self._hook_points[name]
+
     def positions(self, length: Optional[int] = None) -> Optional[torch.Tensor]:
         """Absolute positional embeddings (T, d), or None with RoPE."""
         if self.use_rope:
@@ -227,18 +265,26 @@ class Transformer(nn.Module):
         pe = self.pos_embeddings.weight if self.pos_embeddings is not None else self.pe
         return pe[:length]
 
-    def forward(self, tokens: torch.Tensor, return_attn: bool = False):
-        """Logits (B, T, N) for tokens (B, T); with ``return_attn`` also [attention (B, H, T, T)] per layer."""
+    def forward(self, tokens: torch.Tensor, return_attn: bool = False, targets: Optional[torch.Tensor] = None):
+        """Logits (B, T, N) for tokens (B, T), or ``logits[targets]`` (n, N) for a (B, T) mask; with
+        ``return_attn`` also [attention (B, H, T, T)] per layer. The simplified model's pass is
+        ``birth.core.targets.forward``; the hook points' hooks act in both."""
+        if self.args.arch == "simplified":
+            from birth.core import targets as rearranged
+            return rearranged.forward(self, tokens, targets, return_attn=return_attn)
+        hooks = model_hooks(self._hook_points, tokens)
         h = self.tok_embeddings(tokens)                                               # (B, T, d)
         pos = self.positions(tokens.shape[1])
         if pos is not None:
             h = h + pos.unsqueeze(0)
         patterns = []
-        for layer in self.layers:
-            h, attn = layer(h, getattr(self, "freqs", None), return_attn)
+        for i, layer in enumerate(self.layers):
+            h, attn = layer(h, getattr(self, "freqs", None), return_attn, hooks, f"blocks.{i}.")
             patterns.append(attn)
         if self.norm is not None:
             h = self.norm(h)
         logits = self.output(h) * self.output_scale if self.output_scale != 1.0 else self.output(h)
-        logits = logits.float()                                                       # (B, T, N)
+        logits = hooks("hook_logits", logits.float())                                 # (B, T, N)
+        if targets is not None:
+            logits = logits[targets]
         return (logits, patterns) if return_attn else logits

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from birth.core.metrics import detection_patterns
 from birth.core.model import Transformer
 
 NAN = float("nan")
@@ -72,15 +73,31 @@ def memory_probes(model: Transformer, *, triggers: Optional[Sequence[int]], n_tr
     # W_K1: position t should attend to t-1 (keys 0..T-2, not causally masked, as official)
     pe = model.positions()
     if pe is None:  # RoPE: no absolute positions to probe
-        out.update({"wk0_acc": NAN, "wk0_64_acc": NAN})
+        out.update({"wk0_acc": NAN, "wk0_64_acc": NAN, "wk0_early_acc": NAN, "wk0_late_acc": NAN})
     else:
         for cutoff, name in ((None, "wk0"), (64, "wk0_64")):
             p = pe[:cutoff]                                                           # (L, d)
             s = l1.wq(p[1:]) @ l1.wk(p[:-1]).t()                                      # (L-1, L-1)
             res = recall_metrics(s, torch.arange(len(p) - 1, device=dev), name)
             out.update(res)
+        out.update(early_late_recall(l1, pe))
     out["ff1_loss"] = _ff1_loss(model, triggers, cond) if cond is not None else -1.0
     return out
+
+
+EARLY = 64  # positions t < 64 are "early" (the paper's Fig. 3, SPEC §7 claim 10)
+
+
+def early_late_recall(attention, pe: torch.Tensor) -> dict[str, float]:
+    """W_K1's previous-token recall at queries t < 64 (``wk0_early_acc``) and t >= 64
+    (``wk0_late_acc``), each an argmax over the same keys: every position 0..L-2 (unlike
+    ``wk0_64_acc``, whose argmax has 63 candidates against wk0's L-1). NaN for the late queries
+    when L <= 64."""
+    s = attention.wq(pe[1:]) @ attention.wk(pe[:-1]).t()                              # (L-1, L-1): query t = row + 1
+    right = torch.arange(len(pe) - 1, device=pe.device)
+    hit = s.argmax(-1) == right
+    early = right + 1 < EARLY
+    return {"wk0_early_acc": _mean(hit[early]), "wk0_late_acc": _mean(hit[~early])}
 
 
 def _ff1_loss(model: Transformer, triggers: Optional[Sequence[int]], cond: torch.Tensor) -> float:
@@ -145,10 +162,13 @@ def _head_probes(x, y, outs, pred, attn1: torch.Tensor, attn2: torch.Tensor) -> 
     amax2 = attn2[b, t].argmax(-1)                                                    # (M,)
     res["score2_next_acc"] = _mean(x[b, amax2] == y[b, t])
     res["pred_attended_acc"] = _mean(x[b, amax2] == pred[b, t].argmax(-1))
-    ok = amax2 >= 1  # attending to position 0 counts as a failure
-    b2, t2, s2 = b[ok], t[ok], amax2[ok]
+    # the argmax key follows an earlier occurrence of x_t (TransformerLens' induction pattern: never
+    # position 0, which counts as a failure)
+    hit = detection_patterns(x)["induction"][b, t, amax2]
     total = len(amax2)
-    res["score2_acc"] = float((x[b2, s2 - 1] == x[b2, t2]).sum()) / total if total else NAN
+    res["score2_acc"] = float(hit.sum()) / total if total else NAN
+    ok = amax2 >= 1
+    b2, s2 = b[ok], amax2[ok]
     res["score_cond_acc"] = _mean(amax1[b2, s2] == s2 - 1)
     return res
 

@@ -2,6 +2,7 @@
 freeze schedule and the optimizer. Shared by training, plotting and analysis of saved runs."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -21,7 +22,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def bf16_cpu() -> bool:
-    """Whether this CPU computes bfloat16 natively (elsewhere autocast to bf16 is emulated, and slow)."""
+    """Whether this CPU computes bfloat16 natively (elsewhere autocast to bf16 is emulated, and slow).
+    ``BIRTH_NO_BF16=1`` makes it answer no on any CPU, to test the no-bf16 path (torch reads the CPU)."""
+    if os.environ.get("BIRTH_NO_BF16", "0") not in ("", "0"):
+        return False
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
@@ -64,11 +68,48 @@ def freeze_schedule(spec: str, model: Transformer) -> dict[str, int]:
     return schedule
 
 
-def apply_freeze(model: Transformer, schedule: dict[str, int], step: int) -> None:
-    """Parameters of the schedule train from their step on (the official unfreezing at step i)."""
-    params = dict(model.named_parameters())
-    for name, until in schedule.items():
-        params[name].requires_grad_(step >= until)
+def checkpoint_steps(spec: str, max_iters: int) -> set[int]:
+    """The steps of ``checkpoint_steps``: numbers, and ``log:N`` = N distinct log-spaced steps in
+    [1, max_iters] (all of them when N >= max_iters); ConfigError naming a bad entry."""
+    steps: set[int] = set()
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        if part.startswith("log:"):
+            n = part[4:]
+            if not (n.isascii() and n.isdigit() and int(n) > 0):
+                raise ConfigError(f"checkpoint_steps: {part!r}: log:N takes a number of steps N >= 1")
+            steps |= log_spaced(int(n), max_iters)
+        elif part.isascii() and part.isdigit():  # isascii: '²'.isdigit() is True, yet int('²') fails
+            steps.add(int(part))
+        else:
+            raise ConfigError(f"checkpoint_steps: {part!r} is not a non-negative step number or log:N "
+                              "(format '100,300' or 'log:40')")
+    return steps
+
+
+def log_spaced(n: int, max_iters: int) -> set[int]:
+    """``n`` distinct integer steps spaced evenly in log between 1 and ``max_iters`` (both included)."""
+    import numpy as np
+    if n >= max_iters:
+        return set(range(1, max_iters + 1))
+    k = n
+    while True:  # rounding merges the small steps: draw more points until n distinct remain
+        steps = set(np.unique(np.rint(np.geomspace(1, max_iters, k)).astype(int)).tolist())
+        if len(steps) >= n:
+            return set(sorted(steps)[:n - 1]) | {max_iters} if len(steps) > n else steps
+        k += 1
+
+
+def apply_freeze(model: Transformer, schedule: dict[str, int], step: int, base: Optional[dict[str, bool]] = None,
+                 held: frozenset | set = frozenset()) -> None:
+    """Parameters of the schedule train from their step on (the official unfreezing at step i); the
+    others as in ``base`` (their trainability at construction, when given); ``held`` ones not at all."""
+    for name, p in model.named_parameters():
+        if name in held:
+            p.requires_grad_(False)
+        elif name in schedule:
+            p.requires_grad_(step >= schedule[name])
+        elif base is not None:
+            p.requires_grad_(base[name])
 
 
 def make_optimizer(cfg: TrainConfig, model: Transformer) -> torch.optim.Optimizer:

@@ -13,6 +13,7 @@ and in the tasks; here they are only wired to the passes that feed them.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -41,15 +42,10 @@ def eval_chunks(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return t.split(max(1, EVAL_TOKENS // t.shape[1]))
 
 
-def model_pass(model, x: torch.Tensor, return_attn: bool = False):
-    """``model(x, return_attn)``, by the rearranged pass of ``birth.core.targets`` where it applies."""
-    return targets.forward(model, x, return_attn=return_attn) if targets.supports(model) else model(x, return_attn)
-
-
 @torch.no_grad()
 def probed_pass(model, x: torch.Tensor) -> tuple[torch.Tensor, list]:
     """Logits (B, T, N) and attention patterns of every layer on ``x``, in chunks, no gradient."""
-    parts = [model_pass(model, chunk, return_attn=True) for chunk in eval_chunks(x)]
+    parts = [model(chunk, return_attn=True) for chunk in eval_chunks(x)]
     return torch.cat([p for p, _ in parts]), [torch.cat(layer) for layer in zip(*(a for _, a in parts))]
 
 
@@ -140,7 +136,7 @@ def ood_logits(setup, b: Batch, acc_mask: str) -> tuple[torch.Tensor, torch.Tens
         head = torch.cat([targets.forward(setup.model, x, m, explicit=explicit)
                           for x, m in zip(eval_chunks(b.x), eval_chunks(b.masks["in_context"]))])
         return head, head
-    pred = torch.cat([model_pass(setup.model, x) for x in eval_chunks(b.x)])
+    pred = torch.cat([setup.model(x) for x in eval_chunks(b.x)])
     return pred[b.masks["in_context"]], pred[b.masks[acc_mask]]
 
 
@@ -219,9 +215,13 @@ class Evaluator:
                                                      cfg.data_args.seq_length, gen)
 
     def strategy_table(self) -> dict[str, dict]:
-        """Each strategy's loss and accuracy on each mask of the evaluation batch (for task.json)."""
+        """Each strategy's loss and accuracy on each mask of the evaluation batch (for task.json;
+        a loss is null where it is infinite: the strategy gives some target no probability)."""
         b = self.batches["eval"]
-        return {name: M.strategy_scores(p, b, self.setup.task.masks) for name, p in self.strategy_probs.items()}
+        finite = lambda v: v if math.isfinite(v) else None
+        return {name: {mask: {k: finite(v) for k, v in scores.items()}
+                       for mask, scores in M.strategy_scores(p, b, self.setup.task.masks).items()}
+                for name, p in self.strategy_probs.items()}
 
     def __call__(self, step: int, stepped: Stepped) -> Evaluation:
         ev = Evaluation(step, self, stepped)

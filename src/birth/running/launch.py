@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
+import sys
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -23,6 +25,7 @@ from typing import Callable, Optional, Protocol, Sequence
 from birth.running.config import TrainConfig, from_dict, to_dict
 from birth.running.lock import clear_directory, directory_lock
 from birth.running.naming import config_hash, legacy_hash
+from birth.running import stopping
 
 ERROR_FILE = "error.txt"
 # a run that stopped with its checkpoints intact: killed (summary still 'running'), interrupted, or out of space
@@ -145,19 +148,36 @@ class LocalBackend:
         self.stack = max(1, stack)  # at most this many runs of equal shapes per stacked training
 
     def run(self, jobs: Sequence[Job], on_result: Optional[Callable[[Result], None]] = None) -> list[Result]:
+        """Trains the units of ``jobs``. SIGINT/SIGTERM raise ``stopping.Stopped`` once every run in
+        progress is saved (checkpoint, status ``interrupted``) and no other has started."""
         units = stack_units(jobs, self.stack, self.workers)
-        if self.in_process or self.workers == 1 and len(units) <= 1:
-            return [self._report(res, on_result) for unit in units for res in execute_unit(unit, self.threads)]
+        with stopping.launching() as guard:
+            if self.in_process or self.workers == 1 and len(units) <= 1:
+                return self._run_here(units, on_result)
+            return self._run_pool(units, guard, on_result)
+
+    def _run_here(self, units: list[list[Job]], on_result) -> list[Result]:
+        # a unit that a signal stopped raises stopping.Stopped (stopping.Guard.unit): no unit after it starts
+        return [self._report(res, on_result) for unit in units for res in execute_unit(unit, self.threads)]
+
+    def _run_pool(self, units: list[list[Job]], guard: "stopping.Guard", on_result) -> list[Result]:
         import multiprocessing
         results: list[Result] = []
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(self.workers, len(units)), mp_context=ctx) as pool:
-            futures = {pool.submit(execute_unit, unit, self.threads): unit for unit in units}
+        with stopping.pool_link(ctx) as (shared, initargs):
+            pool = ProcessPoolExecutor(max_workers=min(self.workers, len(units)), mp_context=ctx,
+                                       initializer=stopping.init_worker, initargs=initargs)
             try:
+                futures = {pool.submit(execute_unit, unit, self.threads): unit for unit in units}
                 self._collect(futures, results, on_result)
-            except KeyboardInterrupt:  # workers got the signal too: they checkpoint; queued jobs never start
-                pool.shutdown(wait=True, cancel_futures=True)
+            except stopping.Stopped as stop:
+                guard.stopping = stop.signum  # a second Ctrl-C now waits with the first
+                # the pool's processes: no public name for them (a dict pid -> Process since Python 3.2)
+                processes = list((getattr(pool, "_processes", None) or {}).values())
+                stopping.stop_workers(processes, shared, stop.signum)
                 raise
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
         return results
 
     def _collect(self, futures: dict, results: list, on_result) -> None:
@@ -218,9 +238,41 @@ def stack_units(jobs: Sequence[Job], size: int, workers: int) -> list[list[Job]]
 
 
 def execute_unit(unit: Sequence[Job], threads: int = 1) -> list[Result]:
-    """Trains one unit of work (``stack_units``); never raises for a failed run."""
-    with _torch_threads(threads):
-        return [_execute(unit[0])] if len(unit) == 1 else _execute_stack(unit)
+    """Trains one unit of work (``stack_units``); never raises for a failed run. In a worker of a
+    stopped launch it starts nothing, and its process exits when the unit is saved (``stopping``)."""
+    with stopping.unit():
+        try:
+            with _torch_threads(threads):
+                done = [_execute(unit[0])] if len(unit) == 1 else _execute_stack(unit)
+        except stopping.Stopped as stop:  # out of a lock wait, before anything was written
+            guard = stopping.current()
+            if guard is None or guard.launcher:
+                raise
+            return [Result(job, "interrupted", {}, f"stopped by {stop} before it started") for job in unit]
+        stop = _stopping_signal(done)
+        if stop:  # the training loop took the signal itself: is the whole launch stopping?
+            stopping.settle(stop)
+        return done
+
+
+def _stopping_signal(results: Sequence[Result]) -> int:
+    """The signal that interrupted one of ``results`` (0: none did)."""
+    for res in results:
+        name = res.summary.get("signal") if res.status == "interrupted" else None
+        if isinstance(name, str) and isinstance(getattr(signal, name, None), int):
+            return int(getattr(signal, name))
+    return 0
+
+
+def report_stopped(stop: BaseException, command: Optional[str] = None) -> int:
+    """After a launch stopped by ``stop`` (``stopping.Stopped``, or Ctrl-C): prints the one line that
+    says how to continue (``command``, default: this process's own command line) and returns the
+    exit code, 130 for SIGINT, 143 for SIGTERM."""
+    import shlex
+    command = command or shlex.join(["birth", *sys.argv[1:]])
+    print(f"birth: stopped by {str(stop) or 'SIGINT'}; finished runs are kept and interrupted ones resume from their "
+          f"checkpoints; continue with: {command}", file=sys.stderr)
+    return stopping.exit_code(stop)
 
 
 def _execute_stack(unit: Sequence[Job]) -> list[Result]:
@@ -229,10 +281,9 @@ def _execute_stack(unit: Sequence[Job]) -> list[Result]:
     t0 = time.perf_counter()
     results, todo = [], []
     try:
-        with contextlib.ExitStack() as locks:
-            for job in sorted(unit, key=lambda j: j.run_dir):  # one order for every process: no deadlock
+        with _locked([job.run_dir for job in unit]):
+            for job in sorted(unit, key=lambda j: j.run_dir):
                 run = RunDir(job.run_dir)
-                locks.enter_context(directory_lock(run.path, wait=True))
                 if is_complete(run.path):
                     results.append(Result(job, "cached", run.read_summary(), "", 0.0))
                 else:
@@ -248,6 +299,21 @@ def _execute_stack(unit: Sequence[Job]) -> list[Result]:
     except Exception:  # noqa: BLE001 - a failed stack is recorded, the other units carry on
         error, reported = traceback.format_exc(), {r.job.run_dir for r in results}
         return results + [_failed(job, error, time.perf_counter() - t0) for job in unit if job.run_dir not in reported]
+
+
+@contextlib.contextmanager
+def _locked(paths: Sequence[str | Path]):
+    """Holds the locks of the run directories ``paths``, waiting for another process that trains
+    one of them (a second ``birth reproduce`` on the same OUT); a stop during the wait raises
+    ``stopping.Stopped`` (nothing written yet)."""
+    with contextlib.ExitStack() as locks:
+        with stopping.waiting():
+            for path in sorted(str(p) for p in paths):  # one order for every process: no deadlock
+                locks.enter_context(directory_lock(path, wait=True))
+        stop = stopping.launch_stopped()
+        if stop:  # the launch stopped during the wait: start nothing
+            raise stopping.Stopped(stop)
+        yield
 
 
 @contextlib.contextmanager
@@ -276,7 +342,7 @@ def _execute(job: Job) -> Result:
         cfg = from_dict(job.config)
         # another process (a second `birth reproduce` on the same OUT) may be training this very run:
         # wait for it, then reuse what it made
-        with directory_lock(run.path, wait=True):
+        with _locked([run.path]):
             if is_complete(run.path):
                 return Result(job, "cached", run.read_summary(), "", time.perf_counter() - t0)
             resume = _prepare(run)

@@ -19,7 +19,6 @@ from typing import Optional, Sequence
 import torch
 
 from birth.core import targets
-from birth.running.build import apply_freeze
 from birth.running.config import TrainConfig, to_dict
 from birth.running.exits import NoSpace
 from birth.running.train import Interrupted, Trainee, apply_update, is_eval_step, precision, probe_pass, stop_signals
@@ -37,7 +36,7 @@ def stack_key(cfg: TrainConfig) -> Optional[str]:
     d = to_dict(cfg)
     shape = {k: v for k, v in d["model_args"].items() if k not in _PER_RUN_MODEL_KEYS}
     same = (shape, d["optim_args"]["batch_size"], d["data_args"]["seq_length"], d["data_args"]["corpus"],
-            cfg.max_iters, cfg.eval_delta, cfg.device, cfg.precision)
+            cfg.max_iters, cfg.eval_delta, cfg.device, cfg.precision, cfg.interventions)
     return repr(same)
 
 
@@ -77,16 +76,17 @@ def _stacked_step(runs: Sequence[Trainee], stack: _Stack, step: int) -> list:
     on evaluation steps, None on others, or the FloatingPointError that ends it."""
     cfg = runs[0].cfg
     for t in runs:
-        apply_freeze(t.model, t.schedule, step)
+        t.prepare_step(step)
     batches = [t.setup.train_batch(step) for t in runs]
     is_eval = is_eval_step(cfg, step)
     # the probes of each training batch, on the weights before the update, in float32
     probes = [probe_pass(t.model, b.x) if is_eval else (None, None) for t, b in zip(runs, batches)]
     stack.prepare()
     with precision(cfg, runs[0].setup.device):
-        losses = targets.stacked_losses(stack.weights(), torch.stack([b.x for b in batches]),
-                                        torch.stack([b.y for b in batches]),
-                                        torch.stack([b.masks["in_context"] for b in batches]))
+        tokens = torch.stack([b.x for b in batches])
+        losses = targets.stacked_losses(stack.weights(), tokens, torch.stack([b.y for b in batches]),
+                                        torch.stack([b.masks["in_context"] for b in batches]),
+                                        hooks=runs[0].interventions.stack_hooks(step, tokens))
     finite = torch.isfinite(losses.detach())
     if finite.any():
         losses[finite].sum().backward()  # runs are independent: each slice gets its own run's gradient

@@ -20,10 +20,11 @@ import torch
 from birth.core import targets
 from birth.core.probes import weight_norms
 from birth.core.tasks import Batch
-from birth.running.build import Setup, apply_freeze, build_setup, freeze_schedule, make_optimizer
+from birth.running.build import Setup, apply_freeze, build_setup, checkpoint_steps, freeze_schedule, make_optimizer
 from birth.running.config import TrainConfig, to_dict
-from birth.running.evaluation import Evaluator, Stepped, model_pass, training_loss
+from birth.running.evaluation import Evaluator, Stepped, training_loss
 from birth.running.exits import EXIT_DIVERGED, EXIT_NO_SPACE, NoSpace
+from birth.running.interventions import Interventions
 from birth.running.runs import MetricsWriter, RunDir, VectorWriter, atomic_write_bytes
 
 
@@ -49,7 +50,7 @@ def _step_loss(cfg: TrainConfig, model, batch: Batch, keep: bool):
     only with ``keep`` (for the probes), else the loss alone, at the targets only where it can."""
     if not keep and cfg.loss_head_only and targets.supports(model):
         return targets.in_context_loss(model, batch.x, batch.y, batch.masks["in_context"]), None, None
-    out = model_pass(model, batch.x, return_attn=keep)
+    out = model(batch.x, return_attn=keep)
     pred, patterns = out if keep else (out, None)
     return training_loss(cfg.loss_head_only, pred, batch), pred, patterns
 
@@ -81,13 +82,17 @@ class Trainee:
     ``birth.running.stacked`` drives several through one stacked step."""
 
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, quiet: bool = False,
-                 callbacks: Sequence = ()):
+                 callbacks: Sequence = (), hooks: Optional[dict] = None):
         self.cfg = cfg
         self.run = run = RunDir(run_dir)
         run.remove_temporaries()  # left by a process killed in the middle of a write
         self.setup = build_setup(cfg)
         self.model = self.setup.model
         self.schedule = freeze_schedule(cfg.freeze_until, self.model)
+        self.base_trainable = {n: p.requires_grad for n, p in self.model.named_parameters()}
+        for name, fn in (hooks or {}).items():  # a user's TransformerLens-style hooks
+            self.model.hook_point(name).add_hook(fn)
+        self.interventions = Interventions(cfg.interventions, self.model, self.setup.triggers, cfg.data_args.seq_length)
         self.optimizer = make_optimizer(cfg, self.model)
         restored = _restore(run, self.setup, self.optimizer) if resume else None
         self.start, offsets, self.elapsed_before = restored or (0, {}, 0.0)
@@ -100,10 +105,16 @@ class Trainee:
         self.writer = MetricsWriter(run.metrics_path, truncate_to=offsets.get("metrics", 0))
         self.positions = VectorWriter(run.positions_path, truncate_to=offsets.get("positions", 0))
         from birth.running.tensorboard import open_log
-        self.tb = open_log(cfg, run.path, self.setup, self.start)
-        self.keep_steps = {int(s) for s in cfg.checkpoint_steps.split(",") if s.strip()}
+        from birth.running.wandb_log import open_run
+        # trackers: log(record) after each metrics line, close() at the end
+        self.trackers = [t for t in (open_log(cfg, run.path, self.setup, self.start), open_run(cfg, run.path)) if t]
+        self.keep_steps = checkpoint_steps(cfg.checkpoint_steps, cfg.max_iters)
         self.summary = {"status": "running", "config": to_dict(cfg), "floors": run.read_task()["floors"],
-                        "device": str(self.setup.device), "start_step": self.start, "threads": torch.get_num_threads()}
+                        "device": str(self.setup.device), "start_step": self.start, "threads": torch.get_num_threads(),
+                        "training_pass": self.interventions.describe_pass(cfg.optim_args.batch_size,
+                                                                          cfg.data_args.seq_length, cfg.loss_head_only),
+                        "hook_points": self.interventions.hook_points(),
+                        "interventions": [iv.text() for iv in self.interventions.entries]}
         run.write_summary(self.summary)
         self.last: dict = {}
         self.t0 = time.perf_counter()
@@ -112,8 +123,8 @@ class Trainee:
     def _finish(self, step: int, code: int) -> dict:
         """Closes the run's outputs and writes its final summary, however it ended."""
         self.bar.close()
-        if self.tb:
-            self.tb.close()
+        for tracker in self.trackers:
+            tracker.close()
         self.writer.close()
         self.positions.close()
         now = time.perf_counter()
@@ -130,6 +141,12 @@ class Trainee:
                 raise
             # the disk is still full: summary.json keeps its previous whole content; --resume needs no more
         return self.summary
+
+    def prepare_step(self, step: int) -> None:
+        """Before the forward pass of ``step``: what trains (freeze schedule, held sets), and the
+        interventions of this step (sets on the weights, the clamps' and ablations' window)."""
+        apply_freeze(self.model, self.schedule, step, self.base_trainable, self.interventions.held(step))
+        self.interventions.before_step(step)
 
     def checkpoint(self, step: int) -> Path:
         self.writer.sync()
@@ -155,8 +172,8 @@ class Trainee:
             self.writer.write(self.last)
             if "loss_by_position" in ev.vectors:
                 self.positions.write(step, ev.vectors["loss_by_position"].cpu().numpy())
-            if self.tb:
-                self.tb.log(self.last)
+            for tracker in self.trackers:
+                tracker.log(self.last)
         every = self.cfg.checkpoint_every
         if every and (step + 1) % every == 0 or (step + 1) in self.keep_steps:
             # parameters are only checked on evaluation steps: never save a non-finite one as "good"
@@ -203,11 +220,12 @@ class Trainee:
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, quiet: bool = False,
-          callbacks: Sequence = ()) -> dict:
+          callbacks: Sequence = (), hooks: Optional[dict] = None) -> dict:
     """Trains ``cfg`` into ``run_dir`` (prepared by the caller, who holds its lock); returns the
     summary. ``callbacks``: metric functions of your own, called at every evaluation after the
-    package's (``birth.running.evaluation``)."""
-    t = Trainee(cfg, run_dir, resume=resume, quiet=quiet, callbacks=callbacks)
+    package's (``birth.running.evaluation``); ``hooks``: {hook point: fn(tensor, hook)} acting in
+    every pass (``birth.core.hooks``)."""
+    t = Trainee(cfg, run_dir, resume=resume, quiet=quiet, callbacks=callbacks, hooks=hooks)
     step = t.start
     try:
         with stop_signals() as pending:
@@ -215,7 +233,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, quiet:
                 if pending:
                     raise Interrupted(pending[0])
                 # raises on divergence: ``t.last`` stays the last good line
-                t.record(step, _train_step(t.setup, t.optimizer, t.schedule, step))
+                t.prepare_step(step)
+                t.record(step, _train_step(t.setup, t.optimizer, step))
             return t.completed()
     except Interrupted as stop:
         return t.interrupted(stop, step)
@@ -278,11 +297,11 @@ def is_eval_step(cfg: TrainConfig, step: int) -> bool:
     return step % cfg.eval_delta == 0 or step == cfg.max_iters - 1
 
 
-def _train_step(setup: Setup, optimizer, schedule, step: int) -> Optional[Stepped]:
-    """One update on batch ``step``; returns what evaluating it needs on evaluation steps, else None.
-    Raises FloatingPointError for a non-finite loss, or a non-finite parameter on an evaluation step."""
+def _train_step(setup: Setup, optimizer, step: int) -> Optional[Stepped]:
+    """One update on batch ``step`` (after ``Trainee.prepare_step``); returns what evaluating it needs
+    on evaluation steps, else None. Raises FloatingPointError for a non-finite loss, or a non-finite
+    parameter on an evaluation step."""
     cfg, model = setup.cfg, setup.model
-    apply_freeze(model, schedule, step)
     batch = setup.train_batch(step)
     is_eval = is_eval_step(cfg, step)
     optimizer.zero_grad(set_to_none=True)
@@ -301,7 +320,7 @@ def _train_step(setup: Setup, optimizer, schedule, step: int) -> Optional[Steppe
 def probe_pass(model, x: torch.Tensor) -> tuple[torch.Tensor, list]:
     """Logits and attention patterns of a training batch for its probes, in float32, no gradient
     (one pass over the whole batch, as its training pass)."""
-    return model_pass(model, x, return_attn=True)
+    return model(x, return_attn=True)
 
 
 def apply_update(cfg: TrainConfig, model, optimizer, batch: Batch, loss: float, pred, patterns,

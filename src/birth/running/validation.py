@@ -9,7 +9,7 @@ import torch
 from birth.core import tasks
 from birth.core.model import Transformer
 from birth.running.config import ConfigError, ModelArgs, TrainConfig, build_config
-from birth.running.build import bf16_cpu, freeze_schedule, resolve_device
+from birth.running.build import bf16_cpu, checkpoint_steps, freeze_schedule, resolve_device
 
 # Options that only exist in one architecture: setting one in the other is a contradiction.
 SIMPLIFIED_ONLY = ("final_ffn", "first_ffn", "use_rope", "sqrtd_embeddings", "no_sqrtd", "zero_init")
@@ -40,7 +40,7 @@ def validate(cfg: TrainConfig) -> None:
     for key, value in (("optim_args.momentum", o.momentum), ("optim_args.beta1", o.beta1), ("optim_args.beta2", o.beta2)):
         _require(0 <= value < 1, f"{key}: must be in [0, 1), got {value}")
     _require(cfg.checkpoint_every >= 0, f"checkpoint_every: must be >= 0 (0 = only at the end), got {cfg.checkpoint_every}")
-    _checkpoint_steps(cfg.checkpoint_steps)
+    checkpoint_steps(cfg.checkpoint_steps, cfg.max_iters)
     for key in ("seed", "init_seed", "eval_seed"):  # numpy's SeedSequence refuses negative seeds
         _require(getattr(cfg, key) >= 0, f"{key}: must be >= 0, got {getattr(cfg, key)}")
     _require(d.seq_length <= m.max_length,
@@ -59,6 +59,25 @@ def validate(cfg: TrainConfig) -> None:
     with torch.random.fork_rng(devices=[]):
         names_only = Transformer(dataclasses.replace(m, dim=2, n_heads=1, max_length=1), n)
     freeze_schedule(cfg.freeze_until, names_only)
+    _interventions(cfg, names_only, n)
+    if cfg.wandb:  # a missing extra: one line now, not a traceback once the run directory exists
+        from birth.running.wandb_log import problem
+        _require(problem() is None, f"wandb={cfg.wandb}: {problem()}")
+
+
+def _interventions(cfg: TrainConfig, names_only: Transformer, n: int) -> None:
+    """Every intervention parses and fits the model; a graft is checked against the real shapes."""
+    from birth.core.interventions import parse
+    from birth.running import interventions
+    try:
+        model = names_only
+        if any(iv.kind == "set" and iv.what != "ideal" for iv in parse(cfg.interventions)):
+            with torch.random.fork_rng(devices=[]):
+                model = Transformer(cfg.model_args, n)  # a graft is checked against the real shapes
+        heads = cfg.model_args.n_heads if cfg.model_args.arch == "full" else 1
+        interventions.check(cfg.interventions, model, heads)
+    except ValueError as err:
+        raise ConfigError(f"interventions: {err}") from None
 
 
 def _task(cfg: TrainConfig) -> tasks.Task:
@@ -73,13 +92,6 @@ def _task(cfg: TrainConfig) -> tasks.Task:
     except ValueError as err:
         msg = str(err)
         raise ConfigError(msg if msg.startswith("data_args.") else f"data_args: {msg}") from None
-
-
-def _checkpoint_steps(spec: str) -> None:
-    for s in filter(None, (p.strip() for p in spec.split(","))):
-        # isascii: '²'.isdigit() is True, yet int('²') fails
-        _require(s.isascii() and s.isdigit(),
-                 f"checkpoint_steps: {s!r} is not a non-negative step number (format '100,300')")
 
 
 def _model(m: ModelArgs) -> None:

@@ -9,5 +9,6 @@ from __future__ import annotations
 
 def recipes() -> dict:
     """Name -> Recipe, in the order of the paper."""
-    from birth.analysis.experiments import fig2, fig3, fig4, layers, optim, theory_recipe
-    return {m.NAME: m.RECIPE for m in (fig2, fig3, fig4, layers, optim, theory_recipe)}
+    from birth.analysis.experiments import (fig2, fig3, fig4, interventions, layers, markov, optim, repeat,
+                                            theory_recipe)
+    return {m.NAME: m.RECIPE for m in (fig2, fig3, fig4, layers, optim, theory_recipe, interventions, markov, repeat)}

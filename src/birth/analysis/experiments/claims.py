@@ -1,12 +1,19 @@
 """The verdict over seeds and the claims table; the pure building blocks that rules are made of.
 
 Every rule is evaluated on each seed separately, giving True (satisfied), False (violated) or None
-(undecidable, e.g. two events at the same evaluation step). The verdict over seeds:
+(undecidable: two events at the same evaluation step, or an event of an order that never happened
+within the run). The verdict over one set of seeds:
 
 - PASS: every seed satisfies the rule;
 - FAIL: no seed satisfies it and at least one violates it;
 - INCONCLUSIVE: the seeds disagree (the band is too wide to decide), some are undecidable, or no
   completed run was there to look at. The reason says which.
+
+A claim is judged on the published seeds and on a disjoint set of held-out seeds; its verdict is
+that of both sets when they agree, INCONCLUSIVE when they do not. Each row carries its margin: the
+distance of the worst published seed from the rule's threshold, in the threshold's units, and is
+flagged thin when that margin is smaller than the seed-to-seed spread (standard deviation) of the
+same distance. Rows of ``kind`` 'check' are implementation checks, tabled apart from the claims.
 
 The building blocks are pure functions of numbers (``first_reach``, ``order_holds``, ...), unit-tested
 on synthetic logs; the rules themselves are in ``birth.analysis.experiments.rules``.
@@ -49,10 +56,20 @@ class Claim:
     verdict: str
     reason: str = ""
     recipe: str = ""
-    per_seed: list = field(default_factory=list)
+    per_seed: list = field(default_factory=list)     # the published seeds' outcomes
+    held_out: list = field(default_factory=list)     # the held-out seeds' outcomes
+    margin: str = ""                                 # the worst published seed's distance from the threshold
+    thin: bool = False                               # that margin is below the seeds' spread of it
+    kind: str = "claim"                              # 'claim', or 'check' (of the implementation)
+    note: str = ""                                   # a caveat: a probe's limits, a rule chosen after a result
+    measured_held_out: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def published_verdict(self) -> str:
+        return verdict(self.per_seed)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,14 +175,59 @@ def verdict(outcomes: Sequence[Optional[bool]], unit: str = "seeds") -> tuple[st
 
 def make_claim(id: str, claim: str, figure: str, rule: str, outcomes: Sequence[Optional[bool]],
                measured: Sequence[str] | str, recipe: str = "", extra_reason: str = "",
-               unit: str = "seeds") -> Claim:
-    """A Claim row from per-seed outcomes and the per-seed measured values."""
+               unit: str = "seeds", held_out: Optional[Sequence[Optional[bool]]] = None,
+               measured_held_out: Sequence[str] | str = "", margin: str = "", thin: bool = False,
+               kind: str = "claim", note: str = "") -> Claim:
+    """A Claim row from per-seed outcomes and the per-seed measured values (published seeds, and the
+    held-out seeds when there are any)."""
     v, reason = verdict(outcomes, unit)
+    if held_out is not None and len(held_out):
+        v_held, reason_held = verdict(held_out, unit)
+        if v_held != v:
+            reason = (f"published seeds {v} ({reason}), held-out seeds {v_held} ({reason_held}): the two sets "
+                      "disagree")
+            v = INCONCLUSIVE
+        elif v != PASS:
+            reason = f"{reason}; held-out seeds: {reason_held}"
     if extra_reason:
         reason = f"{reason}; {extra_reason}"
-    text = measured if isinstance(measured, str) else " | ".join(measured)
-    return Claim(id=id, claim=claim, figure=figure, rule=rule, measured=text, verdict=v, reason=reason,
-                 recipe=recipe, per_seed=[outcome(o) for o in outcomes])
+    join = lambda m: m if isinstance(m, str) else " | ".join(m)
+    return Claim(id=id, claim=claim, figure=figure, rule=rule, measured=join(measured), verdict=v, reason=reason,
+                 recipe=recipe, per_seed=[outcome(o) for o in outcomes],
+                 held_out=[outcome(o) for o in held_out or []], margin=margin, thin=thin, kind=kind, note=note,
+                 measured_held_out=join(measured_held_out))
+
+
+def satisfied(outcomes: Sequence[Optional[bool]]) -> str:
+    """'k/n': how many seeds satisfy a rule."""
+    return f"{sum(o is True for o in outcomes)}/{len(outcomes)}" if len(outcomes) else "-"
+
+
+def margin_of(slacks: Sequence[dict[str, float]], units: dict[str, str]) -> tuple[str, bool]:
+    """(text, thin) of per-seed slacks {check: signed distance from its threshold, >0 satisfied}:
+    the check whose worst seed is closest to its threshold relative to the seeds' spread of it."""
+    best = None
+    for name in dict.fromkeys(k for s in slacks for k in s):
+        values = [s[name] for s in slacks if name in s and not is_nan(s[name]) and math.isfinite(s[name])]
+        if not values:
+            continue
+        worst = min(values)
+        spread = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        score = (worst / spread if spread > 0 else (math.inf if worst > 0 else -math.inf), worst)
+        if best is None or score < best[0]:
+            best = (score, name, worst, spread)
+    if best is None:
+        return "", False
+    _, name, worst, spread = best
+    unit = units.get(name, "")
+    num = lambda x: f"{x:.0f}" if unit == "steps" else f"{x:.3g}"
+    text = f"{name}: {num(worst)}{' ' + unit if unit else ''} (spread {num(spread)})"
+    return text, bool(0 <= worst < spread)  # thin: satisfied, by less than the seeds scatter
+
+
+def step_of(t: float) -> float:
+    """An event's iteration as an int (inf stays inf: never)."""
+    return t if math.isinf(t) or is_nan(t) else int(t)
 
 
 def fmt_iter(t: float) -> str:
@@ -204,18 +266,45 @@ def claims_markdown(rows: Sequence[Claim], header: dict, info: Sequence[str] = (
     if header:
         lines.append(" · ".join(f"{k}: `{v}`" if k == "command" else f"{k}: {v}" for k, v in header.items()))
         lines.append("")
-    counts = {v: sum(r.verdict == v for r in rows) for v in (PASS, FAIL, INCONCLUSIVE)}
-    lines.append(f"{counts[PASS]} PASS, {counts[FAIL]} FAIL, {counts[INCONCLUSIVE]} INCONCLUSIVE")
+    claims = [r for r in rows if r.kind == "claim"]
+    checks = [r for r in rows if r.kind != "claim"]
+    lines.append(summary_line(rows))
     lines.append("")
-    lines.append("| # | claim | figure | rule | measured (per seed) | verdict |")
-    lines.append("|---|---|---|---|---|---|")
-    for r in rows:
-        cells = [r.id, r.claim, f"{r.figure} ({r.recipe})" if r.recipe else r.figure, r.rule, r.measured,
-                 f"**{r.verdict}**" + (f": {r.reason}" if r.verdict != PASS else "")]
-        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    if claims:
+        lines += _table(claims)
+    if checks:
+        lines += ["", "Implementation checks (the code computes what its formulas say; not findings about the "
+                      "paper's claims):", ""] + _table(checks)
     if info:
         lines += ["", "Shown without a verdict:", ""] + [f"- {line}" for line in info]
     return "\n".join(lines)
+
+
+def summary_line(rows: Sequence[Claim]) -> str:
+    """'n PASS, n FAIL, n INCONCLUSIVE (n thin)' of the claims, and the implementation checks apart."""
+    claims = [r for r in rows if r.kind == "claim"]
+    checks = [r for r in rows if r.kind != "claim"]
+    count = lambda rs, v: sum(r.verdict == v for r in rs)
+    text = ", ".join(f"{count(claims, v)} {v}" for v in (PASS, FAIL, INCONCLUSIVE))
+    thin = sum(r.thin for r in claims if r.verdict == PASS)
+    text += f" ({thin} of the PASS thin)" if thin else ""
+    if checks:
+        text += f"; implementation checks: {count(checks, PASS)} of {len(checks)} PASS"
+    return text
+
+
+def _table(rows: Sequence[Claim]) -> list[str]:
+    lines = ["| # | claim | figure | rule | measured (published seeds) | seeds satisfying: published, held-out | "
+             "margin (worst published seed) | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        claim = r.claim + (f" ({r.note})" if r.note else "")
+        margin = (r.margin or "n/a") + (" **thin**" if r.thin else "")
+        cells = [r.id, claim, f"{r.figure} ({r.recipe})" if r.recipe else r.figure, r.rule, r.measured,
+                 f"{satisfied(r.per_seed)}, {satisfied(r.held_out)}", margin,
+                 f"**{r.verdict}**" + (f": {r.reason}" if r.verdict != PASS else "")]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return lines
 
 
 def _cell(text: str) -> str:

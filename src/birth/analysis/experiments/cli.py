@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
-
-from birth.running.config import ConfigError
 
 SCALE_HELP = ("laptop (default): every claim checked, 'all' within the hour on 2 CPU cores (docs/laptop-scale.md); "
               "quick: a preview in minutes, too short for several claims; "
@@ -13,7 +10,7 @@ SCALE_HELP = ("laptop (default): every claim checked, 'all' within the hour on 2
 
 def register(subparsers) -> None:
     from birth.analysis.experiments import recipes
-    from birth.analysis.experiments.recipe import DEFAULT_SCALE, DEFAULT_SEEDS, SCALES
+    from birth.analysis.experiments.recipe import DEFAULT_FIRST_SEED, DEFAULT_HELD_OUT, DEFAULT_SCALE, DEFAULT_SEEDS, SCALES
     names = list(recipes())
     p = subparsers.add_parser(
         "reproduce", help="run the experiments of a paper figure, plot them and check the paper's claims",
@@ -23,13 +20,15 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", metavar="NAME", help=f"recipe: all, {', '.join(names)}")
     p.add_argument("--scale", default=DEFAULT_SCALE, choices=SCALES, help=SCALE_HELP)
-    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="seeds per configuration (default %(default)s)")
-    p.add_argument("--jobs", type=int, default=None,
-                   help="parallel worker processes (default: CPUs / threads per run; 1 at paper scale on a GPU)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per run (default %(default)s)")
-    p.add_argument("--stack", type=int, default=None, metavar="N",
-                   help="train up to N runs of equal shapes as one stacked model, each still in its own directory "
-                        f"(default: {STACK_ON_CUDA} with CUDA; 1, no stacks, on a CPU; docs/runs.md)")
+    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
+                   help="published seeds per configuration (default %(default)s): their values make the figures "
+                        "and the claims table")
+    p.add_argument("--first-seed", type=int, default=DEFAULT_FIRST_SEED,
+                   help="index of the first seed (default %(default)s); seed i sets seed = 42 + i, init_seed = i "
+                        "and eval_seed = i")
+    p.add_argument("--held-out", type=int, default=DEFAULT_HELD_OUT,
+                   help="held-out seeds after the published ones, judged by the same rules (default %(default)s; "
+                        "a claim whose two sets disagree is INCONCLUSIVE)")
     p.add_argument("--precision", choices=("float32", "bf16"), default="float32",
                    help="every run's training step: float32 (default) or bf16 autocast (probes stay float32; "
                         "use another --out than the float32 results)")
@@ -37,55 +36,28 @@ def register(subparsers) -> None:
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether they are complete; train nothing")
     p.add_argument("--show-config", action="store_true",
                    help="print the resolved config of every condition the recipe trains at --scale (YAML); train nothing")
-    p.add_argument("--backend", choices=("local", "slurm"), default="local",
-                   help="local: worker processes here (default); slurm: one Slurm job per run, through submitit; "
-                        "rerunning the command picks up the jobs still queued or running (docs/cluster.md)")
-    from birth.running.slurm_profile import add_arguments
-    add_arguments(p)
+    from birth.running.launch_cli import add_arguments
+    add_arguments(p)  # --jobs, --threads, --stack, --backend and the Slurm options, as birth sweep
     p.set_defaults(func=handler)
 
 
-# Runs per stack on a GPU: the paper scale's 66 runs fill the device in stacks rather than one by one.
-STACK_ON_CUDA = 8
-
-
-def _stack(args) -> int:
-    if args.stack is not None:
-        if args.stack < 1:
-            raise ConfigError(f"--stack: must be >= 1, got {args.stack}")
-        return args.stack
-    import torch
-    return STACK_ON_CUDA if torch.cuda.is_available() else 1
-
-
 def handler(args) -> int:
+    from birth.analysis.experiments.recipe import Seeds
     from birth.analysis.experiments.reproduce import reproduce, show_config
+    seeds = Seeds.of(args.seeds, args.first_seed, args.held_out)
     if args.show_config:
-        print(show_config(args.name, args.scale), end="")
+        print(show_config(args.name, args.scale, seeds), end="")
         return 0
-    from birth.running.launch import LocalBackend
-    if args.jobs is not None and args.jobs < 1:
-        raise ConfigError(f"--jobs: must be >= 1, got {args.jobs}")
-    if args.threads < 1:
-        raise ConfigError(f"--threads: must be >= 1, got {args.threads}")
-    jobs = args.jobs
-    if jobs is None and args.scale == "paper":
+    from birth.running.launch_cli import backend_from_args
+    jobs = None
+    if args.scale == "paper":
         import torch
         jobs = 1 if torch.cuda.is_available() else None
-    if args.backend == "slurm":
-        if args.stack not in (None, 1):
-            raise ConfigError("--stack: stacks train on the local backend; Slurm runs one job per run")
-        from birth.running.slurm import backend_from_args
-        backend = backend_from_args(args)
-    else:
-        from birth.running.slurm_profile import reject_slurm_options
-        reject_slurm_options(args)
-        backend = LocalBackend(jobs=jobs, threads_per_run=args.threads, stack=_stack(args))
+    backend = backend_from_args(args, default_jobs=jobs)
     try:
-        report = reproduce(args.name, scale=args.scale, seeds=args.seeds, out=args.out,
+        report = reproduce(args.name, scale=args.scale, seeds=seeds, out=args.out,
                            backend=backend, dry_run=args.dry_run, precision=args.precision)
-    except KeyboardInterrupt:
-        print("birth: reproduce interrupted; finished runs are kept and interrupted ones resume from their "
-              "checkpoint: rerun the same command to continue", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:  # SIGINT or SIGTERM (birth.running.stopping.Stopped)
+        from birth.running.launch import report_stopped
+        return report_stopped(stop)
     return report.exit_code

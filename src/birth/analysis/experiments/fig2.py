@@ -16,6 +16,7 @@ import torch
 from birth.analysis.experiments.figures import save, style, write_csv
 from birth.analysis.experiments.recipe import differences, SCALE_STATUS, Output, Recipe, Results, Size, describe, load_model, simplified, smaller_than_paper, paper_size, tiny_size
 from birth.analysis.experiments.rules import Checks, FinalAtLeast
+from birth.core.metrics import detection_patterns
 
 NAME = "fig2"
 FIGURE = "Fig. 2"
@@ -56,12 +57,9 @@ def induction_rates(attn2: torch.Tensor, x: torch.Tensor, outs: torch.Tensor,
     Returns the rate at in-context targets (outs >= 2, the official score2_acc) and at repeated
     *non-trigger* tokens (tokens seen before in the sequence that are not triggers).
     """
-    b, t = x.shape
-    prev = torch.cat([torch.full_like(x[:, :1], -1), x[:, :-1]], 1)                 # (B, T): x_{s-1}
-    follows = prev[:, None, :] == x[:, :, None]                                      # (B, T, T): x_{s-1} == x_t
-    follows &= torch.ones(t, t, dtype=torch.bool).tril()[None]                       # s <= t
+    follows = detection_patterns(x)["induction"]                                     # (B, T, T): x_{s-1} == x_t, s <= t
     amax = attn2.argmax(-1)                                                          # (B, T)
-    hit = follows.gather(2, amax[..., None])[..., 0] & (amax >= 1)                   # (B, T)
+    hit = follows.gather(2, amax[..., None])[..., 0]                                 # (B, T)
     repeated = follows.any(-1)                                                       # (B, T)
     is_trigger = (x[:, :, None] == triggers[:, None, :]).any(-1)                     # (B, T)
     target = outs >= 2
@@ -98,13 +96,13 @@ def plot(res: Results, out: Output) -> list:
     with style():
         fig, axes = plt.subplots(1, 3, figsize=(6.75, 2.45))
         for ax, (title, attn, boxes) in zip(axes, panels):
-            draw_attention(ax, attn, chars, o, tokens, title, boxes=boxes)
+            draw_attention(ax, attn, chars, [v >= 2 for v in o], tokens, title, boxes=boxes)
             ax.set_ylabel("query" if ax is axes[0] else "")
         fig.suptitle(f"triggers of this sequence: {trig_chars}  (red: trigger$\\to$output, green: other repeats)",
                      fontsize=7, y=1.02)
         fig.tight_layout()
         paths = save(fig, out.figures, NAME, SCALE_STATUS[res.scale])
-    boxes = {(q, s): ("trigger" if tr else "repeat") for q, s, tr in repeat_boxes(tokens, o)}
+    boxes = {(q, s): ("trigger" if tr else "repeat") for q, s, tr in repeat_boxes(tokens, [v >= 2 for v in o])}
     rows = [[title, q, s, chars[q], chars[s], f"{attn[q, s]:.5g}", boxes.get((q, s), "") if show else ""]
             for title, attn, show in panels for q in range(length) for s in range(q + 1)]
     paths.append(write_csv(out.data / f"{NAME}.csv",

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -150,7 +151,19 @@ class GlobalBeforeInContext(Rule):
                 for s, (tg, ti) in enumerate(zip(*event_times(res, label)))]
 
     def holds(self, v):
+        if math.isinf(v["global"]) or math.isinf(v["in-context"]):  # both must be learned within the run
+            return None
         return C.order_holds([v["global"], v["in-context"]])
+
+    def why(self, v):
+        never = [k for k in ("global", "in-context") if math.isinf(v[k])]
+        return f"{' and '.join(never)} loss never crossed its level within the run (a longer run decides)"
+
+    def slack(self, v):
+        return {"in-context - global": v["in-context"] - v["global"]}
+
+    def units(self):
+        return {"in-context - global": "steps"}
 
     def show(self, v):
         return f"{v['run']}: global {C.fmt_iter(v['global'])}, in-context {C.fmt_iter(v['in-context'])}"
@@ -167,7 +180,7 @@ class FrequentTriggerFirst(Rule):
 
     def text(self, res):
         return (f"loss_head falls below {INCONTEXT_FRACTION:g} x log N earlier for the most frequent fixed trigger "
-                "than for either rarer one")
+                "than for either rarer one (a rarer one that never does within the run counts as later: censored)")
 
     def measure(self, res):
         top = event_times(res, self.top)[1]
@@ -176,7 +189,24 @@ class FrequentTriggerFirst(Rule):
                 for s, t in enumerate(top) if all(s < len(o) for o in others)]
 
     def holds(self, v):
+        if math.isinf(v["most frequent"]):  # the faster one must happen within the run
+            return None
         return C.order_holds([v["most frequent"], min(x for k, x in v.items() if k != "most frequent")])
+
+    def why(self, v):
+        return ("the most frequent trigger's in-context loss never crossed its level within the run"
+                if math.isinf(v["most frequent"]) else "two triggers crossed at the same evaluation step")
+
+    def slack(self, v):
+        rarer = min(x for k, x in v.items() if k != "most frequent")
+        return {} if math.isinf(rarer) else {"rarer - most frequent": rarer - v["most frequent"]}
+
+    def units(self):
+        return {"rarer - most frequent": "steps"}
+
+    def show(self, v):
+        text = ", ".join(f"{k} {C.fmt_iter(x)}" for k, x in v.items())
+        return text + (" (censored)" if any(math.isinf(x) for x in v.values()) else "")
 
 
 def event_times(res: Results, label: str) -> tuple[list[float], list[float]]:

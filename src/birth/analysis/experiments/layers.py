@@ -54,15 +54,27 @@ def plot(res: Results, out: Output) -> list:
     return paths
 
 
+ORDER_FREE = "counts"  # the order-free strategy of the paper's task (birth.core.tasks.triggers)
+ORDER_FREE_SLACK = 0.05  # how far above the order-free strategy "fails" still allows (sampling noise of 128 sequences)
+
+
 def depth_gap(res: Results) -> list[dict]:
+    """Per seed: the final in-context accuracy of each depth, and that of the best predictor that
+    ignores which token followed which, on the one-layer run's own evaluation batch."""
     one, two = res.final("1 layer", ACC), res.final("2 layers", ACC)
-    return [{"1 layer": a1, "2 layers": a2, "gap": a2 - a1} for a1, a2 in zip(one, two)]
+    free = [task["strategies"][ORDER_FREE]["in_context"]["acc"] for task in res.tasks("1 layer")]
+    return [{"1 layer": a1, "order-free": f, "1 layer - order-free": a1 - f, "2 layers": a2}
+            for a1, a2, f in zip(one, two, free)]
 
 
 RULES = (
     Checks("3", "A one-layer transformer fails on in-context bigrams; a two-layer one succeeds", FIGURE,
-           measure_fn=depth_gap, needs=tuple(DEPTHS), describe="final in-context accuracy (eval batch)",
-           checks=(("2 layers", ">=", 0.9), ("gap", ">=", 0.2))),
+           measure_fn=depth_gap, needs=tuple(DEPTHS),
+           describe="final in-context accuracy (eval batch); order-free: the counts strategy (the current token and "
+                    "the counts of the tokens so far, not which followed which: what one attention layer can know) "
+                    "on the same batch",
+           checks=(("2 layers", ">=", 0.9), ("1 layer - order-free", "<=", ORDER_FREE_SLACK)),
+           note="the one-layer bound added after a 0.53 one-layer accuracy (35x chance) had passed the two-layer-only rule"),
 )
 
 

@@ -4,8 +4,8 @@ A recipe (one module per paper figure, or the theory) is data:
 
 - ``conditions(scale)``: ``{label: overrides}``, each a complete dotted-key config of one curve
   (no preset underneath), so that ``birth reproduce NAME --show-config`` prints exactly what is
-  trained. Seeds are applied on top by ``specs``: seed i sets the data seed 42 + i and the init
-  seed i.
+  trained. Seeds are applied on top by ``specs``: seed i sets the data seed 42 + i, the init seed i
+  and the evaluation seed i (``seed_overrides``).
 - ``rules``: the claims it checks (``birth.analysis.experiments.rules``), each a value with its thresholds;
 - ``plot(results, out)``: figures into ``out.figures`` and the plotted numbers into ``out.data``;
 - ``setup(scale, configs)`` and ``differences`` ({scale: text}): what it trains, and each of its
@@ -27,6 +27,11 @@ from birth.running.config import ConfigError, TrainConfig
 SCALES = ("tiny", "quick", "laptop", "paper")
 DEFAULT_SCALE = "laptop"
 DEFAULT_SEEDS = 3
+# The published seeds are 10, 11, 12 and the held-out ones 13, 14, 15: none was used to choose a
+# scale, a budget or a rule (pilots use 100 and up; docs/laptop-scale.md).
+DEFAULT_FIRST_SEED = 10
+DEFAULT_HELD_OUT = 3
+PILOT_SEEDS = 100  # the first pilot seed: pilots never use the seeds below
 # What a scale's output says about itself, in its figures and claims tables ("" = evidence).
 SCALE_STATUS = {
     "tiny": "SMOKE TEST (scale tiny): runs of seconds for the tests; not evidence for or against any claim",
@@ -59,6 +64,37 @@ def seed_overrides(index: int) -> dict:
     """Seed ``index`` sets the data stream (42 + index, the official default 42 for seed 0), the
     initialisation and the fixed evaluation batches, all three."""
     return {"seed": 42 + index, "init_seed": index, "eval_seed": index}
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """The seeds a reproduction runs: the published ones, whose values the table and figures show,
+    and a disjoint held-out set, judged by the same rules."""
+
+    published: tuple[int, ...]
+    held_out: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, n: int = DEFAULT_SEEDS, first: int = DEFAULT_FIRST_SEED, held_out: int = DEFAULT_HELD_OUT) -> "Seeds":
+        """``n`` seeds from ``first``, then ``held_out`` more after them."""
+        if n < 1:
+            raise ConfigError(f"--seeds: must be >= 1, got {n}")
+        if first < 0:
+            raise ConfigError(f"--first-seed: must be >= 0, got {first}")
+        if held_out < 0:
+            raise ConfigError(f"--held-out: must be >= 0, got {held_out}")
+        return cls(tuple(range(first, first + n)), tuple(range(first + n, first + n + held_out)))
+
+    @property
+    def all(self) -> tuple[int, ...]:
+        return self.published + self.held_out
+
+    def flags(self) -> str:
+        """The command-line flags that give these seeds."""
+        return f"--seeds {len(self.published)} --first-seed {self.published[0]} --held-out {len(self.held_out)}"
+
+    def as_dict(self) -> dict:
+        return {"published": list(self.published), "held_out": list(self.held_out)}
 
 
 @dataclass(frozen=True)
@@ -160,18 +196,18 @@ class Recipe:
     # what it trains, from the scale and its conditions' configs (seed 0), for the notes
     setup: Callable[[str, dict], str] = lambda scale, configs: ""
     differences: dict = field(default_factory=dict)  # scale -> its own differences from the paper scale
-    # a computation instead of (or besides) training runs: compute(scale, seeds, out) -> files
-    compute: Optional[Callable[[str, int, Output], list[Path]]] = None
+    # a computation instead of (or besides) training runs: compute(scale, seeds, out, workers) -> files
+    compute: Optional[Callable[..., list[Path]]] = None
     info: Callable[["Results"], list[str]] = field(default=lambda res: [])  # shown without a verdict
 
-    def specs(self, scale: str, seeds: int) -> list[RunSpec]:
+    def specs(self, scale: str, seeds: Sequence[int]) -> list[RunSpec]:
         return [RunSpec(label, s, dict(ov)) for label, ov in self.conditions(check_scale(scale)).items()
-                for s in range(seeds)]
+                for s in seeds]
 
-    def claims(self, res: "Results") -> list:
-        """The claims-table rows of every rule on ``res``."""
+    def claims(self, res: "Results", held_out: Optional["Results"] = None) -> list:
+        """The claims-table rows of every rule on the published seeds' ``res`` and the held-out seeds'."""
         from birth.analysis.experiments.rules import evaluate
-        return [evaluate(rule, res, self.name) for rule in self.rules]
+        return [evaluate(rule, res, self.name, held_out) for rule in self.rules]
 
     def notes(self, scale: str) -> str:
         """What the recipe trains at ``scale`` and every difference from the paper scale, and why."""
@@ -181,10 +217,10 @@ class Recipe:
             return what
         return f"{what} Differences from the paper scale: {differences(scale, **self.differences)}"
 
-    def configs(self, scale: str) -> dict[str, TrainConfig]:
-        """The resolved (validated) config of each condition, seed 0."""
+    def configs(self, scale: str, seed: int = 0) -> dict[str, TrainConfig]:
+        """The resolved (validated) config of each condition, for seed index ``seed``."""
         from birth.running.validation import resolve_config
-        return {label: resolve_config(None, {**ov, **seed_overrides(0)})
+        return {label: resolve_config(None, {**ov, **seed_overrides(seed)})
                 for label, ov in self.conditions(check_scale(scale)).items()}
 
 
@@ -195,25 +231,28 @@ class Results:
     """The completed runs of a recipe, by condition; curves are per seed on common iterations."""
 
     def __init__(self, scale: str, runs: dict[str, list[tuple[int, Path]]], order: Sequence[str],
-                 root: Optional[Path] = None):
+                 root: Optional[Path] = None, seeds: Optional[Sequence[int]] = None):
         self.scale = scale
         self.root = root             # the reproduction's output folder (computations read from it)
+        self.seeds = list(seeds) if seeds is not None else sorted({s for v in runs.values() for s, _ in v})
         self._runs = runs            # group -> [(seed index, run dir)] of completed runs
         self.order = list(order)     # groups in the order the recipe lists them
         self._metrics: dict[Path, list[dict]] = {}
 
     @classmethod
     def from_specs(cls, scale: str, pairs: Sequence[tuple[RunSpec, Path]],
-                   complete: Callable[[Path], bool], root: Optional[Path] = None) -> "Results":
-        """``pairs``: (spec, its run directory); runs for which ``complete`` is false are left out."""
+                   complete: Callable[[Path], bool], root: Optional[Path] = None,
+                   seeds: Optional[Sequence[int]] = None) -> "Results":
+        """``pairs``: (spec, its run directory); runs for which ``complete`` is false, or whose seed
+        is not in ``seeds`` (when given), are left out."""
         runs: dict[str, list[tuple[int, Path]]] = {}
         order: list[str] = []
         for spec, path in pairs:
             if spec.group not in order:
                 order.append(spec.group)
-            if complete(Path(path)):
+            if complete(Path(path)) and (seeds is None or spec.seed in seeds):
                 runs.setdefault(spec.group, []).append((spec.seed, Path(path)))
-        return cls(scale, runs, order, root)
+        return cls(scale, runs, order, root, seeds)
 
     def groups(self) -> list[str]:
         return [g for g in self.order if self._runs.get(g)]
@@ -256,6 +295,11 @@ class Results:
         from birth.running.runs import RunDir
         return RunDir(self.run_dirs(group)[0]).read_task()
 
+    def tasks(self, group: str) -> list[dict]:
+        """task.json of each seed's run of ``group`` (its strategies were scored on its own batch)."""
+        from birth.running.runs import RunDir
+        return [RunDir(p).read_task() for p in self.run_dirs(group)]
+
     def floors(self, group: str) -> dict:
         return self.task(group)["floors"]
 
@@ -274,5 +318,6 @@ def describe(cfg: TrainConfig) -> str:
     """One line of a config's main settings: triggers, sizes, steps, optimiser."""
     d, m, o = cfg.data_args, cfg.model_args, cfg.optim_args
     opt = f"SGD + momentum {o.momentum:g} lr {o.learning_rate:g}" if o.use_sgd else f"AdamW lr {o.learning_rate:g}"
-    return (f"K = {d.k} {'fixed' if d.fixed_special_toks else 'random'} triggers, T = {d.seq_length}, "
-            f"d = {m.dim}, batch {o.batch_size}, {cfg.max_iters} steps, {opt}")
+    task = (f"K = {d.k} {'fixed' if d.fixed_special_toks else 'random'} triggers" if d.task == "triggers"
+            else f"task {d.task}")
+    return f"{task}, T = {d.seq_length}, d = {m.dim}, batch {o.batch_size}, {cfg.max_iters} steps, {opt}"

@@ -22,8 +22,9 @@ from typing import Callable, Optional, Sequence
 from birth.running.config import ConfigError, to_dict
 from birth.analysis.experiments import claims as C
 from birth.analysis.experiments import recipes
-from birth.analysis.experiments.recipe import DEFAULT_SCALE, SCALE_STATUS, Output, Recipe, Results, check_scale
+from birth.analysis.experiments.recipe import DEFAULT_SCALE, SCALE_STATUS, Output, Recipe, Results, Seeds, check_scale
 from birth.running.launch import Backend, Job, LocalBackend, Result, is_complete, make_job, run_jobs
+from birth.running.launch_cli import progress
 from birth.running.lock import directory_lock
 
 Log = Callable[[str], None]
@@ -55,42 +56,54 @@ def resolve_names(name: str) -> list[str]:
     return [name]
 
 
-def command_line(name: str, scale: str, seeds: int, out: Path, precision: str = "float32") -> str:
+def command_line(name: str, scale: str, seeds: Seeds, out: Path, precision: str = "float32") -> str:
     extra = f" --precision {precision}" if precision != "float32" else ""
-    return f"birth reproduce {name} --scale {scale} --seeds {seeds}{extra} --out {out}"
+    return f"birth reproduce {name} --scale {scale} {seeds.flags()}{extra} --out {out}"
 
 
-def plan(names: Sequence[str], scale: str, seeds: int, out: Output,
+def as_seeds(seeds: Seeds | int | None) -> Seeds:
+    """``seeds`` as Seeds: an int n is n seeds from 0 and none held out (the tests' tiny reproductions);
+    None the default ones."""
+    if isinstance(seeds, int):
+        return Seeds.of(seeds, first=0, held_out=0)
+    return seeds or Seeds.of()
+
+
+def plan(names: Sequence[str], scale: str, seeds: Seeds | int, out: Output,
          precision: str = "float32") -> dict[str, list[tuple]]:
-    """recipe name -> [(RunSpec, Job)]: every run each recipe needs (configs validated here), each
-    at ``precision`` (the key is left out at its default: float32 runs keep their names)."""
-    if seeds < 1:
-        raise ConfigError(f"--seeds: must be >= 1, got {seeds}")
+    """recipe name -> [(RunSpec, Job)]: every run each recipe needs for every seed, published and
+    held-out (configs validated here), each at ``precision`` (the key is left out at its default)."""
+    seeds = as_seeds(seeds)
     check_scale(scale)
     table = recipes()
     extra = {"precision": precision} if precision != "float32" else {}
     return {name: [(spec, make_job(out.runs, {**spec.all_overrides(), **extra}, None,
                                    label=f"{name}/{spec.group}/seed {spec.seed}"))
-                   for spec in table[name].specs(scale, seeds)] for name in names}
+                   for spec in table[name].specs(scale, seeds.all)] for name in names}
 
 
-def show_config(name: str, scale: str = DEFAULT_SCALE) -> str:
-    """The resolved config of every condition each recipe trains at ``scale`` (seed 0; seed i sets
-    seed = 42 + i and init_seed = i), as YAML."""
+def show_config(name: str, scale: str = DEFAULT_SCALE, seeds: Optional[Seeds] = None) -> str:
+    """The resolved config of every condition each recipe trains at ``scale``, for the first of
+    ``seeds`` (seed i sets seed = 42 + i, init_seed = i and eval_seed = i), as YAML, after a line
+    naming every seed used."""
     import yaml
-    parts = []
+    seeds = seeds or Seeds.of()
+    parts = [f"# seeds: published {list(seeds.published)}, held-out {list(seeds.held_out)} "
+             f"(seed i: seed = 42 + i, init_seed = i, eval_seed = i; shown: seed {seeds.published[0]})"]
     for rname in resolve_names(name):
-        configs = recipes()[rname].configs(check_scale(scale))
+        configs = recipes()[rname].configs(check_scale(scale), seeds.published[0])
         parts.append(f"# {rname} at scale {scale}: {len(configs)} conditions" + ("" if configs else " (computations)"))
         for label, cfg in configs.items():
             parts.append(f"--- # {rname}: {label}\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip())
     return "\n".join(parts) + "\n"
 
 
-def reproduce(name: str, *, scale: str = DEFAULT_SCALE, seeds: int = 3, out: str | Path = "reproduce_out",
+def reproduce(name: str, *, scale: str = DEFAULT_SCALE, seeds: Seeds | int | None = None,
+              out: str | Path = "reproduce_out",
               backend: Optional[Backend] = None, dry_run: bool = False, precision: str = "float32",
               log: Log = lambda s: print(s, file=sys.stderr)) -> Report:
     names = resolve_names(name)
+    seeds = as_seeds(seeds)
     out = Output(Path(out))
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
     planned = plan(names, scale, seeds, out, precision)
@@ -100,7 +113,7 @@ def reproduce(name: str, *, scale: str = DEFAULT_SCALE, seeds: int = 3, out: str
         _announce(name, scale, jobs, backend, out, log, listing=True)
         return Report(0)
     _announce(name, scale, jobs, backend, out, log)
-    results = run_jobs(jobs, backend, _progress(jobs, log))
+    results = run_jobs(jobs, backend, progress(jobs, log))
     failed = [r for r in results if not r.ok]
     for r in failed:
         log(f"birth: run failed: {r.job.label} ({r.job.run_dir}): {r.status}: "
@@ -113,14 +126,15 @@ def reproduce(name: str, *, scale: str = DEFAULT_SCALE, seeds: int = 3, out: str
         state = _load_state(out.root)
         by_dir = {r.job.run_dir: r for r in results}
         for rname in names:
-            entry, rows, files, error = _analyse(recipes()[rname], planned[rname], by_dir, scale, seeds, out, log)
+            entry, rows, files, error = _analyse(recipes()[rname], planned[rname], by_dir, scale, seeds, out, log,
+                                                 getattr(backend, "workers", 1))
             report.claims += rows
             report.files += files
             state["recipes"][rname] = entry
             errors += [error] if error else []
         report.wall_seconds, report.cpu_seconds = time.perf_counter() - t0, _cpu_seconds() - cpu0
         distinct = len({j.run_dir for j in jobs})
-        state["last"] = {"command": command_line(name, scale, seeds, out.root, precision),
+        state["last"] = {"command": command_line(name, scale, seeds, out.root, precision), "seeds": seeds.as_dict(),
                          "wall_seconds": round(report.wall_seconds, 1), "cpu_seconds": round(report.cpu_seconds, 1),
                          "runs": distinct, "trained": report.trained, "failed": len(failed),
                          "workers": getattr(backend, "workers", "?")}
@@ -131,8 +145,7 @@ def reproduce(name: str, *, scale: str = DEFAULT_SCALE, seeds: int = 3, out: str
     report.exit_code = 1 if failed or errors else 0
     log(f"birth: {name}: {report.trained} runs trained, {len(results) - report.trained} reused, {len(failed)} failed; "
         f"{report.wall_seconds:.0f}s wall, {report.cpu_seconds:.0f}s CPU; claims: "
-        + ", ".join(f"{sum(r.verdict == v for r in report.claims)} {v}" for v in (C.PASS, C.FAIL, C.INCONCLUSIVE))
-        + f"; see {out.root / 'README.md'}")
+        + C.summary_line(report.claims) + f"; see {out.root / 'README.md'}")
     if SCALE_STATUS[scale]:
         log(f"birth: {SCALE_STATUS[scale]}")
     return report
@@ -150,45 +163,34 @@ def _announce(name: str, scale: str, jobs: Sequence[Job], backend, out: Output, 
             log(f"  {'done' if is_complete(job.run_dir) else 'todo'}  {job.run_dir}  {job.label}")
 
 
-def _progress(jobs: Sequence[Job], log: Log) -> Callable[[Result], None]:
-    """A callback that logs each trained run as it ends: [i/n] label: status in seconds (acc)."""
-    todo = sum(not is_complete(d) for d in {j.run_dir for j in jobs})
-    counter = {"n": 0}
-
-    def report(res: Result) -> None:
-        if res.status == "cached":
-            return
-        counter["n"] += 1
-        acc = (res.summary.get("final_metrics", {}) if res.summary else {}).get("eval_acc_end")
-        detail = f"acc_end {acc:.3f}" if isinstance(acc, float) else (res.error.strip().splitlines() or [""])[-1]
-        log(f"  [{counter['n']}/{todo}] {res.job.label}: {res.status} in {res.seconds:.1f}s ({detail})")
-    return report
-
-
-def _analyse(recipe: Recipe, pairs: list[tuple], by_dir: dict, scale: str, seeds: int, out: Output,
-             log: Log) -> tuple[dict, list[C.Claim], list[Path], str]:
-    """Computations, figures, claims and info of one recipe; returns (index entry, rows, files, error)."""
-    res = Results.from_specs(scale, [(s, Path(j.run_dir)) for s, j in pairs],
-                             lambda p: str(p) in by_dir and by_dir[str(p)].ok, root=out.root)
+def _analyse(recipe: Recipe, pairs: list[tuple], by_dir: dict, scale: str, seeds: Seeds, out: Output,
+             log: Log, workers: int = 1) -> tuple[dict, list[C.Claim], list[Path], str]:
+    """Computations, figures (of the published seeds), claims (of both seed sets) and info of one
+    recipe; returns (index entry, rows, files, error)."""
+    runs = [(s, Path(j.run_dir)) for s, j in pairs]
+    ok = lambda p: str(p) in by_dir and by_dir[str(p)].ok
+    res = Results.from_specs(scale, runs, ok, root=out.root, seeds=seeds.published)
+    held = Results.from_specs(scale, runs, ok, root=out.root, seeds=seeds.held_out) if seeds.held_out else None
     files: list[Path] = []
     error = ""
     try:
         if recipe.compute:
             t = time.perf_counter()
-            files += recipe.compute(scale, seeds, out)
+            files += recipe.compute(scale, seeds.all, out, workers=workers)
             log(f"  {recipe.name}: computations done in {time.perf_counter() - t:.0f}s")
         files += recipe.plot(res, out)
     except Exception as err:  # noqa: BLE001 - one broken figure must not hide the others
         error = f"{recipe.name}: {type(err).__name__}: {err}"
         log(f"birth: {error}")
-    rows = recipe.claims(res)
+    rows = recipe.claims(res, held)
     info = recipe.info(res)
     precision = pairs[0][1].config.get("precision", "float32") if pairs else "float32"
     command = command_line(recipe.name, scale, seeds, out.root, precision)
-    header = {"scale": scale, "seeds": seeds, "command": command}
+    header = {"scale": scale, "seeds": f"published {list(seeds.published)}, held-out {list(seeds.held_out)}",
+              "command": command}
     files += C.write_claims(rows, out.root / "claims", recipe.name, header, info=info, status=SCALE_STATUS[scale])
     entry = {
-        "figure": recipe.figure, "title": recipe.title, "scale": scale, "seeds": seeds, "command": command,
+        "figure": recipe.figure, "title": recipe.title, "scale": scale, "seeds": seeds.as_dict(), "command": command,
         "notes": recipe.notes(scale), "info": info,
         "files": [str(p.relative_to(out.root)) for p in files if p.exists()],
         "runs": [{"label": j.label, "group": s.group, "seed": s.seed,
@@ -198,6 +200,12 @@ def _analyse(recipe: Recipe, pairs: list[tuple], by_dir: dict, scale: str, seeds
         "made": time.strftime("%Y-%m-%d %H:%M"),
     }
     return entry, rows, files, error
+
+
+def _seeds_text(seeds) -> str:
+    if isinstance(seeds, int):  # an index written before seeds were a choice
+        return f"{seeds} seeds"
+    return f"published seeds {seeds['published']}, held-out {seeds['held_out']}"
 
 
 def _cpu_seconds() -> float:
@@ -255,7 +263,7 @@ def _index_markdown(root: Path, state: dict, order: list[str], status: str) -> s
         r = state["recipes"][n]
         lines += [f"## {n}: {r['figure']}: {r['title']}", ""]
         lines += [f"![{n}]({f})" for f in r["files"] if f.endswith(".png")]
-        lines += ["", f"- command: `{r['command']}` (scale {r['scale']}, {r['seeds']} seeds, made {r['made']})",
+        lines += ["", f"- command: `{r['command']}` (scale {r['scale']}, {_seeds_text(r['seeds'])}, made {r['made']})",
                   f"- setup: {r['notes']}",
                   "- files: " + ", ".join(f"[{f}]({f})" for f in r["files"]),
                   f"- claims: {r['claims'][C.PASS]} PASS, {r['claims'][C.FAIL]} FAIL, "

@@ -21,11 +21,14 @@ ACC = "eval_acc_end"
 
 @dataclass(frozen=True)
 class Rule:
-    """A claim of SPEC §7 and the rule that checks it. Subclasses define the measure and the test."""
+    """A claim of SPEC §7 and the rule that checks it. Subclasses define the measure and the test;
+    ``kind`` 'check' marks an implementation check (tabled apart), ``note`` a caveat shown with it."""
 
     id: str
     claim: str
     figure: str
+    note: str = ""                 # a caveat shown with the claim (e.g. a rule chosen after a result)
+    kind: str = "claim"            # or 'check': an implementation check, tabled apart
     unit = "seeds"
 
     def groups(self) -> tuple[str, ...]:
@@ -42,20 +45,47 @@ class Rule:
     def holds(self, v: dict) -> Optional[bool]:
         raise NotImplementedError
 
+    def slack(self, v: dict) -> dict[str, float]:
+        """{check: signed distance of ``v`` from the check's threshold} (> 0: satisfied by that much)."""
+        return {}
+
+    def units(self) -> dict[str, str]:
+        """The unit of each slack (default: that of the measured value)."""
+        return {}
+
+    def why(self, v: dict) -> str:
+        """Why ``v`` is undecidable, when ``holds`` says None (default: a missing value)."""
+        return "a value is missing" if any(C.is_nan(x) for x in v.values()) else "undecidable"
+
     def show(self, v: dict) -> str:
         return ", ".join(f"{k} {_show(x)}" for k, x in v.items())
 
-    def note(self, res) -> str:
+    def note_on(self, res) -> str:
         """An extra remark for the reason column (e.g. why a probe cannot discriminate here)."""
         return ""
 
 
-def evaluate(rule: Rule, res, recipe: str = "") -> C.Claim:
-    """The claims-table row of ``rule`` on ``res``."""
-    values = rule.measure(res) if res.has(*rule.groups()) else []
-    outcomes = [None if any(C.is_nan(x) for x in v.values()) else rule.holds(v) for v in values]
+def _outcomes(rule: Rule, res) -> tuple[list[dict], list, list[str]]:
+    values = rule.measure(res) if res is not None and res.has(*rule.groups()) else []
+    outcomes, reasons = [], []
+    for v in values:
+        o = None if any(C.is_nan(x) for x in v.values() if not isinstance(x, str)) else rule.holds(v)
+        outcomes.append(o)
+        if o is None:
+            reasons.append(rule.why(v))
+    return values, outcomes, list(dict.fromkeys(reasons))
+
+
+def evaluate(rule: Rule, res, recipe: str = "", held_out=None) -> C.Claim:
+    """The claims-table row of ``rule`` on the published seeds' ``res`` and the held-out seeds'."""
+    values, outcomes, reasons = _outcomes(rule, res)
+    held_values, held, held_reasons = _outcomes(rule, held_out) if held_out is not None else ([], None, [])
+    margin, thin = C.margin_of([rule.slack(v) for v in values], rule.units())
+    extra = "; ".join(r for r in [*dict.fromkeys(reasons + held_reasons), rule.note_on(res)] if r)
     return C.make_claim(rule.id, rule.claim, rule.figure, rule.text(res), outcomes,
-                        [rule.show(v) for v in values], recipe, extra_reason=rule.note(res), unit=rule.unit)
+                        [rule.show(v) for v in values], recipe, extra_reason=extra, unit=rule.unit, held_out=held,
+                        measured_held_out=[rule.show(v) for v in held_values], margin=margin, thin=thin,
+                        kind=rule.kind, note=rule.note)
 
 
 def _show(x) -> str:
@@ -101,22 +131,30 @@ class FinalAtLeast(Rule):
     def holds(self, v):
         return all(C.at_least(v[m], b) for m, b in self.bounds)
 
+    def slack(self, v):
+        return {m: v[m] - b for m, b in self.bounds}
+
 
 @dataclass(frozen=True)
 class ReachOrder(Rule):
-    """Each metric first reaches its threshold strictly before the next one does (an event that
-    never happens comes after every one that does; simultaneous events are undecidable)."""
+    """Each metric first reaches its threshold strictly before the next one does. Every event must
+    happen within the run: one that never does leaves the order undecided (a claim that something is
+    learned says it is learned), unless ``censored``, for a claim about which is faster, where an
+    event that never happens comes after the end of the run. Simultaneous events are undecidable."""
 
     group: str = ""
     events: tuple[tuple[str, float], ...] = ()
     probe_cutoff: int = 0  # the rule needs T > this (e.g. 64 for wk0_64 vs wk0), else it says why
+    censored: bool = False
 
     def groups(self):
         return (self.group,)
 
     def text(self, res):
         chain = " before ".join(f"{m} reaches {t:g}" for m, t in self.events)
-        return f"{self.group}: {chain} (first evaluation at or above)"
+        within = ("; one never reached counts as after the run's end (censored)" if self.censored
+                  else "; every one within the run")
+        return f"{self.group}: {chain} (first evaluation at or above{within})"
 
     def measure(self, res):
         curves = [res.curve(self.group, m) for m, _ in self.events]
@@ -125,14 +163,86 @@ class ReachOrder(Rule):
                 for s in range(n)]
 
     def holds(self, v):
-        return C.order_holds(list(v.values()))
+        times = list(v.values())
+        if not self.censored and any(math.isinf(t) for t in times):
+            return None
+        return C.order_holds(times)
 
-    def note(self, res):
-        if self.probe_cutoff and res.has(self.group):
+    def why(self, v):
+        never = [k for k, t in v.items() if math.isinf(t)]
+        if never and not self.censored:
+            return f"{', '.join(never)} never reached its threshold within the run (a longer run decides)"
+        return "two events at the same evaluation step" if len(set(v.values())) < len(v) else super().why(v)
+
+    def slack(self, v):
+        keys, times = list(v), list(v.values())
+        return {f"{a} to {b}": tb - ta for a, b, ta, tb in zip(keys, keys[1:], times, times[1:])
+                if math.isfinite(ta) and math.isfinite(tb)}
+
+    def units(self):
+        keys = [_short(m) for m, _ in self.events]
+        return {f"{a} to {b}": "steps" for a, b in zip(keys, keys[1:])}
+
+    def show(self, v):
+        text = super().show(v)
+        return text + (" (censored)" if self.censored and any(math.isinf(t) for t in v.values()) else "")
+
+    def note_on(self, res):
+        if self.probe_cutoff and res is not None and res.has(self.group):
             t = res.config(self.group).data_args.seq_length
             if t <= self.probe_cutoff:
                 return f"T = {t}: with T <= {self.probe_cutoff} the two probes coincide"
         return ""
+
+
+@dataclass(frozen=True)
+class PairedEarlier(Rule):
+    """Seed-paired: each metric first reaches its threshold strictly earlier in condition ``earlier``
+    than in condition ``later`` (seed i against seed i); every event must happen within its run."""
+
+    earlier: str = ""
+    later: str = ""
+    events: tuple[tuple[str, float], ...] = ()
+
+    def groups(self):
+        return (self.earlier, self.later)
+
+    def text(self, res):
+        what = " and ".join(f"{m} reaches {t:g}" for m, t in self.events)
+        return f"{what} earlier with {self.earlier} than with {self.later} (seed-paired; every event within the run)"
+
+    def measure(self, res):
+        out = []
+        times = {g: [res.curve(g, m) for m, _ in self.events] for g in self.groups()}
+        n = min(len(times[g][0][1]) for g in self.groups())
+        for s in range(n):
+            v = {}
+            for (m, t), (it_a, a), (it_b, b) in zip(self.events, times[self.earlier], times[self.later]):
+                v[f"{_short(m)}, {self.earlier}"] = C.first_reach(it_a, a[s], t)
+                v[f"{_short(m)}, {self.later}"] = C.first_reach(it_b, b[s], t)
+            out.append(v)
+        return out
+
+    def _pairs(self, v):
+        keys = list(v)
+        return [(keys[i], keys[i + 1]) for i in range(0, len(keys), 2)]
+
+    def holds(self, v):
+        if any(math.isinf(x) for x in v.values()):
+            return None
+        outcomes = [C.order_holds([v[a], v[b]]) for a, b in self._pairs(v)]
+        return None if None in outcomes else all(outcomes)
+
+    def why(self, v):
+        never = [k for k, x in v.items() if math.isinf(x)]
+        return (f"{'; '.join(never)}: never reached within the run" if never
+                else "the same evaluation step in both conditions")
+
+    def slack(self, v):
+        return {a.split(",")[0]: v[b] - v[a] for a, b in self._pairs(v) if math.isfinite(v[a]) and math.isfinite(v[b])}
+
+    def units(self):
+        return {_short(m): "steps" for m, _ in self.events}
 
 
 def freeze_step(cfg) -> int:
@@ -187,6 +297,11 @@ class BeforeUnfreeze(Rule):
                 and all(C.at_most(v[f"max {_short(m)}"], b) for m, b in self.peak_at_most)
                 and all(C.at_most(v[f"{_short(m)} gain"], b) for m, b in self.gain_at_most))
 
+    def slack(self, v):
+        return {**{f"max {_short(m)}": v[f"max {_short(m)}"] - b for m, b in self.peak_at_least},
+                **{f"max {_short(m)}": b - v[f"max {_short(m)}"] for m, b in self.peak_at_most},
+                **{f"{_short(m)} gain": b - v[f"{_short(m)} gain"] for m, b in self.gain_at_most}}
+
 
 @dataclass(frozen=True)
 class PairedBetter(Rule):
@@ -221,6 +336,12 @@ class PairedBetter(Rule):
 
     def holds(self, v):
         return C.compare(v[self.higher], v[self.lower], tol=self.margin)
+
+    def slack(self, v):
+        return {"difference": v[self.higher] - v[self.lower] - self.margin}
+
+    def why(self, v):
+        return f"the difference is within the margin {self.margin:g}"
 
 
 def _stat(res, group: str, metric: str, stat: str) -> np.ndarray:
@@ -273,6 +394,9 @@ class IncreasesWith(Rule):
     def holds(self, v):
         return C.at_least(v["rho"], self.min_rho)
 
+    def slack(self, v):
+        return {"rho": v["rho"] - self.min_rho}
+
 
 @dataclass(frozen=True)
 class Checks(Rule):
@@ -302,3 +426,6 @@ class Checks(Rule):
     def holds(self, v):
         ops = {">=": C.at_least, "<=": C.at_most, ">": lambda a, b: a > b + C.EPS, "<": lambda a, b: a < b - C.EPS}
         return all(ops[op](v[k], b) for k, op, b in self.checks)
+
+    def slack(self, v):
+        return {f"{k} {op} {b:g}": (v[k] - b if op.startswith(">") else b - v[k]) for k, op, b in self.checks}

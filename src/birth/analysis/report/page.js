@@ -6,6 +6,7 @@ const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"
 const DASHES = ["", "6 3", "2 3", "8 3 2 3", "1 2"];
 const WIDTHS = [3.2, 1.8, 2.0, 1.5, 1.3];
 const SVGNS = "http://www.w3.org/2000/svg";
+const WINDOW_COLORS = ["#5dade2", "#f5b041", "#58d68d", "#ec7063"];
 
 function el(tag, attrs, parent, text) {
   const e = tag.startsWith("svg:") ? document.createElementNS(SVGNS, tag.slice(4)) : document.createElement(tag);
@@ -30,13 +31,17 @@ function chart(panel, parent) {
   const box = el("div", { class: "chart" }, outer);
   const W = 400, H = 260, m = { l: 52, r: 12, t: 26, b: 40 };
   const svg = el("svg:svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}` }, box);
-  const all = panel.series.flatMap((s) => s.values.filter((v) => v !== null)).concat(panel.lines.map((l) => l.value));
+  // a log panel is drawn on log10 of its values, its ticks read as powers of ten
+  const tf = panel.log ? (v) => Math.log10(Math.max(v, 1e-6)) : (v) => v;
+  const tickText = panel.log ? (v) => `1e${v}` : (v) => String(v);
+  const all = panel.series.flatMap((s) => s.values.filter((v) => v !== null).map(tf)).concat(panel.lines.map((l) => tf(l.value)));
   const iters = panel.series.flatMap((s) => s.iters);
   const x0 = Math.min(...iters), xt = ticks(x0, Math.max(...iters, x0 + 1), 5);
   const x1 = Math.max(...iters, x0 + 1, xt[xt.length - 1] + (xt[1] - xt[0] || 1) * (xt[xt.length - 1] < Math.max(...iters)));
   let [y0, y1] = panel.ylim || [Math.min(0, ...all), Math.max(...all) * 1.05 || 1];
   const X = (v) => m.l + ((v - x0) / (x1 - x0)) * (W - m.l - m.r);
-  const Y = (v) => H - m.b - ((v - y0) / (y1 - y0)) * (H - m.t - m.b);
+  const Yl = (v) => H - m.b - ((v - y0) / (y1 - y0)) * (H - m.t - m.b);  // of drawn (transformed) values
+  const Y = (v) => Yl(tf(v));
   el("svg:text", { x: W / 2, y: 16, "text-anchor": "middle", "font-weight": "600" }, svg).innerHTML = panel.title;
   el("svg:line", { x1: m.l, x2: W - m.r, y1: H - m.b, y2: H - m.b, stroke: "#444" }, svg);
   el("svg:line", { x1: m.l, x2: m.l, y1: m.t, y2: H - m.b, stroke: "#444" }, svg);
@@ -44,14 +49,20 @@ function chart(panel, parent) {
     el("svg:line", { x1: X(v), x2: X(v), y1: H - m.b, y2: H - m.b + 4, stroke: "#444" }, svg);
     el("svg:text", { x: X(v), y: H - m.b + 16, "text-anchor": "middle" }, svg, String(v));
   }
-  for (const v of ticks(y0, y1, 5)) {
-    el("svg:line", { x1: m.l - 4, x2: m.l, y1: Y(v), y2: Y(v), stroke: "#444" }, svg);
-    el("svg:text", { x: m.l - 6, y: Y(v) + 4, "text-anchor": "end" }, svg, String(v));
+  for (const v of panel.log ? ticks(Math.floor(y0), Math.ceil(y1), 5).filter(Number.isInteger) : ticks(y0, y1, 5)) {
+    el("svg:line", { x1: m.l - 4, x2: m.l, y1: Yl(v), y2: Yl(v), stroke: "#444" }, svg);
+    el("svg:text", { x: m.l - 6, y: Yl(v) + 4, "text-anchor": "end" }, svg, tickText(v));
   }
   el("svg:text", { x: (W + m.l) / 2, y: H - 6, "text-anchor": "middle" }, svg, "iteration");
   el("svg:text", { x: 12, y: (H - m.b + m.t) / 2, "text-anchor": "middle", transform: `rotate(-90 12 ${(H - m.b + m.t) / 2})` }, svg, panel.ylabel);
   const legend = el("ul", { class: "legend" }, box);
   const items = [], lines = [];
+  (panel.windows || []).forEach((w, i) => {  // steps with something frozen or an intervention: shaded
+    const color = WINDOW_COLORS[i % WINDOW_COLORS.length], a = X(Math.max(w.start, x0)), b = X(Math.min(w.end, x1));
+    const g = el("svg:rect", { x: a, y: m.t, width: Math.max(b - a, 1), height: H - m.t - m.b, fill: color,
+      "fill-opacity": 0.15, class: "window" }, svg);
+    lines.push({ label: w.label, node: g, color, dash: "", width: 6 });
+  });
   panel.lines.forEach((l, i) => {
     const g = el("svg:line", { x1: m.l, x2: W - m.r, y1: Y(l.value), y2: Y(l.value), stroke: "#888", "stroke-width": 1,
       "stroke-dasharray": ["5 3", "2 2", "", "6 2 2 2"][i % 4], class: "hline" }, svg);
@@ -137,8 +148,9 @@ function attentionView(A, parent) {
   const sec = el("section", { id: "attention" }, parent);
   el("h2", {}, sec, "Attention over training");
   const shown = A.T === A.seq_length ? `all ${A.T} positions` : `positions 1\u2013${A.T} of ${A.seq_length}`;
-  el("p", {}, sec, `One evaluation sequence (${shown}); queries are rows, keys are columns. ` +
-    `Triggers (${A.fixed ? "fixed" : "random, of this sequence"}): ${A.triggers.join(" ")}. \u23ce is a newline, \u2423 a space.`);
+  const trig = A.triggers ? ` Triggers (${A.fixed ? "fixed" : "random, of this sequence"}): ${A.triggers.join(" ")}.` : "";
+  el("p", {}, sec, `One evaluation sequence (${shown}); queries are rows, keys are columns.${trig} ` +
+    `\u23ce is a newline, \u2423 a space. Patterns as the run used them: with its clamps active at that step.`);
   const ctl = el("div", { class: "controls" }, sec);
   const lab = el("label", {}, ctl, "checkpoint ");
   const slider = el("input", { type: "range", min: 0, max: A.steps.length - 1, value: A.steps.length - 1, step: 1, id: "step-slider" }, lab);
@@ -152,7 +164,7 @@ function attentionView(A, parent) {
   }
   const key = el("span", {}, ctl);
   el("span", { class: "boxkey", style: "border-color: red" }, key);
-  key.appendChild(document.createTextNode("trigger \u2192 output (outs \u2265 2)"));
+  key.appendChild(document.createTextNode(A.box_label));
   el("span", { class: "boxkey", style: "border-color: limegreen" }, key);
   key.appendChild(document.createTextNode("other repeated token (layer 2)"));
   const row = el("div", { class: "attn" }, sec);
@@ -165,7 +177,10 @@ function attentionView(A, parent) {
   const draw = () => {
     const i = +slider.value, h = headSel ? +headSel.value : 0;
     stepText.textContent = `step ${A.steps[i]} (${i + 1} of ${A.steps.length} saved)`;
-    canvases.forEach((cv, layer) => heatmap(cv, A, A.maps[i][layer][h], layer));
+    canvases.forEach((cv, layer) => {
+      heatmap(cv, A, A.maps[i][layer][h], layer);
+      cv.parentNode.querySelector("figcaption").textContent = `layer ${layer + 1}` + (A.clamps[i][layer] ? ` (${A.clamps[i][layer]})` : "");
+    });
     sec.dataset.step = A.steps[i];
   };
   slider.addEventListener("input", draw);
@@ -186,11 +201,13 @@ function tlView(tl, parent) {
   if (tl.error) { el("p", {}, sec, `Not available: ${tl.error}`); return; }
   el("p", {}, sec, `birth.interop.to_transformer_lens on the latest checkpoint, ${tl.n_seqs} evaluation sequences: ` +
     `max |\u0394logit| = ${tl.max_logit_diff.toExponential(2)}, max |\u0394attention| = ${tl.max_attention_diff.toExponential(2)}. ` +
-    `Head scores: TransformerLens' compute_head_attention_similarity_score ("mul"); induction on a per-trigger ` +
-    `pattern (rows of in-context targets, keys after an earlier occurrence of the query token).`);
-  const rows = [];
-  tl.previous_token.forEach((hs, layer) => hs.forEach((v, h) => rows.push([`${layer + 1}`, `${h + 1}`, v.toFixed(3), tl.induction[layer][h].toFixed(3)])));
-  table(rows, sec, ["layer", "head", "previous-token score", "induction score"]);
+    `Head scores on ${tl.head_tokens[0]} sequences of ${tl.head_tokens[1]} repeated random tokens: birth's own ` +
+    `(the head_* metrics) beside TransformerLens' detect_head ("mul") on the exported model.`);
+  const rows = [], H = tl.heads;
+  H.previous.birth.forEach((hs, layer) => hs.forEach((_, h) => rows.push([`${layer + 1}`, `${h + 1}`,
+    ...["previous", "induction", "duplicate"].flatMap((k) => [H[k].birth[layer][h].toFixed(3), H[k].transformer_lens[layer][h].toFixed(3)])])));
+  table(rows, sec, ["layer", "head", "previous (birth)", "previous (TL)", "induction (birth)", "induction (TL)",
+    "duplicate (birth)", "duplicate (TL)"]);
 }
 
 function runView(run, parent) {

@@ -8,6 +8,7 @@ probabilities (B, T, N), float64, from the context x_1..x_t of every position t 
 - ``context_ngram``: the in-context n-gram, (c(u, v) + alpha) / (c(u) + N alpha) with u the last
   n - 1 tokens x_{t-n+2..t} and c(u, v) the count of u followed by v within x_1..x_t: the Bayes
   predictor of a chain whose rows are Dirichlet(alpha) (uniform before n - 1 tokens are seen);
+- ``context_codes``: the last n - 1 tokens of every position as one id (the row of an n-gram table);
 - ``copy_last_occurrence``: a copy of the token that followed the latest earlier occurrence of x_t
   (uniform where x_t has none);
 - ``running_counts``, ``entropy``: the counts c_v of x_1..x_t, and the entropy of a law in nats.
@@ -34,14 +35,9 @@ def context_unigram(x: torch.Tensor, n: int, alpha: float = 1.0) -> torch.Tensor
 
 def context_ngram(x: torch.Tensor, n: int, order: int, alpha: float = 1.0) -> torch.Tensor:
     """The in-context n-gram of ``order`` n >= 2 (see the module docstring), (B, T, N) float64."""
-    b, t = x.shape
-    ctx = order - 1
-    code = torch.zeros_like(x)                                                         # the last n-1 tokens as one id
-    for j in range(ctx):
-        shifted = torch.cat([x.new_zeros(b, j), x[:, :t - j]], 1) if j else x
-        code = code * n + shifted
+    t = x.shape[1]
+    code, valid = context_codes(x, n, order - 1)                                       # the last n-1 tokens as one id
     # transitions u -> v ending at s + 1 <= t: context code at s (s >= ctx - 1) followed by x[s + 1]
-    valid = torch.arange(t, device=x.device) >= ctx - 1                                # (T,) code complete at s
     same = (code[:, :, None] == code[:, None, :]) & valid[None, None, :] & valid[None, :, None]   # (B, T, S)
     same &= torch.ones(t, t, dtype=torch.bool, device=x.device).tril(-1)              # s < t
     nxt = F.one_hot(torch.cat([x[:, 1:], x[:, :1]], 1), n).double()                    # (B, S, N): x[s + 1]
@@ -49,6 +45,18 @@ def context_ngram(x: torch.Tensor, n: int, order: int, alpha: float = 1.0) -> to
     probs = counts / counts.sum(-1, keepdim=True)
     probs[:, ~valid] = 1.0 / n
     return probs
+
+
+def context_codes(x: torch.Tensor, n: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The last ``length`` tokens x_{t-length+1..t} of every position as one id, the newest token the
+    most significant digit: code_t = sum_j x_{t-j} n^(length-1-j), (B, T) long; and where the
+    context is complete (t >= length - 1), (T,) bool (missing tokens count as 0)."""
+    b, t = x.shape
+    code = torch.zeros_like(x)
+    for j in range(length):
+        shifted = torch.cat([x.new_zeros(b, j), x[:, :t - j]], 1) if j else x
+        code = code * n + shifted
+    return code, torch.arange(t, device=x.device) >= length - 1
 
 
 def copy_last_occurrence(x: torch.Tensor, y: torch.Tensor, n: int) -> torch.Tensor:
