@@ -131,7 +131,7 @@ def test_official_workers_are_the_default_of_60_as_far_as_the_cores_allow(monkey
 def _alive(pid: int) -> bool:
     status = Path(f"/proc/{pid}/status")
     try:
-        return "\tZ" not in next(l for l in status.read_text().splitlines() if l.startswith("State:"))
+        return "\tZ" not in next(line for line in status.read_text().splitlines() if line.startswith("State:"))
     except FileNotFoundError:
         return False
 

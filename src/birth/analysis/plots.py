@@ -152,7 +152,7 @@ def run_panels(cfg, task: dict, rows: Sequence[dict] = ()) -> list[Panel]:
     accuracy, the paper task's memory probes, head scores, the loss per mask against each
     strategy's, and the KL from each strategy to the model."""
     n, names = task["num_tokens"], metric_names(task)
-    acc_key, loss_key = names["in_context"]["acc"], names["in_context"]["loss"]
+    acc_key = names["in_context"]["acc"]
     strategies = task.get("strategies", {})
     refs = [s for s in task.get("reference_strategies") or strategies if s in strategies]
     windows = run_windows(cfg)

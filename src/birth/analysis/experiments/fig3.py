@@ -8,7 +8,7 @@ column trained jointly on random triggers, where the top-down order is measurabl
 from __future__ import annotations
 
 from birth.analysis.experiments.figures import COLORS, CurveTable, save, style
-from birth.analysis.experiments.recipe import differences, SCALE_STATUS, Output, Recipe, Results, Size, describe, simplified, paper_size, tiny_size
+from birth.analysis.experiments.recipe import SCALE_STATUS, Output, Recipe, Results, Size, describe, simplified, paper_size, tiny_size
 from birth.analysis.experiments.rules import ACC, BeforeUnfreeze, PairedBetter, ReachOrder, freeze_step
 
 NAME = "fig3"

@@ -18,7 +18,7 @@ import numpy as np
 
 from birth.analysis.experiments import claims as C
 from birth.analysis.experiments.figures import COLORS, CurveTable, floor_line, save, style
-from birth.analysis.experiments.recipe import differences, SCALE_STATUS, Output, Recipe, Results, Size, describe, simplified, smaller_than_paper, paper_size, tiny_size
+from birth.analysis.experiments.recipe import SCALE_STATUS, Output, Recipe, Results, Size, describe, simplified, smaller_than_paper, paper_size, tiny_size
 from birth.analysis.experiments.rules import ACC, Checks, IncreasesWith, PairedBetter, Rule
 
 NAME = "fig4"

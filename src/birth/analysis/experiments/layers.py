@@ -4,7 +4,7 @@ accuracy and the global / in-context losses against the task's Bayes floors."""
 from __future__ import annotations
 
 from birth.analysis.experiments.figures import COLORS, CurveTable, floor_line, save, style
-from birth.analysis.experiments.recipe import differences, SCALE_STATUS, Output, Recipe, Results, Size, describe, full_model, paper_size, tiny_size
+from birth.analysis.experiments.recipe import SCALE_STATUS, Output, Recipe, Results, Size, describe, full_model, paper_size, tiny_size
 from birth.analysis.experiments.rules import ACC, Checks
 
 NAME = "layers"

@@ -26,7 +26,7 @@ from birth.core.corpus import bundled_stats  # noqa: E402
 from birth.analysis.experiments.figures import save, write_dict_csv  # noqa: E402
 from birth.analysis.plots import paper_style  # noqa: E402
 from birth.analysis.theory import lemmas, memory  # noqa: E402
-from birth.analysis.theory.three_steps import ORDERS, TOP_DOWN, ThreeStepConfig, run_orders  # noqa: E402
+from birth.analysis.theory.three_steps import ORDERS, ThreeStepConfig, run_orders  # noqa: E402
 
 CHANCE = 1 / bundled_stats().num_tokens  # in-context accuracy of a uniform guess
 

@@ -132,7 +132,7 @@ class ReducedModel:
         return self._right(x, a1, self.direct) + a2 @ self._right(x, a1, l2)         # (B, T, N)
 
 
-def make_task(cfg: ThreeStepConfig) -> Task:
+def make_task(cfg: ThreeStepConfig) -> TriggersTask:
     stats = bundled_stats()
     if cfg.corpus == "uniform":  # i.i.d. uniform tokens: the bigram structure removed
         n = stats.num_tokens
