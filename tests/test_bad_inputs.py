@@ -36,7 +36,8 @@ CASES = [
     ("offset-negative", OUT + ["data_args.special_toks_offset=-2"], ["data_args.special_toks_offset", ">= 0"]),
     ("seq-length-above-max-length", OUT + ["data_args.seq_length=128"],
      ["data_args.seq_length", "128", "model_args.max_length=64"]),
-    ("show-latents-k-too-big", OUT + ["data_args.show_latents=true", "data_args.k=64"], ["data_args.k", "k < seq_length"]),
+    ("show-latents-k-too-big", OUT + ["data_args.show_latents=true", "data_args.k=64"],
+     ["data_args.k", "k < seq_length"]),
     ("lr-zero", OUT + ["optim_args.learning_rate=0"], ["optim_args.learning_rate", "must be > 0"]),
     ("lr-negative-short-name", OUT + ["optim.lr=-0.1"], ["optim_args.learning_rate", "must be > 0", "-0.1"]),
     ("batch-zero", OUT + ["optim_args.batch_size=0"], ["optim_args.batch_size", "must be > 0"]),
@@ -47,7 +48,8 @@ CASES = [
      ["model_args.dim", "not divisible", "n_heads=3"]),
     ("heads-on-simplified", OUT + ["model_args.n_heads=4"], ["model_args.n_heads", "arch=full"]),
     ("layers-on-simplified", OUT + ["model_args.n_layers=3"], ["model_args.n_layers", "2 layers"]),
-    ("layers-too-many", OUT + ["model_args.arch=full", "model_args.n_layers=100000"], ["model_args.n_layers", "<= 256"]),
+    ("layers-too-many", OUT + ["model_args.arch=full", "model_args.n_layers=100000"],
+     ["model_args.n_layers", "<= 256"]),
     ("freeze-names-no-parameter", OUT + ["freeze_until=100:W_Q9"], ["freeze_until", "'W_Q9'", "W_K1"]),
     ("freeze-negative-step", OUT + ["freeze_until=-5:W_K1"], ["freeze_until", "negative step -5"]),
     ("freeze-step-not-a-number", OUT + ["freeze_until=abc:W_K1"], ["freeze_until", "'abc'", "STEP:NAME"]),
@@ -131,7 +133,8 @@ def workdir(tmp_path, reference_run, monkeypatch):
         (run / "summary.json").write_text(json.dumps(dict(summary, status="interrupted")))
     (tmp_path / "bad_config" / "config.yaml").write_text("data_args: [unclosed\n")
     (tmp_path / "bad_checkpoint" / "checkpoints" / "step_00000060.pt").write_bytes(b"not a checkpoint")
-    torch.save({"model": _Payload(tmp_path / "pwned")}, tmp_path / "evil_checkpoint" / "checkpoints" / "step_00000060.pt")
+    torch.save({"model": _Payload(tmp_path / "pwned")},
+               tmp_path / "evil_checkpoint" / "checkpoints" / "step_00000060.pt")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

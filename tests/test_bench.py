@@ -18,12 +18,16 @@ slow = pytest.mark.slow  # trains, or starts a subprocess
 
 # the official script's log format (its logging.info), as three evaluation steps and what surrounds them
 OFFICIAL_LOG = """\
-INFO:root:0 (0.23, 3.75, 3.75): loss: 4.3238 (4.5438, 4.3238), acc: 0.0220 (0.0222 / 0.0169) probes: 0.1562 / 0.2359 / 0.0807 / 0.0171 (0.2382)
+INFO:root:0 (0.23, 3.75, 3.75): loss: 4.3238 (4.5438, 4.3238), acc: 0.0220 (0.0222 / 0.0169) \
+probes: 0.1562 / 0.2359 / 0.0807 / 0.0171 (0.2382)
 INFO:root:memory probes wk0: 0.0157 (0.0159), wk1: 0.2000, wo1: 0.0000, ff1: -1.0000
-INFO:root:5 (0.04, 0.31, 5.95): loss: 4.4544 (4.5546, 4.4544), acc: 0.0241 (0.0260 / 0.0326) probes: 0.1544 / 0.2195 / 0.0710 / 0.0178 (0.1744)
+INFO:root:5 (0.04, 0.31, 5.95): loss: 4.4544 (4.5546, 4.4544), acc: 0.0241 (0.0260 / 0.0326) \
+probes: 0.1544 / 0.2195 / 0.0710 / 0.0178 (0.1744)
 some warning a library printed
-INFO:root:220 (0.00, 0.30, 80.12): loss: 0.9001 (4.5133, 0.9001), acc: 0.9093 (0.9184 / 0.9215) probes: 0.2000 / 0.3156 / 0.0621 / 0.1287 (0.3168)
-INFO:root:225 (0.00, 0.30, 81.60): loss: 0.8001 (4.5133, 0.8001), acc: 0.9193 (0.9284 / 0.9"""  # cut short: still being written
+INFO:root:220 (0.00, 0.30, 80.12): loss: 0.9001 (4.5133, 0.9001), acc: 0.9093 (0.9184 / 0.9215) \
+probes: 0.2000 / 0.3156 / 0.0621 / 0.1287 (0.3168)
+INFO:root:225 (0.00, 0.30, 81.60): loss: 0.8001 (4.5133, 0.8001), \
+acc: 0.9193 (0.9284 / 0.9"""  # cut short: still being written
 
 
 def bench_args(**kw) -> SimpleNamespace:

@@ -58,13 +58,13 @@ def test_fig3_data_are_the_seed_means_of_the_logs(out):
     assert (root / "figures" / "fig3.png").stat().st_size > 10_000
 
 
-def test_fig3_claims_cover_claims_6b_to_10(out):
+def test_fig3_claims_cover_claims_6_to_10(out):
     root, _ = out
     rows = json.loads((root / "claims" / "fig3.json").read_text())["claims"]
-    assert [r["id"] for r in rows] == ["6b", "7", "8", "9", "10"]
+    assert [r["id"] for r in rows] == ["6", "6b", "7", "8", "9", "10"]
     assert all(len(r["per_seed"]) == 2 for r in rows)
     # T = 32 at tiny scale: the early-position probe equals the whole-sequence one, and the claim says so
-    assert rows[4]["verdict"] == "INCONCLUSIVE" and "T = 32" in rows[4]["reason"]
+    assert rows[5]["verdict"] == "INCONCLUSIVE" and "T = 32" in rows[5]["reason"]
 
 
 def test_rerun_does_no_training(out):

@@ -28,7 +28,8 @@ def test_computations_write_their_csvs_and_figures(out):
             assert (out / "theory" / f"seed_{seed}" / f"{name}.png").stat().st_size > 10_000
     assert "theory/seed_1/three-steps.png" in (out / "README.md").read_text()
     # the seeds draw differently: their capacity tables differ
-    assert (out / "theory" / "seed_0" / "capacity.csv").read_text() != (out / "theory" / "seed_1" / "capacity.csv").read_text()
+    assert ((out / "theory" / "seed_0" / "capacity.csv").read_text()
+            != (out / "theory" / "seed_1" / "capacity.csv").read_text())
 
 
 def test_theory_claims_read_the_computed_numbers(out):

@@ -128,7 +128,8 @@ def test_clamp_patterns_are_the_documented_ones():
 
 def test_an_unknown_hook_point_is_named_in_one_line():
     model = Transformer(ModelArgs(dim=8, max_length=8), 10)
-    with pytest.raises(ValueError, match=r"hook point 'blocks.0.attn.hook_z': this simplified model has .*hook_pattern"):
+    with pytest.raises(ValueError,
+                       match=r"hook point 'blocks.0.attn.hook_z': this simplified model has .*hook_pattern"):
         model.hook_point("blocks.0.attn.hook_z")
 
 

@@ -9,7 +9,8 @@ from birth.running.config import ConfigError, ModelArgs
 from birth.core.model import Transformer
 from trained_runs import full_run, quick_run
 
-tl = pytest.importorskip("transformer_lens", reason="the TransformerLens extra is not installed: pip install -e '.[all]'")
+tl = pytest.importorskip("transformer_lens",
+                         reason="the TransformerLens extra is not installed: pip install -e '.[all]'")
 from birth.analysis.interop import load_transformer_lens, tl_head_scores, to_transformer_lens  # noqa: E402
 
 pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm

@@ -10,7 +10,8 @@ from birth.cli import main
 from birth.running.config import ConfigError
 
 # the tiny config with checkpoints kept at steps 10 and 30 (and the final one, 60), none periodic
-TINY_CKPTS = [a for a in TINY if not a.startswith(("checkpoint_every=", "checkpoint_steps="))] + ["checkpoint_steps=10,30"]
+TINY_CKPTS = ([a for a in TINY if not a.startswith(("checkpoint_every=", "checkpoint_steps="))]
+              + ["checkpoint_steps=10,30"])
 SGLD = ["--chains", "2", "--draws", "10", "--burnin", "5", "--batch-size", "8"]
 
 

@@ -72,7 +72,8 @@ def test_zero_init_and_embedding_scales():
     for name in ("W_K1", "W_K2", "W_O2"):
         assert resolve_param_names(name, model)
         assert not dict(model.named_parameters())[PARAM_ALIASES[name]].detach().any()
-    assert float(model.tok_embeddings.weight.detach().pow(2).sum(1).mean()) == pytest.approx(1.0, rel=0.1)  # variance 1/d
+    # variance 1/d
+    assert float(model.tok_embeddings.weight.detach().pow(2).sum(1).mean()) == pytest.approx(1.0, rel=0.1)
     code_default = Transformer(ModelArgs(dim=256), 65)
     assert float(code_default.pe.pow(2).sum(1).mean()) == pytest.approx(256, rel=0.1)  # N(0, 1) entries
 

@@ -103,7 +103,8 @@ VALUES = st.one_of(
 
 
 ITEMS = st.one_of(st.text(max_size=30),
-                  st.builds("{}={}".format, st.one_of(st.sampled_from(KEYS), st.text(max_size=12)), st.text(max_size=12)))
+                  st.builds("{}={}".format, st.one_of(st.sampled_from(KEYS), st.text(max_size=12)),
+                            st.text(max_size=12)))
 
 
 @settings(max_examples=100, deadline=None)

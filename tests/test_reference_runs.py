@@ -79,7 +79,8 @@ def test_the_commit_before_the_plugins_gives_the_same_bits_on_this_machine(tmp_p
         pytest.skip(f"commit {BEFORE} is not in this clone (a shallow clone): `git fetch --unshallow` brings it")
     old = tmp_path / "old"
     old.mkdir()
-    archive = subprocess.run(["git", "-C", str(root), "archive", BEFORE, "src", "scripts"], capture_output=True, check=True)
+    archive = subprocess.run(["git", "-C", str(root), "archive", BEFORE, "src", "scripts"],
+                             capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
     env = {"PYTHONPATH": str(old / "src"), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     subprocess.run([sys.executable, str(old / "scripts" / "make_reference_runs.py")], env=env, check=True,

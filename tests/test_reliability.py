@@ -86,7 +86,7 @@ def test_two_reproduce_on_one_output_train_each_run_once(cli, tmp_path):
         assert RunDir(run).read_summary()["status"] == "completed"
         assert_clean_metrics(run / "metrics.jsonl")
     index = json.loads((out / "reproduce.json").read_text())
-    assert index["recipes"]["fig2"]["seeds"] == 2
+    assert index["recipes"]["fig2"]["seeds"] == {"published": [10, 11], "held_out": []}
     assert "fig2" in (out / "claims.md").read_text()
 
 

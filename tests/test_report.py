@@ -10,9 +10,11 @@ from birth.cli import main
 from birth.running.runs import RunDir
 from trained_runs import artifact_dir, quick_run, reproduction
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="the browser extra (Playwright) is not installed: pip install -e '.[all]'")
+sync_api = pytest.importorskip("playwright.sync_api",
+                               reason="the browser extra (Playwright) is not installed: pip install -e '.[all]'")
 CHROMIUM = os.environ.get("BIRTH_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium)")]
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium)")]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,9 @@ def pixels(page, selector):
 
 def drive(page, slider=True, points=10):
     """The curves, the legend toggle, and (with ``slider``) the slider redrawing the attention maps."""
-    assert page.locator("#charts .chart-box").count() == 3
+    panels = [page.locator("#charts .chart-box").nth(i).get_attribute("data-panel")
+              for i in range(page.locator("#charts .chart-box").count())]
+    assert panels == ["accuracy", "probes", "heads", "losses", "kl"]  # the paper's task: all five
     curve = page.locator("[data-panel=probes] path.curve").first
     assert curve.get_attribute("d").count("L") == points - 1  # one vertex per evaluation
     page.locator("[data-panel=probes] .legend li").first.click()  # the first curve
@@ -69,7 +73,8 @@ def test_run_report_opens_offline_and_responds(browser, tmp_path):
     assert errors == [] and blocked == []
     assert page.inner_text("#step-label").startswith("step 200 ")
     assert "trigger \u2192 output" in page.inner_text("#attention")
-    assert "max |\u0394logit|" in page.inner_text("#transformer-lens") or "Not available" in page.inner_text("#transformer-lens")
+    assert ("max |\u0394logit|" in page.inner_text("#transformer-lens")
+            or "Not available" in page.inner_text("#transformer-lens"))
     page.screenshot(path=str(artifact_dir() / "report_run.png"), full_page=True)
     drive(page, points=len(RunDir(run).read_metrics()))
     page.screenshot(path=str(artifact_dir() / "report_run_step40.png"), full_page=True)

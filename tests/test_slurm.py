@@ -83,7 +83,8 @@ def long_reference(tmp_path_factory) -> Path:
 
 def test_tiny_recipe_through_slurm_gives_the_local_figures_and_claims(cli, tmp_path):
     from conftest import reproduce_tiny
-    proc = cli.run("reproduce", "fig2", "--scale", "tiny", "--seeds", "1", "--held-out", "0", "--backend", "slurm",
+    proc = cli.run("reproduce", "fig2", "--scale", "tiny", "--seeds", "1", "--first-seed", "0", "--held-out", "0",
+                   "--backend", "slurm",
                    "--out", str(tmp_path / "slurm"), timeout=600)
     assert proc.returncode == 0, proc.stderr
     runs = len(list((tmp_path / "slurm" / "runs").iterdir()))
@@ -163,7 +164,8 @@ def test_a_job_that_dies_before_training_is_failed_with_its_log_in_error_txt(tmp
 
 
 def test_two_concurrent_submissions_never_train_one_run_twice(cli, tmp_path):
-    argv = ["reproduce", "layers", "--scale", "tiny", "--seeds", "1", "--held-out", "0", "--backend", "slurm", "--out", str(tmp_path)]
+    argv = ["reproduce", "layers", "--scale", "tiny", "--seeds", "1", "--first-seed", "0", "--held-out", "0",
+                   "--backend", "slurm", "--out", str(tmp_path)]
     procs = [cli.start(*argv) for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
@@ -178,7 +180,8 @@ def test_two_concurrent_submissions_never_train_one_run_twice(cli, tmp_path):
 def test_a_rerun_after_the_submitter_died_waits_for_its_jobs_instead_of_submitting_again(cli, tmp_path):
     profile = tmp_path / "slow-start.yaml"
     profile.write_text("setup: ['sleep 4']\n")  # each job waits before training: still queued or running below
-    argv = ["reproduce", "layers", "--scale", "tiny", "--seeds", "1", "--held-out", "0", "--backend", "slurm",
+    argv = ["reproduce", "layers", "--scale", "tiny", "--seeds", "1", "--first-seed", "0", "--held-out", "0",
+                   "--backend", "slurm",
             "--slurm-profile", str(profile), "--out", str(tmp_path)]
     first = cli.start(*argv)
     for line in first.stderr:  # until it has submitted everything

@@ -46,7 +46,8 @@ def test_a_bad_option_is_one_line_naming_it(options, starts):
     assert str(err.value).startswith(starts) and "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("text, starts", [("gpus: -1\n", "{path}: gpus: expected"), ("colour: red\n", "{path}: unknown key 'colour'"),
+@pytest.mark.parametrize("text, starts", [("gpus: -1\n", "{path}: gpus: expected"),
+                                          ("colour: red\n", "{path}: unknown key 'colour'"),
                                           ("- a\n", "--slurm-profile: {path} must hold a mapping"),
                                           ("sbatch: [a]\n", "{path}: sbatch: expected a mapping"),
                                           ("time: [\n", "--slurm-profile: {path} is not valid YAML")])
@@ -83,7 +84,8 @@ def test_without_slurm_the_backend_says_what_is_missing(capsys, tmp_path, monkey
     err = capsys.readouterr().err.strip()
     assert "sbatch, squeue, srun not found on PATH" in err and len(err.splitlines()) == 1
     # a dry run needs no cluster
-    assert main(["reproduce", "fig2", "--scale", "tiny", "--backend", "slurm", "--dry-run", "--out", str(tmp_path)]) == 0
+    assert main(["reproduce", "fig2", "--scale", "tiny", "--backend", "slurm", "--dry-run",
+                 "--out", str(tmp_path)]) == 0
 
 
 def test_a_job_whose_run_is_being_trained_elsewhere_trains_nothing(tmp_path):

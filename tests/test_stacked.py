@@ -159,9 +159,10 @@ def test_birth_reproduce_with_stacks_trains_what_it_trains_without(tmp_path):
     outs = {}
     for stack in ("1", "4"):
         out = tmp_path / f"stack{stack}"
-        cmd = [sys.executable, "-m", "birth", "reproduce", "fig3", "--scale", "tiny", "--seeds", "2", "--held-out", "0", "--jobs", "2",
-               "--stack", stack, "--out", str(out)]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        cmd = [sys.executable, "-m", "birth", "reproduce", "fig3", "--scale", "tiny", "--seeds", "2", "--held-out", "0",
+               "--jobs", "2", "--stack", stack, "--out", str(out)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
         assert done.returncode == 0, done.stderr[-500:]
         assert "12 runs trained, 0 reused, 0 failed" in done.stderr
         outs[stack] = out

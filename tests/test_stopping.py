@@ -27,7 +27,8 @@ from conftest import deterministic_lines
 
 pytestmark = pytest.mark.slow  # trains, in subprocesses
 
-COMMAND = ("reproduce", "fig3", "--scale", "tiny", "--seeds", "1", "--held-out", "0", "--jobs", "2")  # 6 runs of 30 steps
+# 6 runs of 30 steps
+COMMAND = ("reproduce", "fig3", "--scale", "tiny", "--seeds", "1", "--held-out", "0", "--jobs", "2")
 STEP_DELAY_S = 0.1   # 3 s a run: the signal lands in the middle of the first two
 STOP_WITHIN_S = 15   # from the signal to the last process of the tree gone (a loaded 2-core CI machine)
 

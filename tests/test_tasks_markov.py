@@ -291,7 +291,8 @@ def test_the_stationary_first_token_moves_the_exact_bayes_predictor_little():
             excess[s] += prob * (math.log(p) - math.log(q))                          # E[log full - log ngram] = E[KL]
     assert abs(mass - 1) < 1e-9
     assert (excess > 0).all()                                                       # the full posterior is better ...
-    assert excess.max() < 0.02                                                      # ... by under 0.02 nats (0.0166 at t = 0)
+    # ... by under 0.02 nats (0.0166 at t = 0)
+    assert excess.max() < 0.02
     assert (np.diff(excess) < 0).all()                                              # and less so later in the context
 
 

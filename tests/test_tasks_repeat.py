@@ -61,7 +61,8 @@ def test_bayes_copies_by_position_and_equals_a_loop():
         x = b.x[i].tolist()
         for s in range(13):
             want = np.full(7, 1 / 7)
-            if s + 1 >= h:                                                           # z_{s+1} = z_{s+1-h}, in the context
+            # z_{s+1} = z_{s+1-h}, in the context
+            if s + 1 >= h:
                 want = np.eye(7)[x[s + 1 - h]]
             np.testing.assert_array_equal(bayes[i, s], want)
     # exact: probability one on every copied target, and hence loss 0 off the global positions

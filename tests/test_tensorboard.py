@@ -24,7 +24,8 @@ def test_event_files_hold_the_metrics_and_attention_images(cli, tmp_path):
     for key in ("loss", "eval_acc_end", "eval_loss_head", "wo1_acc", "score2_acc"):
         expected = [(r["iter"], r[key]) for r in rows if r.get(key) is not None and math.isfinite(r[key])]
         assert [s for s, _ in scalars[key]] == [s for s, _ in expected], key
-        assert all(math.isclose(v, e, rel_tol=1e-6, abs_tol=1e-7) for (_, v), (_, e) in zip(scalars[key], expected)), key
+        assert all(math.isclose(v, e, rel_tol=1e-6, abs_tol=1e-7)
+                   for (_, v), (_, e) in zip(scalars[key], expected)), key
     acc = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0})
     acc.Reload()
     assert set(acc.Tags()["images"]) == {"attention/layer1", "attention/layer2"}

@@ -53,7 +53,8 @@ def test_three_top_down_steps_build_an_in_context_predictor_well_above_chance():
     by_step = {r["step"]: r for r in rows if r["order"] == "O2>K2>K1"}
     chance = 1 / 65
     assert by_step[3]["acc"] > 4 * chance
-    assert by_step[2]["acc"] > by_step[1]["acc"] + 0.01                                # W_K2's step adds in-context skill
+    # W_K2's step adds in-context skill
+    assert by_step[2]["acc"] > by_step[1]["acc"] + 0.01
     assert by_step[1]["wo1_acc"] > 0.5                                                  # W_O2 stores w_E(k) -> w_U(k)
     k2_alone = next(r for r in rows if r["order"] == "K2")
     assert k2_alone["grad_norm"] == 0.0 and k2_alone["acc"] < 2 * chance

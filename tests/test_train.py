@@ -50,7 +50,8 @@ def test_run_directory_layout(quick_run):
     assert run.read_config().optim_args.batch_size == 128
     floors = run.read_task()["floors"]
     assert 2.0 < floors["floor_loss_bigram"] < 2.4 and floors["floor_loss_head"] == 0.0
-    assert run.latest_checkpoint() is not None and json.loads((path / "summary.json").read_text())["status"] == "completed"
+    assert (run.latest_checkpoint() is not None
+            and json.loads((path / "summary.json").read_text())["status"] == "completed")
 
 
 def test_official_readme_command_runs_unchanged(tmp_path):

@@ -324,7 +324,8 @@ def main(args) -> int:
             print(json.dumps(ours))
             return 0
         naive = naive_sampler_speed(args.seq_len, args.k, args.repeats)
-        print(f"sampler  batch={args.batch} T={args.seq_len} K={args.k} random triggers, {ours['threads']} thread(s), {device}")
+        print(f"sampler  batch={args.batch} T={args.seq_len} K={args.k} random triggers, "
+              f"{ours['threads']} thread(s), {device}")
         print(f"  vectorised (birth.core.tasks): {ours['tokens_per_s']:>12,.0f} tokens/s")
         print(f"  per-token (official):    {naive['tokens_per_s']:>12,.0f} tokens/s")
         print(f"  ratio: {ours['tokens_per_s'] / naive['tokens_per_s']:.0f}x")
@@ -346,7 +347,8 @@ def main(args) -> int:
                 ("birth full pass (evaluation steps)", r["full_s"], r["full_speedup"]),
                 ("official computation", r["official_s"], 1.0))
         if r["bf16_s"]:
-            rows = rows[:1] + (("birth training step, bf16 autocast", r["bf16_s"], r["official_s"] / r["bf16_s"]),) + rows[1:]
+            rows = (rows[:1] + (("birth training step, bf16 autocast", r["bf16_s"], r["official_s"] / r["bf16_s"]),)
+                    + rows[1:])
         for label, seconds, ratio in rows:
             print(f"  {label:42s} {seconds * 1e3:9.1f} ms/step  {ratio:.2f}x")
         print(f"  (same weights; largest loss gap {r['loss_gap']:.1e}, relative)")

@@ -260,7 +260,8 @@ def _add_interop(sub) -> None:
     p = sub.add_parser("export", help="export a trained run to another toolkit")
     p.add_argument("format", choices=("transformer-lens",), help="target toolkit")
     p.add_argument("run_dir")
-    p.add_argument("--out", required=True, help="file to write (load it with birth.analysis.interop.load_transformer_lens)")
+    p.add_argument("--out", required=True,
+                   help="file to write (load it with birth.analysis.interop.load_transformer_lens)")
     p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("report", help="self-contained HTML report of a run or a reproduction output")
@@ -294,8 +295,10 @@ def _add_llc(sub) -> None:
     p.add_argument("run_dir", metavar="RUN")
     p.add_argument("--steps", help="checkpoint steps to measure, e.g. 100,300 (default: every saved checkpoint)")
     p.add_argument("--chains", type=int, default=d.chains, help="SGLD chains (default %(default)s)")
-    p.add_argument("--draws", type=int, default=d.draws, help="draws per chain, one SGLD step each (default %(default)s)")
-    p.add_argument("--burnin", type=int, default=d.burnin, help="SGLD steps before the first draw (default %(default)s)")
+    p.add_argument("--draws", type=int, default=d.draws,
+                   help="draws per chain, one SGLD step each (default %(default)s)")
+    p.add_argument("--burnin", type=int, default=d.burnin,
+                   help="SGLD steps before the first draw (default %(default)s)")
     p.add_argument("--lr", type=float, default=d.lr, help="SGLD step size epsilon (default %(default)s)")
     p.add_argument("--gamma", type=float, default=d.gamma, help="localization strength (default %(default)s)")
     p.add_argument("--nbeta", type=float, default=d.nbeta,

@@ -1,1 +1,2 @@
-"""Analysis: per-run plots, the paper's experiments (recipes, rules, claims), the theory, the HTML report and the TransformerLens export."""
+"""Analysis: per-run plots, the paper's experiments (recipes, rules, claims), the theory, the HTML report and the
+TransformerLens export."""

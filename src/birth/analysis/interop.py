@@ -74,7 +74,8 @@ def tl_config(model: Transformer) -> dict:
     d_mlp = max(_ffn_width(_ffn(layer)) for layer in model.layers)
     normed = a.arch == "full" and not a.no_norm
     scale = model.layers[0].attention.scale
-    return {"attn_scale": _tl_divisor(scale), "use_attn_scale": True,"d_model": a.dim, "d_head": a.dim // heads, "n_heads": heads, "n_layers": len(model.layers),
+    return {"attn_scale": _tl_divisor(scale), "use_attn_scale": True,
+            "d_model": a.dim, "d_head": a.dim // heads, "n_heads": heads, "n_layers": len(model.layers),
             "n_ctx": a.max_length, "d_vocab": model.vocab_size, "d_mlp": d_mlp or None,
             "attn_only": d_mlp == 0, "act_fn": "relu", "normalization_type": "LN" if normed else None,
             "eps": 1e-5, "positional_embedding_type": "standard", "architecture": "TransformerLensNative",

@@ -96,7 +96,8 @@ def pick_sequence(batch, length: int) -> int:
 # What the curves of a run are: shared by the PNGs here and the HTML report (birth.analysis.report)
 
 # task.json of runs made before the task plug-ins has no metric names: those of the paper's task
-PAPER_KEYS = {"in_context": {"loss": "loss_head", "acc": "acc_end"}, "global": {"loss": "loss_bigram", "acc": "acc_bigram"}}
+PAPER_KEYS = {"in_context": {"loss": "loss_head", "acc": "acc_end"},
+              "global": {"loss": "loss_bigram", "acc": "acc_bigram"}}
 MASK_LABELS = {"in_context": "in-context", "global": "global", "first": "first occurrence"}
 
 
@@ -142,7 +143,8 @@ def _ood_label(cfg, name: str) -> str:
         return "held-out output tokens (OOD split)"
     if name == "test" and hasattr(d, "bigram_outs_test"):  # the paper's task: the official ds_test
         if d.bigram_outs_test != d.bigram_outs_train:
-            return "test batch: outputs from the bigram (OOD)" if d.bigram_outs_test else "test batch: uniform outputs (OOD)"
+            return ("test batch: outputs from the bigram (OOD)" if d.bigram_outs_test
+                    else "test batch: uniform outputs (OOD)")
         return "second fixed batch (same distribution)"
     return f"{name} batch"
 
@@ -175,7 +177,8 @@ def run_panels(cfg, task: dict, rows: Sequence[dict] = ()) -> list[Panel]:
         if cfg.model_args.max_length > 64:
             probes.series.append(("wk0_64_acc", PROBE_KEYS["wk0_64_acc"]))
         else:
-            probes.note = f"$W_K^1$ t<64 (wk0_64) equals $W_K^1$ here (max_length = {cfg.model_args.max_length} \u2264 64)."
+            probes.note = (f"$W_K^1$ t<64 (wk0_64) equals $W_K^1$ here "
+                           f"(max_length = {cfg.model_args.max_length} \u2264 64).")
         probes.series.append(("score2_acc", "induction attention (score2)"))
         panels.append(probes)
     panels.append(Panel("heads", "head scores on repeated random tokens (best head)", "score",
@@ -185,7 +188,8 @@ def run_panels(cfg, task: dict, rows: Sequence[dict] = ()) -> list[Panel]:
     untrained = cfg.loss_head_only and "global" in names
     floors = task.get("floors", {})
     losses = Panel("losses", "loss on the evaluation batch", "cross-entropy (nats)",
-                   [(f"eval_{names[m]['loss']}", MASK_LABELS[m] + (", not trained" if m != "in_context" and untrained else ""))
+                   [(f"eval_{names[m]['loss']}",
+                     MASK_LABELS[m] + (", not trained" if m != "in_context" and untrained else ""))
                     for m in masks],
                    [(strategies[s]["in_context"]["loss"], f"strategy {s}, in-context") for s in refs]
                    + ([(floors["floor_loss_bigram"], "Bayes floor, global")] if "floor_loss_bigram" in floors else []),
@@ -222,7 +226,8 @@ def draw_panel(ax, panel: Panel, rows: list[dict]) -> None:
     for i, (value, label) in enumerate(panel.lines):
         if value is None or not np.isfinite(value):  # e.g. a strategy that gives the target no mass: infinite loss
             continue
-        ax.axhline(value, color=LINE_COLORS[i % len(LINE_COLORS)], ls=("--", ":", "-.", "-")[i % 4], lw=0.8, label=label)
+        ax.axhline(value, color=LINE_COLORS[i % len(LINE_COLORS)], ls=("--", ":", "-.", "-")[i % 4], lw=0.8,
+                   label=label)
     for (start, end, label), color in zip(panel.windows, WINDOW_COLORS * 4):
         ax.axvspan(start, end, color=color, alpha=0.12, lw=0, label=label)
     ax.set(title=panel.title, xlabel="iteration", ylabel=panel.ylabel)

@@ -1,1 +1,2 @@
-"""Baselines: the official computations, kept verbatim in algorithm, that benchmarks time against and tests use as oracles."""
+"""Baselines: the official computations, kept verbatim in algorithm, that benchmarks time against and tests use as
+oracles."""

@@ -124,7 +124,8 @@ def _cached_stats(path: str, size: int, mtime_ns: int, cache: bool) -> CorpusSta
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("BIRTH_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "birth")
+    return Path(os.environ.get("BIRTH_CACHE_DIR")
+                or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "birth")
 
 
 def _write_cache(where: Path, raw: dict) -> None:

@@ -133,7 +133,8 @@ class Block(nn.Module):
         if norm != "none":
             self.attention_norm = nn.LayerNorm(dim, eps=1e-5)
             self.ff_norm = nn.LayerNorm(dim, eps=1e-5)
-        for name in ("hook_resid_pre", "hook_attn_out", "hook_resid_post") + (("hook_mlp_out",) if ff is not None else ()):
+        for name in (("hook_resid_pre", "hook_attn_out", "hook_resid_post")
+                     + (("hook_mlp_out",) if ff is not None else ())):
             setattr(self, name, HookPoint(name))
 
     def _ln(self, name: str, x: torch.Tensor) -> torch.Tensor:

@@ -42,7 +42,8 @@ def parse_freeze_until(spec: str) -> list[tuple[int, str]]:
             try:
                 step = int(head)
             except ValueError:
-                raise ConfigError(f"freeze_until: {head!r} is not a step number in {raw!r} (format STEP:NAME,...)") from None
+                raise ConfigError(f"freeze_until: {head!r} is not a step number in {raw!r} "
+                                  "(format STEP:NAME,...)") from None
         elif step is None:
             raise ConfigError(f"freeze_until: {raw!r} has no step (format STEP:NAME,...)")
         else:

@@ -75,7 +75,8 @@ class TrainConfig:
                                "combine: 'log:40,500'")
     save_dir: Optional[str] = _f(None, "run directory (official name; --out takes precedence)")
     root_dir: str = _f("", "prefix of save_dir (official name)")
-    tensorboard: bool = _f(False, "also write the metrics and attention images to RUN/tensorboard/ (pip install 'birth[tensorboard]')")
+    tensorboard: bool = _f(False, "also write the metrics and attention images to RUN/tensorboard/ "
+                                  "(pip install 'birth[tensorboard]')")
     wandb: str = _f("", "also log the config, metrics and figures to Weights & Biases in RUN/wandb/: offline (nothing "
                     "leaves the machine; wandb sync RUN/wandb/offline-run-* uploads later) or online; '' is off "
                     "(pip install 'birth[wandb]')", choices=("", "offline", "online"))

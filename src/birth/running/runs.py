@@ -211,7 +211,8 @@ class RunDir:
         """(iterations (n,), loss at each position (n, T)) from loss_by_position.bin: the evaluation
         batch's loss at each of the T = ``length`` positions, one row per evaluation."""
         import numpy as np
-        rows = np.fromfile(self.positions_path, dtype=np.float32) if self.positions_path.exists() else np.zeros(0, np.float32)
+        rows = (np.fromfile(self.positions_path, dtype=np.float32) if self.positions_path.exists()
+                else np.zeros(0, np.float32))
         rows = rows[: len(rows) // (length + 1) * (length + 1)].reshape(-1, length + 1)
         return rows[:, 0].astype(int), rows[:, 1:]
 

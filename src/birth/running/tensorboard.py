@@ -23,7 +23,8 @@ class TensorBoardLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as err:
-            raise ConfigError(f"tensorboard=True needs the tensorboard package (pip install 'birth[tensorboard]'): {err}") from None
+            raise ConfigError("tensorboard=True needs the tensorboard package "
+                              f"(pip install 'birth[tensorboard]'): {err}") from None
         from birth.analysis.plots import pick_sequence
         self.path = run_path / "tensorboard"
         self.writer = SummaryWriter(str(self.path), purge_step=start_step or None)
@@ -35,7 +36,8 @@ class TensorBoardLog:
     def log(self, record: dict) -> None:
         step = int(record["iter"])
         for key, value in record.items():
-            if key != "iter" and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            if (key != "iter" and isinstance(value, (int, float)) and not isinstance(value, bool)
+                    and math.isfinite(value)):
                 self.writer.add_scalar(key, value, step)
         with torch.no_grad():
             _, patterns = self.setup.model(self.x, return_attn=True)

@@ -59,7 +59,8 @@ def _step_loss(cfg: TrainConfig, model, batch: Batch, keep: bool):
 def stop_signals():
     """SIGINT/SIGTERM raise ``Interrupted`` between steps, not in the middle of a write."""
     pending: list[int] = []
-    previous = {s: signal.signal(s, lambda signum, _frame: pending.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, lambda signum, _frame: pending.append(signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield pending
     finally:
@@ -131,7 +132,8 @@ class Trainee:
         o, d = self.cfg.optim_args, self.cfg.data_args
         self.summary.update(steps=step, final_metrics=dict(self.last), exit_code=code,
                             wall_seconds=round(self.elapsed_before + now - self.t0, 3),
-                            tokens_per_s=round((step - self.start) * o.batch_size * d.seq_length / max(now - self.t0, 1e-9)),
+                            tokens_per_s=round((step - self.start) * o.batch_size * d.seq_length
+                                               / max(now - self.t0, 1e-9)),
                             checkpoint=str(self.run.latest_checkpoint() or ""),
                             transition=transition(self.writer.content, self.accuracy_key))
         try:

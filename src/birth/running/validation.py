@@ -37,9 +37,11 @@ def validate(cfg: TrainConfig) -> None:
                     "model_args.max_length", "model_args.n_heads", "model_args.n_layers", "data_args.seq_length",
                     "max_iters", "eval_delta", "eval_batch_size", "keep_checkpoints"])
     _require(o.weight_decay >= 0, f"optim_args.weight_decay: must be >= 0, got {o.weight_decay}")
-    for key, value in (("optim_args.momentum", o.momentum), ("optim_args.beta1", o.beta1), ("optim_args.beta2", o.beta2)):
+    for key, value in (("optim_args.momentum", o.momentum), ("optim_args.beta1", o.beta1),
+                       ("optim_args.beta2", o.beta2)):
         _require(0 <= value < 1, f"{key}: must be in [0, 1), got {value}")
-    _require(cfg.checkpoint_every >= 0, f"checkpoint_every: must be >= 0 (0 = only at the end), got {cfg.checkpoint_every}")
+    _require(cfg.checkpoint_every >= 0,
+             f"checkpoint_every: must be >= 0 (0 = only at the end), got {cfg.checkpoint_every}")
     checkpoint_steps(cfg.checkpoint_steps, cfg.max_iters)
     for key in ("seed", "init_seed", "eval_seed"):  # numpy's SeedSequence refuses negative seeds
         _require(getattr(cfg, key) >= 0, f"{key}: must be >= 0, got {getattr(cfg, key)}")

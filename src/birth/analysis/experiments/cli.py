@@ -1,4 +1,5 @@
-"""``birth reproduce NAME|all [--scale tiny|quick|laptop|paper] [--seeds N] [--jobs J] [--stack N] [--out DIR] [--show-config]``."""
+"""``birth reproduce NAME|all [--scale tiny|quick|laptop|paper] [--seeds N] [--first-seed S] [--held-out H]
+[--jobs J] [--stack N] [--out DIR] [--show-config]``."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,8 @@ SCALE_HELP = ("laptop (default): every claim checked, 'all' within the hour on 2
 
 def register(subparsers) -> None:
     from birth.analysis.experiments import recipes
-    from birth.analysis.experiments.recipe import DEFAULT_FIRST_SEED, DEFAULT_HELD_OUT, DEFAULT_SCALE, DEFAULT_SEEDS, SCALES
+    from birth.analysis.experiments.recipe import (
+        DEFAULT_FIRST_SEED, DEFAULT_HELD_OUT, DEFAULT_SCALE, DEFAULT_SEEDS, SCALES)
     names = list(recipes())
     p = subparsers.add_parser(
         "reproduce", help="run the experiments of a paper figure, plot them and check the paper's claims",
@@ -35,7 +37,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", default="reproduce_out", help="output folder (default %(default)s)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether they are complete; train nothing")
     p.add_argument("--show-config", action="store_true",
-                   help="print the resolved config of every condition the recipe trains at --scale (YAML); train nothing")
+                   help="print the resolved config of every condition the recipe trains at --scale (YAML); "
+                        "train nothing")
     from birth.running.launch_cli import add_arguments
     add_arguments(p)  # --jobs, --threads, --stack, --backend and the Slurm options, as birth sweep
     p.set_defaults(func=handler)

@@ -14,7 +14,9 @@ import numpy as np
 import torch
 
 from birth.analysis.experiments.figures import save, style, write_csv
-from birth.analysis.experiments.recipe import SCALE_STATUS, Output, Recipe, Results, Size, describe, load_model, simplified, smaller_than_paper, paper_size, tiny_size
+from birth.analysis.experiments.recipe import (
+    SCALE_STATUS, Output, Recipe, Results, Size, describe, load_model, simplified, smaller_than_paper, paper_size,
+    tiny_size)
 from birth.analysis.experiments.rules import Checks, FinalAtLeast
 from birth.core.metrics import detection_patterns
 

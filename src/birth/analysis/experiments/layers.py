@@ -4,7 +4,8 @@ accuracy and the global / in-context losses against the task's Bayes floors."""
 from __future__ import annotations
 
 from birth.analysis.experiments.figures import COLORS, CurveTable, floor_line, save, style
-from birth.analysis.experiments.recipe import SCALE_STATUS, Output, Recipe, Results, Size, describe, full_model, paper_size, tiny_size
+from birth.analysis.experiments.recipe import (
+    SCALE_STATUS, Output, Recipe, Results, Size, describe, full_model, paper_size, tiny_size)
 from birth.analysis.experiments.rules import ACC, Checks
 
 NAME = "layers"
@@ -74,7 +75,8 @@ RULES = (
                     "the counts of the tokens so far, not which followed which: what one attention layer can know) "
                     "on the same batch",
            checks=(("2 layers", ">=", 0.9), ("1 layer - order-free", "<=", ORDER_FREE_SLACK)),
-           note="the one-layer bound added after a 0.53 one-layer accuracy (35x chance) had passed the two-layer-only rule"),
+           note="the one-layer bound added after a 0.53 one-layer accuracy (35x chance) had passed the "
+                "two-layer-only rule"),
 )
 
 

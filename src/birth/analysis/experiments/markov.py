@@ -122,8 +122,8 @@ RULES = (
                                          "strictly before the KL from the bigram (Bayes) strategy falls below it",
             checks=(("order", ">", 0.0),)),
     Checks("M2", "The final loss approaches the Bayes loss", FIGURE, measure_fn=approaches_bayes, needs=(DIRICHLET,),
-           describe="Dirichlet prior, final in-context loss: its excess over the Bayes strategy's loss as a fraction of "
-                    "the unigram strategy's excess (the same evaluation batch)",
+           describe="Dirichlet prior, final in-context loss: its excess over the Bayes strategy's loss as a "
+                    "fraction of the unigram strategy's excess (the same evaluation batch)",
            checks=(("excess / (unigram - Bayes)", "<=", 0.2),)),
     _Within("M3", "Without the unigram shortcut (doubly-stochastic prior) the bigram solution comes sooner "
                   "[our reading of their mixture experiment, moderate confidence]", FIGURE,

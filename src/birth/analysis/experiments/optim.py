@@ -3,7 +3,8 @@ model with fixed triggers (SPEC §5 appendix list: "Adam vs SGD", "dimension swe
 from __future__ import annotations
 
 from birth.analysis.experiments.figures import COLORS, CurveTable, save, style
-from birth.analysis.experiments.recipe import SCALE_STATUS, Output, Recipe, Results, Size, describe, simplified, smaller_than_paper, paper_size, tiny_size
+from birth.analysis.experiments.recipe import (
+    SCALE_STATUS, Output, Recipe, Results, Size, describe, simplified, smaller_than_paper, paper_size, tiny_size)
 from birth.analysis.experiments.rules import ACC, FinalAtLeast, IncreasesWith
 
 NAME = "optim"

@@ -112,7 +112,8 @@ class Size:
     checkpoint_every: int = 0  # paper scale: hours-long runs survive a lost node (0: at the end only)
 
     def keys(self) -> dict:
-        return {"checkpoint_every": self.checkpoint_every, "data_args.seq_length": self.T, "model_args.max_length": self.T, "model_args.dim": self.d,
+        return {"checkpoint_every": self.checkpoint_every, "data_args.seq_length": self.T,
+                "model_args.max_length": self.T, "model_args.dim": self.d,
                 "optim_args.batch_size": self.batch, "max_iters": self.steps,
                 "optim_args.learning_rate": self.lr, "eval_delta": self.eval_every,
                 "eval_batch_size": self.eval_batch, "device": self.device}

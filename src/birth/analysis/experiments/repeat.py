@@ -123,7 +123,8 @@ def plot(res: Results, out: Output) -> list:
 
 
 def setup(scale: str, configs: dict) -> str:
-    return (f"Uniform random tokens (V = {V}) repeated with a period drawn per sequence in ceil((T+1)/4)..ceil((T+1)/2); "
+    return (f"Uniform random tokens (V = {V}) repeated with a period drawn per sequence in "
+            f"ceil((T+1)/4)..ceil((T+1)/2); "
             f"2-layer attention-only transformer (pre-LN, one head, learned positions), loss on every position; "
             f"{describe(configs[GROUP])}.")
 

@@ -57,7 +57,8 @@ def _reproduction(root: Path) -> dict:
     run_dirs = [p for p in sorted((root / "runs").glob("*")) if RunDir(p).holds_run() and RunDir(p).checkpoints()]
     return {"kind": "reproduction", "title": f"birth reproduction {root.name}",
             "command": state.get("last", {}).get("command", ""),
-            "claims": [{k: str(c.get(k, "")) for k in ("id", "claim", "figure", "rule", "measured", "verdict", "reason")}
+            "claims": [{k: str(c.get(k, ""))
+                        for k in ("id", "claim", "figure", "rule", "measured", "verdict", "reason")}
                        for c in claims],
             "figures": figures, "runs_total": len(run_dirs),
             "runs": [run_payload(p) for p in run_dirs[:MAX_RUNS]]}
@@ -102,7 +103,8 @@ def run_payload(path: Path) -> dict:
         if not series:  # nothing this run logged for it (e.g. the paper's probes in another task)
             continue
         panels.append({"name": p.name, "title": html.escape(p.title), "ylabel": p.ylabel, "series": series,
-                       "lines": [{"value": v, "label": label_html(lab)} for v, lab in p.lines if _finite(v) is not None],
+                       "lines": [{"value": v, "label": label_html(lab)} for v, lab in p.lines
+                                 if _finite(v) is not None],
                        "note": label_html(p.note), "ylim": p.ylim, "log": p.log,
                        "windows": [{"start": a, "end": b, "label": html.escape(lab)} for a, b, lab in p.windows]})
     return {"name": path.name, "config": dump_yaml(cfg), "status": summary.get("status", "unknown"),
@@ -172,7 +174,8 @@ def tl_check(setup, n_seqs: int = 32) -> dict:
     with torch.no_grad():
         native = head_scores(setup.model(tokens, return_attn=True)[1], tokens)
     tl = tl_head_scores(bridge, tokens)
-    heads = {kind: {"birth": [[native[f"head_{kind}_l{layer}h{h}"] for h in range(len(row))] for layer, row in enumerate(tl[kind])],
+    heads = {kind: {"birth": [[native[f"head_{kind}_l{layer}h{h}"] for h in range(len(row))]
+                              for layer, row in enumerate(tl[kind])],
                     "transformer_lens": tl[kind]} for kind in HEAD_SCORES}
     return {"max_logit_diff": float((ours - theirs).abs().max()), "max_attention_diff": attn_diff,
             "n_seqs": len(x), "heads": heads, "head_tokens": list(tokens.shape)}

@@ -105,7 +105,8 @@ def capacity_summary(rows: list[dict], facts: dict) -> list[str]:
     lines = [f"Outer-product memory W = sum v_j u_i^T of |M| random one-to-one pairs, unit-variance embeddings, "
              f"d in {dims}, |M| in {sizes}; learned memory: {facts['steps']} full-batch GD steps on the "
              f"cross-entropy from W = 0, for |M| <= {max_learned}.",
-             f"- measured cross-talk / sqrt((|M|-1)/d): mean {ratio.mean():.3f}, range [{ratio.min():.3f}, {ratio.max():.3f}]",
+             f"- measured cross-talk / sqrt((|M|-1)/d): mean {ratio.mean():.3f}, "
+             f"range [{ratio.min():.3f}, {ratio.max():.3f}]",
              f"- recall vs its Gaussian prediction: largest gap {gap:.3f}"]
     for d in dims:
         full = [n for n in sizes if get(d, n, "recall_outer") >= 0.99]
@@ -367,7 +368,8 @@ def three_steps_summary(rows: list[dict], facts: dict) -> list[str]:
               "end result, as Theorem 3 asks: step 1 by the lowest held-out loss, then steps 2 and 3 together "
               "(every size of step 2 on the grid, each followed by step 3's gradient and line search) for the "
               "highest held-out accuracy after step 3; the same search for every order:", "",
-              "| d | after O2 | O2>K2 | O2>K2>K1 | wk1 | wk0 | " + " | ".join(OTHERS) + " |", "|---" * (6 + len(OTHERS)) + "|"]
+              "| d | after O2 | O2>K2 | O2>K2>K1 | wk1 | wk0 | " + " | ".join(OTHERS) + " |",
+              "|---" * (6 + len(OTHERS)) + "|"]
     for d in facts["ideal_dims"]:
         s3 = pick("O2>K2>K1", d, 3, True)
         lines.append(f"| {d} | " + " | ".join(f"{pick('O2>K2>K1', d, k, True)['acc']:.3f}" for k in (1, 2, 3))

@@ -250,7 +250,8 @@ class ThreeSteps:
         def after_third(s2: float) -> tuple[float, float]:
             state2 = {**state1, second: state1[second] + s2 * d2}
             d3, g3 = self.direction(state2, third)
-            s3, value = grid_search(self.cfg.grid, lambda s: in_context_at(self, {**state2, third: state2[third] + s * d3}),
+            s3, value = grid_search(self.cfg.grid,
+                                    lambda s: in_context_at(self, {**state2, third: state2[third] + s * d3}),
                                     lambda v, s: (-v[1], v[0], s))
             tried[s2] = (d3, g3, s3)
             return value
@@ -262,7 +263,8 @@ class ThreeSteps:
         return [(first, d1, g1, s1), (second, d2, g2, s2), (third, d3, g3, s3 if g3 > 0 else 0.0)]
 
 
-def grid_search(grid: tuple, score: Callable[[float], tuple], key: Callable[[tuple, float], tuple]) -> tuple[float, tuple]:
+def grid_search(grid: tuple, score: Callable[[float], tuple],
+                key: Callable[[tuple, float], tuple]) -> tuple[float, tuple]:
     """(best s, its score) over ``grid``, minimising key(score(s), s): whole decades (every other
     entry) first, then the entries on either side of the best."""
     grid, scores = list(grid), {}

@@ -42,7 +42,8 @@ def _scan() -> None:
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, Task) and value.name and value.__module__ == module.__name__:
+            if (isinstance(value, type) and issubclass(value, Task) and value.name
+                    and value.__module__ == module.__name__):
                 _REGISTRY.setdefault(value.name, value)
 
 

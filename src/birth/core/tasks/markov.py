@@ -251,7 +251,8 @@ class MarkovTask(Task):
         code, _ = S.context_codes(b.x, n, ctx)
         p = b.latents["transition"]
         probs = p.gather(1, code[..., None].expand(-1, -1, n))                        # (B, T, N): rows of the codes
-        for s in range(min(ctx - 1, t)):                                              # y_s is x_{s+1} of the initial context
+        # y_s is x_{s+1} of the initial context
+        for s in range(min(ctx - 1, t)):
             # law of (x_{s+1}, x_s, ..., x_0): sum the initial law over the older digits x_{s+2..}
             joint = b.latents["initial"].view(bs, -1, n ** (s + 2)).sum(1).view(bs, n, n ** (s + 1))
             prefix = sum(b.x[:, i] * n ** i for i in range(s + 1))                    # (B,): x_0..x_s

@@ -358,7 +358,8 @@ class TriggersTask(Task):
         from birth.core.probes import attention_probes, loss_metrics
         res = loss_metrics(logits, batch.y, batch.outs, prefix)
         if patterns:
-            res.update({prefix + k: v for k, v in attention_probes(batch.x, batch.y, batch.outs, logits, patterns).items()})
+            res.update({prefix + k: v
+                        for k, v in attention_probes(batch.x, batch.y, batch.outs, logits, patterns).items()})
         return res
 
     def weight_metrics(self, model) -> dict:
