@@ -36,10 +36,10 @@ def band(ax, iters: np.ndarray, values: np.ndarray, label: str, color: str, ls: 
         ax.fill_between(iters, lo, hi, color=color, alpha=0.2, linewidth=0)
 
 
-def floor_line(ax, value: float, label: str, color: str = "0.4") -> None:
-    """A dotted horizontal reference line labelled at the left end."""
+def floor_line(ax, value: float, label: str, color: str = "0.4", ls: str = ":") -> None:
+    """A horizontal reference line (dotted unless ``ls`` says otherwise) labelled at the left end."""
     if value is not None and math.isfinite(value):
-        ax.axhline(value, color=color, ls=":", lw=0.8)
+        ax.axhline(value, color=color, ls=ls, lw=0.8)
         ax.annotate(label, (0.01, value), xycoords=("axes fraction", "data"), ha="left", va="bottom",
                     fontsize=6, color=color)
 

@@ -145,15 +145,15 @@ def plot(res: Results, out: Output) -> list:
             for (key, label), color in zip(((KL_UNI, "KL from unigram"), (KL_BI, "KL from bigram (Bayes)"),
                                             ("eval_kl_uniform_in_context", "KL from uniform")), COLORS):
                 table.plot(ax, res, group, group, key, label, color)
-            ax.set(title=f"{group}: KL(strategy || model)", xlabel="iteration", ylabel="nats", yscale="log")
+            ax.set(title=f"{group}:\nKL(strategy || model)", xlabel="iteration", ylabel="nats", yscale="log")
             ax.legend(frameon=False, fontsize=6)
         ax = axes[2]
         for group, color in zip((DIRICHLET, DOUBLY), COLORS):
             if group in res.groups():
                 table.plot(ax, res, "loss", group, LOSS, group, color)
                 for name, ls in (("ngram", ":"), ("unigram", "--")):
-                    floor_line(ax, float(np.mean(_strategy_loss(res, group, name))), f"{name}", color)
-        ax.set(title="in-context loss (dotted: Bayes, dashed: unigram)", xlabel="iteration", ylabel="nats")
+                    floor_line(ax, float(np.mean(_strategy_loss(res, group, name))), f"{name}", color, ls)
+        ax.set(title="in-context loss\n(dotted: Bayes n-gram, dashed: unigram)", xlabel="iteration", ylabel="nats")
         ax.legend(frameon=False, fontsize=6)
         fig.tight_layout()
         paths = save(fig, out.figures, NAME, SCALE_STATUS[res.scale])

@@ -112,7 +112,7 @@ def plot(res: Results, out: Output) -> list:
             twin.set_ylabel("ICL score (nats)")
             h1, l1 = a2.get_legend_handles_labels()
             h2, l2 = twin.get_legend_handles_labels()
-            a2.legend(h1 + h2, l1 + l2, frameon=False, fontsize=6, loc="center right")
+            a2.legend(h1 + h2, l1 + l2, frameon=False, fontsize=6, loc="upper right")  # the empty corner
         a1.set(title="loss on the evaluation batch", xlabel="iteration", ylabel="nats")
         a1.legend(frameon=False, fontsize=6)
         a2.set(title="head scores and the ICL score", xlabel="iteration", ylabel="score", ylim=(-0.02, 1.02))
