@@ -94,7 +94,7 @@ def plot(res: Results, out: Output) -> list:
     table = CurveTable()
     groups = res.groups()
     with style():
-        fig, axes = plt.subplots(2, max(len(groups), 1), figsize=(7.5, 3.0), sharex=True, sharey=True,
+        fig, axes = plt.subplots(2, max(len(groups), 1), figsize=(7.5, 3.0), sharex="col", sharey=True,
                                  squeeze=False)
         for j, g in enumerate(groups):
             top, bottom = axes[0, j], axes[1, j]

@@ -90,8 +90,11 @@ def plot(res: Results, out: Output) -> list:
             if g:
                 floor_line(ax, res.floors(g)["nocontext_loss_head"], "no-context ($\\log N$)")
                 floor_line(ax, res.floors(g)["floor_loss_head"], "in-context floor")
-        ax.set(title="(a) in-context loss (solid), global loss (dashed); dotted: floors", xlabel="iteration",
-               ylabel="loss (nats)")
+        ax.set(title="(a) in-context loss (solid), global loss (dashed); dotted: floors",
+               xlabel="iteration (log scale past 20)", ylabel="loss (nats)")
+        # the random trigger runs longer (RANDOM_TRIGGER_STEPS): a log axis shows the global loss's
+        # first 100 steps and the in-context loss's thousands in one panel
+        ax.set_xscale("symlog", linthresh=20, linscale=0.3)
         top = ax.get_ylim()[1]
         ax.set_ylim(-0.2, top + 2.2)  # head room for the legend above the curves
         ax.legend(loc="upper right", ncol=2, frameon=False, fontsize=5.5, columnspacing=0.8, handlelength=1.5)
