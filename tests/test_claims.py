@@ -140,6 +140,9 @@ def test_the_margin_is_the_worst_seed_and_thin_below_the_spread():
     assert text.startswith("gap: 0.02") and thin          # 0.02 < the seeds' spread of 0.15
     text, thin = C.margin_of([{"gap": 0.30}, {"gap": 0.28}, {"gap": 0.31}], {})
     assert text.startswith("gap: 0.28") and not thin
+    # a seed exactly on its threshold (rho 0.8 against 0.8 reads -1.1e-16 in floating point) has no room
+    text, thin = C.margin_of([{"rho": 0.2}, {"rho": -1.1e-16}, {"rho": -1.1e-16}], {})
+    assert text.startswith("rho: 0 ") and thin
 
 
 # ---------------------------------------------------------------------------------------------

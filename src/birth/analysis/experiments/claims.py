@@ -212,6 +212,7 @@ def margin_of(slacks: Sequence[dict[str, float]], units: dict[str, str]) -> tupl
         if not values:
             continue
         worst = min(values)
+        worst = 0.0 if abs(worst) < EPS else worst  # on the threshold (rho 0.8 - 0.8 reads -1e-16): no room
         spread = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
         score = (worst / spread if spread > 0 else (math.inf if worst > 0 else -math.inf), worst)
         if best is None or score < best[0]:
