@@ -95,6 +95,7 @@ def plot(res: Results, out: Output) -> list:
         # the random trigger runs longer (RANDOM_TRIGGER_STEPS): a log axis shows the global loss's
         # first 100 steps and the in-context loss's thousands in one panel
         ax.set_xscale("symlog", linthresh=20, linscale=0.3)
+        ax.set_xlim(left=0)  # symlog would also show negative iterations
         top = ax.get_ylim()[1]
         ax.set_ylim(-0.2, top + 2.2)  # head room for the legend above the curves
         ax.legend(loc="upper right", ncol=2, frameon=False, fontsize=5.5, columnspacing=0.8, handlelength=1.5)

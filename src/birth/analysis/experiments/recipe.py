@@ -23,7 +23,7 @@ import numpy as np
 from birth.running.config import ConfigError, TrainConfig
 
 # tiny: seconds per run, for the tests; quick: a preview in minutes; laptop: every claim on 2 CPU
-# cores within the hour (the default); paper: the paper's sizes, for a GPU.
+# cores in 1.5 to 2 hours (the default); paper: the paper's sizes, for a GPU.
 SCALES = ("tiny", "quick", "laptop", "paper")
 DEFAULT_SCALE = "laptop"
 DEFAULT_SEEDS = 3
