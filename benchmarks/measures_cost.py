@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from birth.analysis.experiments import recipes
-from birth.analysis.experiments.recipe import PILOT_SEEDS, seed_overrides
-from birth.running import evaluation as E
-from birth.running import train as T
-from birth.running.validation import resolve_config
+from birth.experiments import all_recipes
+from birth.experiments.recipe import PILOT_SEEDS, seed_overrides
+from birth.training import evaluation as E
+from birth.training import loop as T
+from birth.training.validation import resolve_config
 
 NEW = (E.strategies, E.in_context_score, E.heads)
 
@@ -60,7 +60,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    overrides = {**recipes()[a.recipe].conditions("laptop")[a.condition], **seed_overrides(PILOT_SEEDS),
+    overrides = {**all_recipes()[a.recipe].conditions("laptop")[a.condition], **seed_overrides(PILOT_SEEDS),
                  "max_iters": a.steps}
     cfg = resolve_config(None, overrides)
     times = {"with": [], "without": []}

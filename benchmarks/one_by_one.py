@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from birth.analysis.experiments.recipe import Output
-from birth.analysis.experiments.reproduce import plan, resolve_names
+from birth.experiments.recipe import Output
+from birth.experiments.reproduce import plan, resolve_names
 
 
 def _seconds(cmd: list[str]) -> float:

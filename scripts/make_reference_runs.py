@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from birth.running.launch import config_hash
-from birth.running.train import train
-from birth.running.validation import resolve_config
+from birth.launching.local import config_hash
+from birth.training.loop import train
+from birth.training.validation import resolve_config
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "reference"
 TINY = {"max_iters": 40, "eval_delta": 10, "optim_args.batch_size": 16, "eval_batch_size": 16,

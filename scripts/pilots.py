@@ -15,11 +15,11 @@ import math
 import sys
 from pathlib import Path
 
-from birth.analysis.experiments import fig2, fig3, fig4, layers
-from birth.analysis.experiments.recipe import PILOT_SEEDS, seed_overrides
-from birth.running.build import parse_freeze_until
-from birth.running.launch import LocalBackend, make_job, run_jobs
-from birth.running.runs import RunDir
+from birth.experiments.recipes import fig2, fig3, fig4, layers
+from birth.experiments.recipe import PILOT_SEEDS, seed_overrides
+from birth.training.build import parse_freeze_until
+from birth.launching.local import LocalBackend, make_job, run_jobs
+from birth.training.runs import RunDir
 
 # The simplified model on the in-context loss with frozen embeddings and W_U, SGD + momentum 0.9.
 BASE = {"loss_head_only": True, "model_args.freeze_embeddings": True, "model_args.freeze_output": True,

@@ -69,8 +69,8 @@ def reference_run(cli, tmp_path_factory):
 
 def reproduce_tiny(name: str, out, seeds: int = 1):
     """Runs recipe ``name`` end to end at the test-only tiny scale, in this process."""
-    from birth.analysis.experiments.reproduce import reproduce
-    from birth.running.launch import LocalBackend
+    from birth.experiments.reproduce import reproduce
+    from birth.launching.local import LocalBackend
     return reproduce(name, scale="tiny", seeds=seeds, out=out, backend=LocalBackend(jobs=1, in_process=True),
                      log=lambda s: None)
 

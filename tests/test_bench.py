@@ -12,7 +12,7 @@ import pytest
 
 from birth import bench
 from birth.bench import INDUCTION, OFFICIAL_EVALUATION, time_to_induction
-from birth.running.config import ConfigError, build_config, flat_dict
+from birth.training.config import ConfigError, build_config, flat_dict
 
 slow = pytest.mark.slow  # trains, or starts a subprocess
 
@@ -253,10 +253,10 @@ def test_one_by_one_trains_the_runs_reproduce_plans(tmp_path):
     import importlib.util
     from pathlib import Path
 
-    from birth.analysis.experiments.recipe import Output
-    from birth.analysis.experiments.reproduce import plan, resolve_names
-    from birth.running.launch import config_hash
-    from birth.running.validation import resolve_config
+    from birth.experiments.recipe import Output
+    from birth.experiments.reproduce import plan, resolve_names
+    from birth.launching.local import config_hash
+    from birth.training.validation import resolve_config
     path = Path(__file__).parents[1] / "benchmarks" / "one_by_one.py"
     spec = importlib.util.spec_from_file_location("one_by_one", path)
     one_by_one = importlib.util.module_from_spec(spec)

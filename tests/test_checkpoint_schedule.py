@@ -2,11 +2,11 @@
 transitions), kept for analysis and read by the report's slider."""
 import pytest
 
-from birth.running.build import checkpoint_steps, log_spaced
-from birth.running.config import ConfigError
-from birth.running.runs import RunDir
-from birth.running.train import train
-from birth.running.validation import resolve_config
+from birth.training.build import checkpoint_steps, log_spaced
+from birth.training.config import ConfigError
+from birth.training.runs import RunDir
+from birth.training.loop import train
+from birth.training.validation import resolve_config
 
 
 def test_log_spaced_steps_are_distinct_dense_early_and_end_at_the_last_step():

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from birth.analysis.experiments import claims as C
-from birth.analysis.experiments import fig2, fig3, fig4, layers, optim
-from birth.analysis.experiments.recipe import Results
-from birth.analysis.experiments.rules import ACC, evaluate
+from birth.experiments import claims as C
+from birth.experiments.recipes import fig2, fig3, fig4, layers, optim
+from birth.experiments.recipe import Results
+from birth.experiments.rules import ACC, evaluate
 
 ITERS = list(range(0, 200, 10))
 
@@ -38,7 +38,7 @@ class FakeResults(Results):
         self._tasks = tasks or {}
         self._configs = recipe.RECIPE.configs(scale)
         if changes:
-            from birth.running.config import apply
+            from birth.training.config import apply
             self._configs = {g: apply(c, changes) for g, c in self._configs.items()}
 
     def metrics(self, path):
@@ -73,7 +73,7 @@ def test_first_reach_finds_the_first_crossing_or_never():
 
 def test_never_is_not_after_where_a_claim_says_something_is_learned():
     """The loophole of the old rules: an event that never happened counted as after the others."""
-    from birth.analysis.experiments.rules import ReachOrder
+    from birth.experiments.rules import ReachOrder
     learned = ReachOrder("x", "c", "f", group="g", events=(("a_acc", 0.5), ("b_acc", 0.5)))
     faster = ReachOrder("y", "c", "f", group="g", events=(("a_acc", 0.5), ("b_acc", 0.5)), censored=True)
     never_b = {"a": 10.0, "b": math.inf}
@@ -152,7 +152,7 @@ F = 150
 class Fig3Results(FakeResults):
     def __init__(self, logs, **kw):
         super().__init__(fig3, logs, **kw)
-        from birth.running.config import apply
+        from birth.training.config import apply
         self._configs = {g: apply(c, {"freeze_until": re.sub(r"^\d+:", f"{F}:", c.freeze_until)})
                          for g, c in self._configs.items()}
 
@@ -340,10 +340,10 @@ def test_fig2_any_repeat_rule_pass_and_fail(monkeypatch):
 
 
 def test_claim_ids_are_unique_and_every_threshold_is_in_its_text():
-    from birth.analysis.experiments import recipes
-    ids = [rule.id for r in recipes().values() for rule in r.rules]
+    from birth.experiments import all_recipes
+    ids = [rule.id for r in all_recipes().values() for rule in r.rules]
     assert len(ids) == len(set(ids))
-    for r in recipes().values():
+    for r in all_recipes().values():
         res = Results("laptop", {}, [])
         for rule in r.rules:
             text = rule.text(res)

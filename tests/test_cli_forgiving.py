@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from birth.cli import main, parse
-from birth.running.config import ConfigError, parse_overrides
+from birth.training.config import ConfigError, parse_overrides
 
 
 def test_overrides_may_come_before_and_after_flags():

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from birth.core import corpus
-from birth.core.corpus import CorpusError, bundled_stats, stats_from_file, stats_from_text
+from birth.tasks.triggers import corpus
+from birth.tasks.triggers.corpus import CorpusError, bundled_stats, stats_from_file, stats_from_text
 
 
 def test_bundled_table_is_tiny_shakespeare_statistics():
@@ -100,7 +100,7 @@ def test_a_1_gb_corpus_is_counted_in_bounded_memory(tmp_path):
             f.write(block)
     script = (
         "import resource, sys, time\n"
-        "from birth.core.corpus import stats_from_file\n"
+        "from birth.tasks.triggers.corpus import stats_from_file\n"
         "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "t = time.perf_counter(); s = stats_from_file(sys.argv[1], cache=False)\n"
         "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"

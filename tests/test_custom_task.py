@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import birth
-from birth.core import tasks
-from birth.running.validation import resolve_config
+from birth import tasks
+from birth.training.validation import resolve_config
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 CONFIG = {"data_args.task": "lookup:LookupTask", "data_args.keys": 6, "data_args.seq_length": 24,

@@ -3,8 +3,8 @@ and the initialisation seed (``init_seed``) each move only what they name."""
 import pytest
 import torch
 
-from birth.running.build import build_setup
-from birth.running.validation import resolve_config
+from birth.training.build import build_setup
+from birth.training.validation import resolve_config
 from conftest import same_metrics
 
 pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from birth.cli import main
-from birth.running.runs import RunDir
+from birth.training.runs import RunDir
 
 pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
 

@@ -24,14 +24,14 @@ def test_bad_stack_options_are_usage_errors(capsys, tmp_path):
 
 
 def test_bf16_runs_get_their_own_names_and_float32_runs_keep_theirs(tmp_path, monkeypatch):
-    from birth.analysis.experiments import recipes
-    from birth.analysis.experiments.recipe import Output
-    from birth.analysis.experiments.reproduce import plan
-    from birth.running import validation
+    from birth.experiments import all_recipes
+    from birth.experiments.recipe import Output
+    from birth.experiments.reproduce import plan
+    from birth.training import validation
     # naming a run needs no bf16 kernel: plan() validates each config, which refuses bf16 on a CPU
     # without it, so this CPU's answer is set aside here (the refusal has its own test in test_precision)
     monkeypatch.setattr(validation, "bf16_cpu", lambda: True)
-    names = list(recipes())
+    names = list(all_recipes())
     f32, bf16 = (plan(names, "laptop", 1, Output(tmp_path), p) for p in ("float32", "bf16"))
     dirs = lambda planned: {job.run_dir for pairs in planned.values() for _, job in pairs}
     assert dirs(f32).isdisjoint(dirs(bf16)) and len(dirs(f32)) == len(dirs(bf16))
@@ -39,12 +39,12 @@ def test_bf16_runs_get_their_own_names_and_float32_runs_keep_theirs(tmp_path, mo
 
 
 def test_dry_run_lists_runs_and_trains_nothing(capsys, tmp_path):
-    from birth.analysis.experiments import recipes
+    from birth.experiments import all_recipes
     # distinct configs over every recipe, the default seeds (3 published, 3 held out): the count the
     # dry run must announce
-    from birth.analysis.experiments.reproduce import plan
-    from birth.analysis.experiments.recipe import Output, Seeds
-    planned = plan(list(recipes()), "laptop", Seeds.of(), Output(tmp_path))
+    from birth.experiments.reproduce import plan
+    from birth.experiments.recipe import Output, Seeds
+    planned = plan(list(all_recipes()), "laptop", Seeds.of(), Output(tmp_path))
     n = len({job.run_dir for pairs in planned.values() for _, job in pairs})
     assert main(["reproduce", "all", "--dry-run", "--out", str(tmp_path)]) == 0
     err = capsys.readouterr().err
@@ -55,7 +55,7 @@ def test_dry_run_lists_runs_and_trains_nothing(capsys, tmp_path):
 
 def test_show_config_prints_every_condition_as_it_is_trained(capsys):
     import yaml
-    from birth.analysis.experiments import fig3
+    from birth.experiments.recipes import fig3
     assert main(["reproduce", "fig3", "--show-config", "--scale", "laptop"]) == 0
     docs = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
     assert len(docs) == len(fig3.conditions("laptop"))

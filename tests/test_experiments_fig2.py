@@ -10,8 +10,8 @@ import pytest
 from conftest import reproduce_tiny
 import torch
 
-from birth.analysis.experiments import fig2
-from birth.running.runs import RunDir
+from birth.experiments.recipes import fig2
+from birth.training.runs import RunDir
 
 pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
 

@@ -8,8 +8,8 @@ import pytest
 
 from conftest import reproduce_tiny
 
-from birth.analysis.experiments import fig4
-from birth.running.runs import RunDir
+from birth.experiments.recipes import fig4
+from birth.training.runs import RunDir
 
 pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
 

@@ -5,7 +5,7 @@ import pytest
 
 import json
 
-from birth.running.runs import RunDir
+from birth.training.runs import RunDir
 from conftest import reproduce_tiny
 
 pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm

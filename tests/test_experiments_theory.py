@@ -8,7 +8,7 @@ import pytest
 
 from conftest import reproduce_tiny
 
-from birth.analysis.experiments import theory_recipe
+from birth.experiments.recipes import theory as theory_recipe
 
 pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from birth.analysis.experiments import interventions, markov, repeat
-from birth.running.runs import RunDir
+from birth.experiments.recipes import causal as interventions, markov_chains as markov, repeated_tokens as repeat
+from birth.training.runs import RunDir
 from conftest import reproduce_tiny
 
 pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from birth.running.runs import RunDir
+from birth.training.runs import RunDir
 from conftest import same_metrics
 from test_resume import _iters, assert_same_final_weights
 

@@ -1,16 +1,16 @@
-"""Hook points (``birth.core.hooks``): each point observes the same tensor in every pass of one
+"""Hook points (``birth.model.hooks``): each point observes the same tensor in every pass of one
 architecture (the simplified model at every position, at the training targets only, and in a stack;
 the full model with fused or explicit attention); a hook that returns a tensor changes what follows;
 a user's hooks and callbacks act during training, on the training pass."""
 import pytest
 import torch
 
-from birth.core import targets
-from birth.core.hooks import Hooks
-from birth.core.model import Transformer
-from birth.running import stacked
-from birth.running.build import build_setup
-from birth.running.config import ModelArgs, build_config
+from birth.model import simplified_pass as targets
+from birth.model.hooks import Hooks
+from birth.model.transformer import Transformer
+from birth.launching import stacked
+from birth.training.build import build_setup
+from birth.training.config import ModelArgs, build_config
 
 SMALL = {"data_args.seq_length": 24, "model_args.max_length": 24, "model_args.dim": 16, "optim_args.batch_size": 6,
          "device": "cpu", "data_args.k": 3}
@@ -98,8 +98,8 @@ def _by_hand(model, x, pattern_fn):
 
 @pytest.mark.parametrize("pattern", ["previous", "uniform", "self", "induction"])
 def test_a_clamp_changes_the_logits_as_the_clamped_pattern_by_hand(pattern):
-    from birth.core.interventions import clamp_pattern
-    from birth.running.interventions import Interventions
+    from birth.training.intervention_kinds import clamp_pattern
+    from birth.training.interventions import Interventions
     setup = _setup()
     x = setup.train_batch(0).x
     s = 0.7
@@ -113,7 +113,7 @@ def test_a_clamp_changes_the_logits_as_the_clamped_pattern_by_hand(pattern):
 
 
 def test_clamp_patterns_are_the_documented_ones():
-    from birth.core.interventions import clamp_pattern
+    from birth.training.intervention_kinds import clamp_pattern
     x = torch.tensor([[5, 1, 2, 5, 1, 5]])
     prev, _ = clamp_pattern("previous", x)
     assert prev[0, 0, 0] == 1 and all(prev[0, t, t - 1] == 1 for t in range(1, 6))

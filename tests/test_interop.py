@@ -5,13 +5,13 @@ import torch
 
 import birth
 from birth.cli import main
-from birth.running.config import ConfigError, ModelArgs
-from birth.core.model import Transformer
+from birth.training.config import ConfigError, ModelArgs
+from birth.model.transformer import Transformer
 from trained_runs import full_run, quick_run
 
 tl = pytest.importorskip("transformer_lens",
                          reason="the TransformerLens extra is not installed: pip install -e '.[all]'")
-from birth.analysis.interop import load_transformer_lens, tl_head_scores, to_transformer_lens  # noqa: E402
+from birth.analysis.transformer_lens import load_transformer_lens, tl_head_scores, to_transformer_lens  # noqa: E402
 
 pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
 
@@ -61,8 +61,8 @@ def test_export_command_writes_a_file_transformer_lens_loads(tmp_path):
 def test_births_head_scores_equal_transformer_lens_detect_head(which):
     """birth's native head scores (the head_* metrics) against TransformerLens' detect_head on the
     exported model, every layer and head, on the run's repeated-random-tokens batch."""
-    from birth.core.metrics import HEAD_SCORES, head_scores
-    from birth.running.evaluation import Evaluator
+    from birth.measures.predictions import HEAD_SCORES, head_scores
+    from birth.training.evaluation import Evaluator
     run = birth.load_run(quick_run() if which == "quick" else full_run())
     setup = run.setup
     setup.model.load_state_dict(run.model().state_dict())

@@ -6,14 +6,14 @@ import shutil
 import pytest
 import torch
 
-from birth.core import interventions as I
-from birth.running.build import build_setup
-from birth.running.config import ConfigError, build_config
-from birth.running.interventions import Interventions
-from birth.running.runs import RunDir
-from birth.running.stacked import train_stacked
-from birth.running.train import train
-from birth.running.validation import resolve_config
+from birth.training import intervention_kinds as I
+from birth.training.build import build_setup
+from birth.training.config import ConfigError, build_config
+from birth.training.interventions import Interventions
+from birth.training.runs import RunDir
+from birth.launching.stacked import train_stacked
+from birth.training.loop import train
+from birth.training.validation import resolve_config
 
 SMALL = {"max_iters": 40, "eval_delta": 10, "data_args.seq_length": 32, "model_args.max_length": 32,
          "model_args.dim": 32, "optim_args.batch_size": 16, "eval_batch_size": 32, "device": "cpu",
@@ -71,7 +71,7 @@ def test_an_ablation_replaces_the_heads_output():
 
 
 def test_ideal_memories_are_recalled_perfectly_by_the_probes():
-    from birth.core.probes import memory_probes
+    from birth.tasks.triggers.probes import memory_probes
     cfg = resolve_config("paper-readme", {**SMALL, "model_args.dim": 128, "data_args.k": 5,
                                           "interventions": "set:W_K1:ideal;set:W_K2:ideal;set:W_O2:ideal"})
     setup = build_setup(cfg)

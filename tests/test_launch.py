@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from birth.running.launch import (ERROR_FILE, Job, LocalBackend, Result, config_hash, default_workers, estimated_cost,
+from birth.launching.local import (ERROR_FILE, Job, LocalBackend, Result, config_hash, default_workers, estimated_cost,
                           make_job, run_jobs)
-from birth.running.runs import RunDir
-from birth.running.validation import resolve_config
+from birth.training.runs import RunDir
+from birth.training.validation import resolve_config
 
 pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
 
@@ -40,7 +40,7 @@ def test_hash_is_stable_and_depends_only_on_the_resolved_config():
     assert a == b == same_as_default != other
     assert len(a) == 12 and int(a, 16) >= 0
     # the same in a fresh interpreter (no dependence on hash randomisation or import order)
-    code = ("from birth.running.launch import config_hash; from birth.running.validation import resolve_config; "
+    code = ("from birth.launching.local import config_hash; from birth.training.validation import resolve_config; "
             "print(config_hash(resolve_config('quick', {'data_args.k': 5, 'model_args.dim': 64})))")
     fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": "123", "PATH": ""}).stdout.strip()
@@ -69,16 +69,16 @@ def test_completed_runs_are_skipped_and_duplicates_run_once(tmp_path):
 
 
 def test_a_failed_run_is_recorded_and_the_others_carry_on(tmp_path, monkeypatch):
-    import birth.running.train
+    import birth.training.loop
     good, bad = make_job(tmp_path, TINY, "quick", "good"), make_job(tmp_path, {**TINY, "seed": 1}, "quick", "bad")
-    real = birth.running.train.train
+    real = birth.training.loop.train
 
     def flaky(cfg, run_dir, **kw):
         if Path(run_dir) == Path(bad.run_dir):
             raise RuntimeError("boom in training")
         return real(cfg, run_dir, **kw)
 
-    monkeypatch.setattr(birth.running.train, "train", flaky)
+    monkeypatch.setattr(birth.training.loop, "train", flaky)
     results = {r.job.label: r for r in run_jobs([bad, good], LocalBackend(jobs=1, in_process=True))}
     assert results["good"].status == "completed" and results["good"].ok
     assert results["bad"].status == "failed" and not results["bad"].ok
@@ -86,7 +86,7 @@ def test_a_failed_run_is_recorded_and_the_others_carry_on(tmp_path, monkeypatch)
     summary = json.loads((Path(bad.run_dir) / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["error"] == "RuntimeError: boom in training"
     # a rerun retries the failed run (it is not complete) and leaves the good one alone
-    monkeypatch.setattr(birth.running.train, "train", real)
+    monkeypatch.setattr(birth.training.loop, "train", real)
     backend = Recorder()
     again = {r.job.label: r for r in run_jobs([bad, good], backend)}
     assert backend.calls == [["bad"]]
@@ -124,7 +124,7 @@ def test_default_workers_and_cost_order():
     assert default_workers(1) >= 1 and default_workers(10_000) == 1
     small = resolve_config("quick", {"model_args.dim": 32})
     big = resolve_config("quick", {"model_args.dim": 256})
-    from birth.running.config import to_dict
+    from birth.training.config import to_dict
     assert estimated_cost(to_dict(big)) > estimated_cost(to_dict(small))
 
 

@@ -7,7 +7,7 @@ from conftest import TINY
 
 from birth.analysis import llc
 from birth.cli import main
-from birth.running.config import ConfigError
+from birth.training.config import ConfigError
 
 # the tiny config with checkpoints kept at steps 10 and 30 (and the final one, 60), none periodic
 TINY_CKPTS = ([a for a in TINY if not a.startswith(("checkpoint_every=", "checkpoint_steps="))]

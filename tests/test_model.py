@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from birth.running.config import ModelArgs
-from birth.core.model import PARAM_ALIASES, Transformer, resolve_param_names
+from birth.training.config import ModelArgs
+from birth.model.transformer import PARAM_ALIASES, Transformer, resolve_param_names
 
 
 def reference_simplified(model: Transformer, tokens: torch.Tensor) -> torch.Tensor:

@@ -3,9 +3,9 @@ same gradients as birth's model, from the same weights, on both of birth's atten
 import pytest
 import torch
 
-from birth.baselines.official_model import OfficialSimplified
-from birth.core.model import Transformer
-from birth.running.config import ModelArgs
+from birth.model.official import OfficialSimplified
+from birth.model.transformer import Transformer
+from birth.training.config import ModelArgs
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(no_sqrtd=True), dict(sqrtd_embeddings=True, freeze_embeddings=True,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import birth
-from birth.running.config import ConfigError, TrainConfig
+from birth.training.config import ConfigError, TrainConfig
 from birth.analysis.plots import attention_figure, glyph, plot_run, run_panels
 from trained_runs import quick_run
 
@@ -109,7 +109,7 @@ def test_a_redrawn_figure_gives_the_same_pdf_bytes(tmp_path):
 
     import matplotlib.pyplot as plt
 
-    from birth.analysis.experiments.figures import save
+    from birth.experiments.figures import save
     for folder in ("a", "b"):
         fig, ax = plt.subplots()
         ax.plot([0, 1, 2], [0.1, 0.5, 0.9])

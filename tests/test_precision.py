@@ -3,13 +3,13 @@ the probes in float32, a clear error elsewhere; run names of float32 configs unc
 import pytest
 import torch
 
-from birth.running import validation
-from birth.running.build import bf16_cpu
-from birth.running.config import ConfigError, build_config
-from birth.running.naming import config_hash, legacy_hash
-from birth.running.runs import RunDir
-from birth.running.train import train
-from birth.running.validation import resolve_config
+from birth.training import validation
+from birth.training.build import bf16_cpu
+from birth.training.config import ConfigError, build_config
+from birth.training.naming import config_hash, legacy_hash
+from birth.training.runs import RunDir
+from birth.training.loop import train
+from birth.training.validation import resolve_config
 
 SMALL = {"max_iters": 120, "eval_delta": 20, "data_args.seq_length": 32, "model_args.max_length": 32,
          "model_args.dim": 64, "optim_args.batch_size": 32, "eval_batch_size": 64, "device": "cpu"}

@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from birth.running.config import DataArgs, ModelArgs
-from birth.core.corpus import bundled_stats
-from birth.core.model import Transformer
-from birth.core.probes import attention_probes, loss_metrics, memory_probes
-from birth.core.tasks.triggers import TriggersTask, fixed_triggers
+from birth.training.config import DataArgs, ModelArgs
+from birth.tasks.triggers.corpus import bundled_stats
+from birth.model.transformer import Transformer
+from birth.tasks.triggers.probes import attention_probes, loss_metrics, memory_probes
+from birth.tasks.triggers.task import TriggersTask, fixed_triggers
 
 STATS = bundled_stats()
 N, D, T = 65, 512, 256
@@ -116,8 +116,8 @@ def test_claim_10_compares_early_and_late_queries_over_the_same_keys():
     """The old rule's loophole: W_K1 storing every position equally well, the 63-way wk0_64_acc
     still reads higher than the 127-way wk0_acc (an easier argmax), so 'early first' passed. Over
     one key set, early and late queries read alike, and the order of the rule is a tie."""
-    from birth.analysis.experiments.rules import ReachOrder
-    from birth.core import interventions as I
+    from birth.experiments.rules import ReachOrder
+    from birth.training import intervention_kinds as I
     gains = (0.25, 0.5, 1.0, 2.0)  # a memory growing uniformly over "training"
     old_gap, new_gap, curves = [], [], []
     for seed in range(3):

@@ -7,10 +7,10 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from birth.running.config import ConfigError, DataArgs, all_keys, build_config
-from birth.core.corpus import bundled_stats
-from birth.core.tasks.triggers import TriggersTask
-from birth.running.validation import resolve_config
+from birth.training.config import ConfigError, DataArgs, all_keys, build_config
+from birth.tasks.triggers.corpus import bundled_stats
+from birth.tasks.triggers.task import TriggersTask
+from birth.training.validation import resolve_config
 
 N = 65  # tokens of the bundled tiny Shakespeare table
 

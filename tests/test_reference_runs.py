@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from birth.running.launch import run_dir_of
-from birth.running.naming import config_hash, legacy_hash
-from birth.running.train import train
-from birth.running.validation import resolve_config
+from birth.launching.local import run_dir_of
+from birth.training.naming import config_hash, legacy_hash
+from birth.training.loop import train
+from birth.training.validation import resolve_config
 
 REFERENCE = Path(__file__).parent / "data" / "reference"
 CASES = sorted(p.stem for p in REFERENCE.glob("*.json"))
@@ -60,11 +60,11 @@ def test_run_names_of_before_are_still_found(name, tmp_path):
 
 
 def test_a_new_key_at_its_default_renames_nothing():
-    from birth.running import config as C
+    from birth.training import config as C
     cfg = resolve_config("quick")
     before = config_hash(cfg)
     # a key the schema gains later, at its default, is not hashed: the name only reads what differs
-    from birth.running.naming import non_default
+    from birth.training.naming import non_default
     assert "data_args.task" not in non_default(cfg) and "precision" not in non_default(cfg)
     assert config_hash(C.apply(cfg, {"data_args.task": "triggers", "precision": "float32"})) == before
     assert config_hash(C.apply(cfg, {"data_args.k": 4})) != before

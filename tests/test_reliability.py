@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from birth.running.exits import EXIT_NO_SPACE, EXIT_USAGE
-from birth.running.runs import RunDir
+from birth.training.exits import EXIT_NO_SPACE, EXIT_USAGE
+from birth.training.runs import RunDir
 from test_resume import assert_clean_metrics, assert_same_final_weights
 from conftest import same_metrics
 

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from birth.cli import main
-from birth.running.runs import RunDir
+from birth.training.runs import RunDir
 from trained_runs import artifact_dir, quick_run, reproduction
 
 sync_api = pytest.importorskip("playwright.sync_api",

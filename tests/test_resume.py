@@ -9,7 +9,7 @@ import time
 import torch
 
 from birth.cli import main
-from birth.running.runs import RunDir
+from birth.training.runs import RunDir
 from conftest import same_metrics
 
 pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm

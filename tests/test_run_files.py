@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from birth.running.lock import DirectoryBusy, clear_directory, directory_lock
-from birth.running.runs import RunDir
+from birth.training.lock import DirectoryBusy, clear_directory, directory_lock
+from birth.training.runs import RunDir
 
 
 def test_a_held_directory_refuses_a_second_holder_with_the_pid(tmp_path):

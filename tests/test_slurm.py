@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from birth.running.launch import ERROR_FILE, Job, LocalBackend, make_job
-from birth.running.runs import RunDir
+from birth.launching.local import ERROR_FILE, Job, LocalBackend, make_job
+from birth.training.runs import RunDir
 from conftest import same_metrics
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
@@ -67,8 +67,8 @@ def wait_until(predicate, timeout: float = 120, what: str = "") -> None:
 
 
 def backend(folder: Path, **profile):
-    from birth.running.slurm import SlurmBackend
-    from birth.running.slurm_profile import SlurmProfile
+    from birth.launching.slurm import SlurmBackend
+    from birth.launching.slurm_profile import SlurmProfile
     return SlurmBackend(folder, SlurmProfile(**profile), poll_s=0.3, log=lambda s: None)
 
 
@@ -103,7 +103,7 @@ def test_tiny_recipe_through_slurm_gives_the_local_figures_and_claims(cli, tmp_p
 def start_long_run(tmp_path):
     """Submits the LONG run and waits in a thread; returns it, its Slurm job id once it has a
     checkpoint, and a function that returns the backend's results when the wait is over."""
-    from birth.running.slurm import active_jobs, job_name
+    from birth.launching.slurm import active_jobs, job_name
     job, box = make_job(tmp_path / "runs", LONG, "quick", label="long"), {}
     waiter = threading.Thread(target=lambda: box.update(results=backend(tmp_path / "slurm").run([job])))
     waiter.start()

@@ -6,9 +6,9 @@ import sys
 import pytest
 
 from birth.cli import main
-from birth.running.config import ConfigError
-from birth.running.launch import make_job
-from birth.running.slurm_profile import SlurmProfile, load_profile, parse_minutes
+from birth.training.config import ConfigError
+from birth.launching.local import make_job
+from birth.launching.slurm_profile import SlurmProfile, load_profile, parse_minutes
 
 
 def test_a_profile_with_options_over_it_becomes_sbatch_parameters(tmp_path):
@@ -89,7 +89,7 @@ def test_without_slurm_the_backend_says_what_is_missing(capsys, tmp_path, monkey
 
 
 def test_a_job_whose_run_is_being_trained_elsewhere_trains_nothing(tmp_path):
-    from birth.running.slurm import RunTask, _flock
+    from birth.launching.slurm import RunTask, _flock
     job = make_job(tmp_path / "runs", {"max_iters": 4, "eval_delta": 2, "model_args.dim": 16,
                                        "data_args.seq_length": 16, "model_args.max_length": 16}, "quick")
     task = RunTask(job, threads=1, lock_dir=str(tmp_path / "locks"))

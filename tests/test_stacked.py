@@ -1,4 +1,4 @@
-"""Runs trained as one stack (``birth.running.stacked``) learn what they learn alone: the stacked
+"""Runs trained as one stack (``birth.launching.stacked``) learn what they learn alone: the stacked
 pass gives each run its own loss and gradient; after 50 steps a stacked run's metrics equal the
 same run's alone to float noise, freeze schedules, learning rates and optimizers included; a
 stack resumes exactly; a run that diverges leaves the others going."""
@@ -8,13 +8,13 @@ import signal
 import pytest
 import torch
 
-from birth.core import targets
-from birth.running import stacked
-from birth.running.config import build_config, to_dict
-from birth.running.launch import Job, LocalBackend, run_jobs, stack_units
-from birth.running.runs import RunDir
-from birth.running.stacked import stack_key, train_stacked
-from birth.running.train import train
+from birth.model import simplified_pass as targets
+from birth.launching import stacked
+from birth.training.config import build_config, to_dict
+from birth.launching.local import Job, LocalBackend, run_jobs, stack_units
+from birth.training.runs import RunDir
+from birth.launching.stacked import stack_key, train_stacked
+from birth.training.loop import train
 
 SMALL = {"max_iters": 50, "eval_delta": 10, "data_args.seq_length": 32, "model_args.max_length": 32,
          "model_args.dim": 32, "optim_args.batch_size": 16, "eval_batch_size": 32, "device": "cpu",
@@ -47,7 +47,7 @@ def _assert_close_lines(ours: list[dict], alone: list[dict]) -> None:
 
 def test_each_run_of_a_stack_gets_its_own_loss_and_gradient():
     cfgs = _configs(PER_RUN[:3])
-    from birth.running.build import build_setup
+    from birth.training.build import build_setup
     setups = [build_setup(c) for c in cfgs]
     for s in setups:  # non-zero memories, so that every weight matters
         with torch.no_grad():

@@ -5,7 +5,7 @@ for line (but for `elapsed`) to those of a reproduction left alone.
 
 The tiny scale trains a run in about a second: too fast to stop one in the middle on purpose. The
 stopped reproductions here pad every training step with a sleep of STEP_DELAY_S, through a
-`sitecustomize` module on PYTHONPATH that wraps `birth.running.train._train_step` in every process
+`sitecustomize` module on PYTHONPATH that wraps `birth.training.loop._train_step` in every process
 of the command, its spawned workers included. A sleep changes no number; the reference and the
 reruns train without it.
 """
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from birth.running import stopping
-from birth.running.launch import LocalBackend, make_job, run_jobs
+from birth.launching import stopping
+from birth.launching.local import LocalBackend, make_job, run_jobs
 from conftest import deterministic_lines
 
 pytestmark = pytest.mark.slow  # trains, in subprocesses
@@ -33,13 +33,13 @@ STEP_DELAY_S = 0.1   # 3 s a run: the signal lands in the middle of the first tw
 STOP_WITHIN_S = 15   # from the signal to the last process of the tree gone (a loaded 2-core CI machine)
 
 SLOW_STEPS = f'''
-"""tests/test_stopping.py: every training step of birth.running.train sleeps {STEP_DELAY_S} s first."""
+"""tests/test_stopping.py: every training step of birth.training.loop sleeps {STEP_DELAY_S} s first."""
 import importlib.abc, importlib.machinery, sys, time
 
 
 class _SlowSteps(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name != "birth.running.train":
+        if name != "birth.training.loop":
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         load = spec.loader.exec_module
@@ -233,7 +233,7 @@ TINY = {"data_args.seq_length": 16, "model_args.max_length": 16, "model_args.dim
 def in_process_launch(root: Path, monkeypatch, *, signal_at_step=None, signal_in_setup=False) -> stopping.Stopped:
     """Three runs launched in this process, SIGTERM sent to it in the first one's step
     ``signal_at_step`` or while it builds its model; returns the Stopped that ended the launch."""
-    import birth.running.train as train
+    import birth.training.loop as train
     step, build = train._train_step, train.build_setup
 
     def stepping(*args):  # (setup, optimizer, ..., step index)

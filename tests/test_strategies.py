@@ -1,4 +1,4 @@
-"""The paper task's Bayes strategy (birth.core.tasks.triggers) against the exact posterior predictive,
+"""The paper task's Bayes strategy (birth.tasks.triggers.task) against the exact posterior predictive,
 computed by enumerating the whole generative process of a toy corpus."""
 import itertools
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from birth.core.corpus import CorpusStats
-from birth.core.tasks.triggers import (
+from birth.tasks.triggers.corpus import CorpusStats
+from birth.tasks.triggers.task import (
     DataArgs,
     TriggerBatch,
     TriggersTask,

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 
 import birth
-from birth.analysis.experiments.recipe import seed_overrides
+from birth.experiments.recipe import seed_overrides
 from birth.cli import main
-from birth.running.config import ConfigError
-from birth.running.launch import LocalBackend
-from birth.running.runs import RunDir
-from birth.running.sweep import Sweep, from_command_line, parse_items, plan, run_sweep
+from birth.training.config import ConfigError
+from birth.launching.local import LocalBackend
+from birth.training.runs import RunDir
+from birth.launching.sweep import Sweep, from_command_line, parse_items, plan, run_sweep
 from conftest import TINY, deterministic_lines
 
 GRID = ["data_args.k=1,3"]

@@ -1,18 +1,18 @@
-"""The simplified model's pass (``birth.core.targets``) computes what the official computation
-computes (``birth.baselines.official_model``): the same logits, in-context loss and gradients, with
+"""The simplified model's pass (``birth.model.simplified_pass``) computes what the official computation
+computes (``birth.model.official``): the same logits, in-context loss and gradients, with
 either attention computation and at the targets only or at every position, for every simplified
 variant; and training at the targets only gives the metrics of training at every position."""
 import pytest
 import torch
 
-from birth.baselines.official_model import OfficialSimplified
-from birth.core import targets
-from birth.core.model import Transformer
-from birth.running.config import ModelArgs, build_config
-from birth.running.build import build_setup
-from birth.running.runs import RunDir
-from birth.running.evaluation import training_loss
-from birth.running.train import train
+from birth.model.official import OfficialSimplified
+from birth.model import simplified_pass as targets
+from birth.model.transformer import Transformer
+from birth.training.config import ModelArgs, build_config
+from birth.training.build import build_setup
+from birth.training.runs import RunDir
+from birth.training.evaluation import training_loss
+from birth.training.loop import train
 
 VARIANTS = {
     "readme": dict(freeze_embeddings=True, freeze_output=True),

@@ -1,12 +1,12 @@
-"""The vectorised sampler against the official per-token algorithm (birth.baselines.official_sampler)."""
+"""The vectorised sampler against the official per-token algorithm (birth.tasks.triggers.official_sampler)."""
 import numpy as np
 import pytest
 import torch
 
-from birth.running.config import DataArgs
-from birth.core.corpus import bundled_stats
-from birth.baselines.official_sampler import naive_batch
-from birth.core.tasks.triggers import TriggersTask, alias_tables, fixed_triggers
+from birth.training.config import DataArgs
+from birth.tasks.triggers.corpus import bundled_stats
+from birth.tasks.triggers.official_sampler import naive_batch
+from birth.tasks.triggers.task import TriggersTask, alias_tables, fixed_triggers
 
 STATS = bundled_stats()
 

@@ -1,4 +1,4 @@
-"""The in-context Markov chains task (birth.core.tasks.markov): its sampler against the laws it
+"""The in-context Markov chains task (birth.tasks.markov): its sampler against the laws it
 claims (Dirichlet rows, doubly-stochastic balancing, stationary first tokens, the chain), and its
 strategies against independent brute-force computations (Python loops, quadrature)."""
 import itertools
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from birth.core.tasks import Batch, make_task
-from birth.core.tasks.markov import (
+from birth.tasks import Batch, make_task
+from birth.tasks.markov import (
     MarkovArgs,
     MarkovTask,
     context_stationary,
@@ -17,8 +17,8 @@ from birth.core.tasks.markov import (
     log_gamma_samples,
     sinkhorn,
 )
-from birth.running.config import ConfigError, build_config
-from birth.running.validation import validate
+from birth.training.config import ConfigError, build_config
+from birth.training.validation import validate
 
 
 def task(**kw) -> MarkovTask:
@@ -308,9 +308,9 @@ def test_floors_and_info():
 
 @pytest.mark.slow
 def test_a_trained_model_approaches_but_does_not_beat_ngram(tmp_path):
-    from birth.running.build import trained_setup
-    from birth.running.train import train
-    from birth.running.validation import resolve_config
+    from birth.training.build import trained_setup
+    from birth.training.loop import train
+    from birth.training.validation import resolve_config
     cfg = resolve_config("markov-quick", {"max_iters": 300, "seed": 100, "init_seed": 100, "eval_seed": 100})
     train(cfg, tmp_path / "run", quiet=True)
     setup = trained_setup(tmp_path / "run")

@@ -1,4 +1,4 @@
-"""The repeated-random-tokens task (birth.core.tasks.repeat): its sampler, masks and exact strategies."""
+"""The repeated-random-tokens task (birth.tasks.repeat): its sampler, masks and exact strategies."""
 import itertools
 import math
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from birth.core.tasks import Batch, make_task
-from birth.core.tasks.repeat import RepeatArgs, RepeatTask
-from birth.running.config import ConfigError, build_config
-from birth.running.validation import validate
+from birth.tasks import Batch, make_task
+from birth.tasks.repeat import RepeatArgs, RepeatTask
+from birth.training.config import ConfigError, build_config
+from birth.training.validation import validate
 
 
 def task(**kw) -> RepeatTask:
@@ -137,9 +137,9 @@ def test_floors_bad_arguments_and_registry():
 
 @pytest.mark.slow
 def test_a_trained_model_learns_the_repeat_and_does_not_beat_bayes(tmp_path):
-    from birth.running.build import trained_setup
-    from birth.running.train import train
-    from birth.running.validation import resolve_config
+    from birth.training.build import trained_setup
+    from birth.training.loop import train
+    from birth.training.validation import resolve_config
     cfg = resolve_config("repeat-quick", {"seed": 100, "init_seed": 100, "eval_seed": 100})
     train(cfg, tmp_path / "run", quiet=True)
     setup = trained_setup(tmp_path / "run")

@@ -8,8 +8,8 @@ import pytest
 pytest.importorskip("tensorboard", reason="the TensorBoard extra is not installed: pip install -e '.[all]'")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
-from birth.running.runs import RunDir  # noqa: E402
-from birth.running.tensorboard import read_scalars  # noqa: E402
+from birth.training.runs import RunDir  # noqa: E402
+from birth.training.tensorboard import read_scalars  # noqa: E402
 
 pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
 

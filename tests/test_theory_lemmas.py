@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from birth.core.corpus import bundled_stats
-from birth.analysis.theory import lemmas, memory
+from birth.tasks.triggers.corpus import bundled_stats
+from birth.experiments.theory import lemmas, memory
 
 F64 = dict(dtype=torch.float64)
 

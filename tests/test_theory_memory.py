@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from birth.analysis.theory import memory
+from birth.experiments.theory import memory
 
 
 def _memory(n, d, seed=0):

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from birth.analysis.theory.three_steps import (TOP_DOWN, ReducedModel, ThreeStepConfig, ThreeSteps, in_context_at,
+from birth.experiments.theory.three_steps import (TOP_DOWN, ReducedModel, ThreeStepConfig, ThreeSteps, in_context_at,
                                               population_gradient, run_orders)
 
 pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm

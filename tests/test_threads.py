@@ -1,8 +1,8 @@
 """The thread count of a run: --threads, then OMP_NUM_THREADS, then 1 for small models, else the free cores."""
 import pytest
 
-from birth.running import threads
-from birth.running.threads import SMALL_STEP, choose_threads
+from birth.training import threads
+from birth.training.threads import SMALL_STEP, choose_threads
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import sys
 import pytest
 import torch
 
-from birth.running.runs import RunDir
-from birth.running.train import train
-from birth.running.validation import resolve_config
+from birth.training.runs import RunDir
+from birth.training.loop import train
+from birth.training.validation import resolve_config
 
 pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
 
@@ -90,9 +90,9 @@ def test_evaluation_chunks_change_no_bit_of_a_metric(monkeypatch, arch, scores):
     """The evaluation batches pass through the model in chunks of EVAL_TOKENS tokens: chunks of tens of
     sequences give the bits of one pass (here 5 chunks of 40 against 1 of 200; chunks of a few sequences
     can take other matrix kernels), and the OOD pass keeps the attention computation of 128-sequence chunks."""
-    from birth.core import targets
-    from birth.running import evaluation as E
-    from birth.running.build import build_setup
+    from birth.model import simplified_pass as targets
+    from birth.training import evaluation as E
+    from birth.training.build import build_setup
     monkeypatch.setattr(targets, "EXPLICIT_SCORES", scores)
     cfg = resolve_config("full" if arch == "full" else "quick",
                          ["model_args.dim=32", "data_args.seq_length=32", "model_args.max_length=32",

@@ -14,10 +14,10 @@ from importlib import metadata
 
 import pytest
 
-from birth.running import wandb_log
-from birth.running.config import ConfigError, to_dict
-from birth.running.runs import RunDir
-from birth.running.validation import resolve_config, validate
+from birth.training import wandb_log
+from birth.training.config import ConfigError, to_dict
+from birth.training.runs import RunDir
+from birth.training.validation import resolve_config, validate
 
 # Installed as sitecustomize.py on PYTHONPATH, so that every Python process the test starts has it;
 # the test process loads it too. One implementation of "past loopback" for all the checks below.
@@ -211,7 +211,7 @@ def test_resume_continues_the_same_wandb_run_and_logs_each_step_once(cli, watch,
     """Stopped at step 25 (SIGTERM) and resumed from the checkpoint before it (21): the lines between
     the two are computed again and must not be logged again; those after 25 continue the same W&B run.
     In this process, under the monkeypatched guard."""
-    from birth.running.train import train
+    from birth.training.loop import train
     cfg = resolve_config("quick", [*cli.tiny[2:], "wandb=offline"])
     run = tmp_path / "run"
 

@@ -5,19 +5,19 @@ __version__ = "0.1.0"
 
 
 def load_run(path, device: str = "cpu"):
-    """A saved run directory as a ``birth.api.Run``: config, models at saved steps, samplers, metrics."""
-    from birth.api import load_run as _load_run
+    """A saved run directory as a ``birth.analysis.run.Run``: config, models at saved steps, samplers, metrics."""
+    from birth.analysis.run import load_run as _load_run
     return _load_run(path, device)
 
 
 def train(config, out, *, preset=None, callbacks=(), hooks=None, resume: bool = False, overwrite: bool = False,
           quiet: bool = True):
-    """Trains one run into ``out`` and returns it as a ``birth.api.Run``. ``config``: a TrainConfig,
+    """Trains one run into ``out`` and returns it as a ``birth.analysis.run.Run``. ``config``: a TrainConfig,
     or {key: value} overrides (on ``preset``); ``callbacks``: functions ``fn(ev) -> dict | None``
-    called at every evaluation (``birth.running.evaluation.Evaluation``: ``ev.step``, ``ev.model``,
+    called at every evaluation (``birth.training.evaluation.Evaluation``: ``ev.step``, ``ev.model``,
     ``ev.batch``, ``ev.metrics``, ``ev.outputs(name)``), whose dicts join the metrics line;
-    ``hooks``: {hook point: ``fn(tensor, hook)``} acting in every pass (``birth.core.hooks``)."""
-    from birth.api import train as _train
+    ``hooks``: {hook point: ``fn(tensor, hook)``} acting in every pass (``birth.model.hooks``)."""
+    from birth.analysis.run import train as _train
     return _train(config, out, preset=preset, callbacks=callbacks, hooks=hooks, resume=resume,
                   overwrite=overwrite, quiet=quiet)
 

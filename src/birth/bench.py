@@ -2,10 +2,10 @@
 
 - sampler: the vectorised torch sampler vs the official per-token numpy sampler (tokens/s);
 - step: one training step (forward, backward, SGD) of the simplified model of the official README
-  command: birth's training step (``birth.core.targets``) and full pass (``birth.core.model``)
-  against the official computation (``birth.baselines.official_model``: explicit scores, additive
+  command: birth's training step (``birth.model.simplified_pass``) and full pass (``birth.model.transformer``)
+  against the official computation (``birth.model.official``: explicit scores, additive
   -inf mask, float softmax), on the same weights, timed interleaved and compared by their medians;
-- stack: wall time of R runs trained one by one and as one stack (``birth.running.stacked``);
+- stack: wall time of R runs trained one by one and as one stack (``birth.launching.stacked``);
 - induction: wall time until the official README command, at batch 64 and T 128, reaches
   ``acc_end_test`` >= 0.9 (the induction head works out of distribution), start-up included, as
   configured and with the official script's evaluation work only (no fixed evaluation batch); with
@@ -31,14 +31,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from birth.running.config import PRESETS, ConfigError, DataArgs, build_config
-from birth.core.corpus import bundled_stats
-from birth.baselines.official_sampler import naive_batch
-from birth.running.build import bf16_cpu, build_setup, make_optimizer, resolve_device
-from birth.core.targets import EXPLICIT_SCORES, in_context_loss
-from birth.core.tasks.triggers import TriggersTask
-from birth.running.evaluation import training_loss
-from birth.running.train import precision
+from birth.training.config import PRESETS, ConfigError, DataArgs, build_config
+from birth.tasks.triggers.corpus import bundled_stats
+from birth.tasks.triggers.official_sampler import naive_batch
+from birth.training.build import bf16_cpu, build_setup, make_optimizer, resolve_device
+from birth.model.simplified_pass import EXPLICIT_SCORES, in_context_loss
+from birth.tasks.triggers.task import TriggersTask
+from birth.training.evaluation import training_loss
+from birth.training.loop import precision
 
 
 def _best_time(fn, repeats: int, sync=lambda: None) -> float:
@@ -78,9 +78,9 @@ def naive_sampler_speed(seq_len: int, k: int, repeats: int) -> dict:
 
 def step_times(batch: int, seq_len: int, dim: int, repeats: int, device: torch.device) -> dict:
     """Median seconds per training step, interleaved on the same weights: birth's training step (the
-    in-context loss at the targets only, ``birth.core.targets``), birth's full forward pass (its
+    in-context loss at the targets only, ``birth.model.simplified_pass``), birth's full forward pass (its
     evaluation steps), and the official computation."""
-    from birth.baselines.official_model import OfficialSimplified
+    from birth.model.official import OfficialSimplified
     cfg = build_config("paper-readme", {"data_args.seq_length": seq_len, "model_args.max_length": seq_len,
                                         "model_args.dim": dim, "optim_args.batch_size": batch, "device": str(device)})
     setup = build_setup(cfg, device)
@@ -124,10 +124,10 @@ def step_times(batch: int, seq_len: int, dim: int, repeats: int, device: torch.d
 
 def stack_times(runs: int, steps: int, batch: int, seq_len: int, dim: int, repeats: int, device: torch.device) -> dict:
     """Wall seconds to train ``runs`` runs of the README command's model (seeds and freeze schedules
-    differ, as in Fig. 3) one by one, and as one stack (``birth.running.stacked``), alternately
+    differ, as in Fig. 3) one by one, and as one stack (``birth.launching.stacked``), alternately
     ``repeats`` times each in this process; medians, and the largest gap between their metrics."""
-    from birth.running.stacked import train_stacked
-    from birth.running.train import train
+    from birth.launching.stacked import train_stacked
+    from birth.training.loop import train
     schedules = ["", f"{steps // 2}:W_O2", f"{steps // 2}:W_K1,W_K2", f"{steps // 2}:W_K1", f"{steps // 2}:W_K2"]
     cfgs = [build_config("paper-readme", {"data_args.seq_length": seq_len, "model_args.max_length": seq_len,
                                           "model_args.dim": dim, "optim_args.batch_size": batch, "device": str(device),
@@ -326,7 +326,7 @@ def main(args) -> int:
         naive = naive_sampler_speed(args.seq_len, args.k, args.repeats)
         print(f"sampler  batch={args.batch} T={args.seq_len} K={args.k} random triggers, "
               f"{ours['threads']} thread(s), {device}")
-        print(f"  vectorised (birth.core.tasks): {ours['tokens_per_s']:>12,.0f} tokens/s")
+        print(f"  vectorised (birth.tasks): {ours['tokens_per_s']:>12,.0f} tokens/s")
         print(f"  per-token (official):    {naive['tokens_per_s']:>12,.0f} tokens/s")
         print(f"  ratio: {ours['tokens_per_s'] / naive['tokens_per_s']:.0f}x")
     if args.what == "induction":

@@ -5,8 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from birth.running.config import PRESETS, ConfigError
-from birth.running.exits import EXIT_NO_SPACE, EXIT_USAGE, NoSpace
+from birth.training.config import PRESETS, ConfigError
+from birth.training.exits import EXIT_NO_SPACE, EXIT_USAGE, NoSpace
 
 
 class _Parser(argparse.ArgumentParser):
@@ -17,7 +17,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _train_epilog() -> str:
-    from birth.running.validation import config_fields_help
+    from birth.training.validation import config_fields_help
     rows = config_fields_help()
     width = max(len(k) for k, _, _ in rows)
     lines = ["configuration keys (KEY=VALUE; official names accepted verbatim, also data./model./optim. prefixes):"]
@@ -55,10 +55,10 @@ def _run_dir(args, cfg) -> Path:
 
 
 def cmd_train(args) -> int:
-    from birth.running.lock import check_free, clear_directory, directory_lock
-    from birth.running.runs import RunDir
-    from birth.running.train import train
-    from birth.running.validation import resolve_config, validate
+    from birth.training.lock import check_free, clear_directory, directory_lock
+    from birth.training.runs import RunDir
+    from birth.training.loop import train
+    from birth.training.validation import resolve_config, validate
     if args.resume:
         run = RunDir(args.resume)
         if not run.holds_run():
@@ -110,7 +110,7 @@ def cmd_train(args) -> int:
 
 def _set_threads(requested, cfg) -> None:
     import torch
-    from birth.running.threads import choose_threads
+    from birth.training.threads import choose_threads
     if requested is not None and int(requested) < 1:
         raise ConfigError(f"--threads: must be >= 1, got {requested}")
     work = cfg.optim_args.batch_size * cfg.data_args.seq_length * cfg.model_args.dim ** 2
@@ -119,15 +119,15 @@ def _set_threads(requested, cfg) -> None:
 
 
 def _print_config(cfg) -> int:
-    from birth.running.config import dump_yaml
+    from birth.training.config import dump_yaml
     print(dump_yaml(cfg), end="")
     return 0
 
 
 def _plot(run_dir: Path) -> int:
     from birth.analysis.plots import plot_run
-    from birth.running.runs import RunDir
-    from birth.running.wandb_log import log_figures
+    from birth.training.runs import RunDir
+    from birth.training.wandb_log import log_figures
     if not RunDir(run_dir).read_metrics():
         print(f"birth: no plots: {run_dir} has no metrics yet", file=sys.stderr)
         return 1
@@ -146,7 +146,7 @@ def _accuracy(fm: dict, task: dict) -> str:
     """The final in-context accuracy (``headline_accuracy``) with its loss on the fixed evaluation
     batch, then the paper task's induction and W_O2 probes, or another task's best induction head."""
     from birth.analysis.plots import metric_names
-    from birth.running.train import headline_accuracy
+    from birth.training.loop import headline_accuracy
     names = metric_names(task)["in_context"]
     key = headline_accuracy(fm, names["acc"])
     text = (f"{names['acc']} (eval batch) {_fmt(fm.get(key))}, {names['loss']} {_fmt(fm.get('eval_' + names['loss']))}"
@@ -157,8 +157,8 @@ def _accuracy(fm: dict, task: dict) -> str:
 
 
 def _add_sweep(sub) -> None:
-    from birth.running.launch_cli import add_arguments
-    from birth.running.sweep import syntax_help
+    from birth.launching.options import add_arguments
+    from birth.launching.sweep import syntax_help
     p = sub.add_parser("sweep", help="train a grid of configs (inline or from a YAML spec) into one folder",
                        description="birth sweep [SPEC.yaml] [KEY=V1,V2,... ...] [--preset NAME] [--seeds N] "
                                    "[--first-seed S] [--out DIR]: one run per point of the grid and seed, on the "
@@ -180,8 +180,8 @@ def _add_sweep(sub) -> None:
 
 
 def cmd_sweep(args) -> int:
-    from birth.running import sweep
-    from birth.running.launch_cli import backend_from_args
+    from birth.launching import sweep
+    from birth.launching.options import backend_from_args
     spec = sweep.from_command_line(args.overrides, args.preset, args.seeds, args.first_seed)
     if args.show_config:
         print(sweep.show_config(spec, args.out), end="")
@@ -190,7 +190,7 @@ def cmd_sweep(args) -> int:
     try:
         report = sweep.run_sweep(spec, args.out, backend, dry_run=args.dry_run)
     except KeyboardInterrupt as stop:  # SIGINT or SIGTERM, as birth reproduce
-        from birth.running.launch import report_stopped
+        from birth.launching.local import report_stopped
         return report_stopped(stop, sweep.command_line(spec, args.out))
     return report.exit_code
 
@@ -210,8 +210,8 @@ def _add_plot(sub) -> None:
 
 def cmd_plot(args) -> int:
     from birth.analysis.plots import plot_run
-    from birth.running.runs import RunDir
-    from birth.running.wandb_log import log_figures
+    from birth.training.runs import RunDir
+    from birth.training.wandb_log import log_figures
     if args.by is not None or not RunDir(args.run_dir).holds_run():
         from birth.analysis.sweep_plots import plot_sweep
         for path in plot_sweep(args.run_dir, args.by, args.metric, args.out):
@@ -261,7 +261,7 @@ def _add_interop(sub) -> None:
     p.add_argument("format", choices=("transformer-lens",), help="target toolkit")
     p.add_argument("run_dir")
     p.add_argument("--out", required=True,
-                   help="file to write (load it with birth.analysis.interop.load_transformer_lens)")
+                   help="file to write (load it with birth.analysis.transformer_lens.load_transformer_lens)")
     p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("report", help="self-contained HTML report of a run or a reproduction output")
@@ -271,8 +271,8 @@ def _add_interop(sub) -> None:
 
 
 def cmd_export(args) -> int:
-    from birth.api import load_run
-    from birth.analysis.interop import save_transformer_lens
+    from birth.analysis.run import load_run
+    from birth.analysis.transformer_lens import save_transformer_lens
     run = load_run(args.run_dir)
     print(save_transformer_lens(run.model(args.step), args.out, run.vocab))
     return 0
@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_interop(sub)
     _add_llc(sub)
-    for module in ("birth.analysis.theory.cli", "birth.analysis.experiments.cli"):
+    for module in ("birth.experiments.theory.theory_cli", "birth.experiments.reproduce_cli"):
         try:
             __import__(module, fromlist=["register"]).register(sub)
         except ModuleNotFoundError as err:

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from birth.running.config import ConfigError
-from birth.running.runs import RunDir
+from birth.training.config import ConfigError
+from birth.training.runs import RunDir
 
 INSTALL = "pip install 'birth[llc]'"
 
@@ -103,7 +103,7 @@ def stream_loader(setup, batches: int, batch_size: int) -> torch.utils.data.Data
 
 def _objective(loss_head_only: bool):
     """The run's training loss as devinterp's ``evaluate(model, batch) -> loss``."""
-    from birth.running.evaluation import training_loss
+    from birth.training.evaluation import training_loss
 
     def evaluate(model, batch):
         return training_loss(loss_head_only, model(batch.x), batch)
@@ -113,7 +113,7 @@ def _objective(loss_head_only: bool):
 def sampled_setup(run_dir: str | Path, device: torch.device | None = None):
     """The run's Setup with requires_grad as at the end of training (the freeze schedule's final
     state): the parameters SGLD samples are those with requires_grad."""
-    from birth.running.build import apply_freeze, build_setup, freeze_schedule
+    from birth.training.build import apply_freeze, build_setup, freeze_schedule
     cfg = RunDir(run_dir).read_config()
     setup = build_setup(cfg, device)
     apply_freeze(setup.model, freeze_schedule(cfg.freeze_until, setup.model), cfg.max_iters - 1)

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from birth.running.runs import RunDir  # noqa: E402
+from birth.training.runs import RunDir  # noqa: E402
 
 # The one map from the official probe keys to the paper's matrices (docs/metrics.md)
 PROBE_LABELS = {"wo1_acc": "$W_O^2$", "wk1_acc": "$W_K^2$", "wk0_acc": "$W_K^1$", "wk0_64_acc": "$W_K^1$, t<64"}
@@ -126,8 +126,8 @@ def metric_names(task: dict) -> dict[str, dict[str, str]]:
 
 def run_windows(cfg) -> list[tuple[int, int, str]]:
     """The steps in which something was frozen or intervened on: (start, end, what)."""
-    from birth.core.interventions import parse
-    from birth.running.build import parse_freeze_until
+    from birth.training.intervention_kinds import parse
+    from birth.training.build import parse_freeze_until
     out: dict[int, list[str]] = {}
     for step, name in parse_freeze_until(cfg.freeze_until):
         out.setdefault(step, []).append(name)
@@ -304,7 +304,7 @@ def attention_example(setup, length: int = 64) -> dict:
 
 
 def _plot_attention(run: RunDir, path: Path, length: int = 64) -> Path:
-    from birth.running.build import trained_setup
+    from birth.training.build import trained_setup
     fig = attention_figure(trained_setup(run.path), length)
     fig.savefig(path)
     plt.close(fig)

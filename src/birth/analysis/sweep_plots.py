@@ -17,8 +17,8 @@ import numpy as np
 
 from birth.analysis.plots import COLUMN_WIDTH, paper_style, plt
 from birth.analysis.table import load_sweep, run_columns
-from birth.running.config import ConfigError
-from birth.running.runs import RunDir
+from birth.training.config import ConfigError
+from birth.training.runs import RunDir
 
 MAX_ROWS = 8  # rows of panels (combinations of the other swept keys) in one figure
 # Two reference values this close are one line: a strategy's loss is measured in float32 on the

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from birth.running.config import ConfigError, dump_yaml
+from birth.training.config import ConfigError, dump_yaml
 from birth.analysis.plots import attention_example, glyph, metric_names, repeat_boxes, run_panels
-from birth.running.runs import RunDir
+from birth.training.runs import RunDir
 
 MAX_RUNS = 12          # runs of a reproduction shown in its page
 # the final metrics a run's page lists first: the task's per-mask ones (``metric_names``), then these
@@ -69,7 +69,7 @@ def _sweep(root: Path) -> dict:
     swept key (``birth plot OUT --by KEY``), and the run view of its runs, named by their labels."""
     import sys
     from birth.analysis.sweep_plots import plot_sweep
-    from birth.running.sweep import read_index
+    from birth.launching.sweep import read_index
     index = read_index(root)
     files: list[Path] = []
     for key in index["swept"]:
@@ -120,11 +120,11 @@ def _summary_keys(task: dict) -> list[str]:
 
 def _attention(run: RunDir, length: int = 64) -> dict:
     """Attention maps of every layer and head at every checkpoint, on one evaluation sequence."""
-    from birth.running.build import build_setup
+    from birth.training.build import build_setup
     ckpts = run.checkpoints()
     if not ckpts:
         return {"attention": None, "tl": {"error": "no checkpoint"}}
-    from birth.running.interventions import Interventions
+    from birth.training.interventions import Interventions
     cfg = run.read_config()
     setup = build_setup(cfg, torch.device("cpu"))
     ex = attention_example(setup, length)
@@ -156,12 +156,12 @@ def _attention(run: RunDir, length: int = 64) -> dict:
 def tl_check(setup, n_seqs: int = 32) -> dict:
     """The TransformerLens export of the latest weights in ``setup``: max |Δlogit| and max attention
     difference on the first ``n_seqs`` evaluation sequences, and per layer and head the head scores
-    on the run's repeated-random-tokens batch, birth's (``birth.core.metrics.head_scores``) beside
+    on the run's repeated-random-tokens batch, birth's (``birth.measures.predictions.head_scores``) beside
     TransformerLens' ``detect_head``."""
-    from birth.core.metrics import HEAD_SCORES, head_scores
-    from birth.running.evaluation import Evaluator
+    from birth.measures.predictions import HEAD_SCORES, head_scores
+    from birth.training.evaluation import Evaluator
     try:
-        from birth.analysis.interop import tl_head_scores, to_transformer_lens
+        from birth.analysis.transformer_lens import tl_head_scores, to_transformer_lens
         bridge = to_transformer_lens(setup.model)
     except ConfigError as err:
         return {"error": str(err)}

@@ -1,1 +1,0 @@
-"""Core science: the corpus statistics, the task sampler, the two architectures and the probes."""

@@ -1,0 +1,276 @@
+"""``birth reproduce``: expand recipes into runs, run what is missing, then plot and check claims.
+
+    OUT/runs/<config hash>/      one run directory per distinct config (shared between recipes)
+    OUT/theory/                  the theory computations (recipe ``theory``)
+    OUT/figures/<name>.png|pdf   the figures
+    OUT/data/<name>.csv          the plotted numbers
+    OUT/claims/<name>.json|md    the claims table of each recipe
+    OUT/claims.json|md           all recipes reproduced in OUT
+    OUT/README.md                index: figures, data, claims and the command that made them
+    OUT/reproduce.json           the same as data (scale, seeds, command, runs, timings)
+"""
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from birth.training.config import ConfigError, to_dict
+from birth.experiments import claims as C
+from birth.experiments import all_recipes
+from birth.experiments.recipe import DEFAULT_SCALE, SCALE_STATUS, Output, Recipe, Results, Seeds, check_scale
+from birth.launching.local import Backend, Job, LocalBackend, Result, is_complete, make_job, run_jobs
+from birth.launching.options import progress
+from birth.training.lock import directory_lock
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Report:
+    """What a reproduction did."""
+
+    exit_code: int
+    results: list[Result] = field(default_factory=list)
+    claims: list[C.Claim] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+
+    @property
+    def trained(self) -> int:
+        """Runs this command trained (or tried to: failed ones included)."""
+        return sum(r.status != "cached" for r in self.results)
+
+
+def resolve_names(name: str) -> list[str]:
+    known = all_recipes()
+    if name == "all":
+        return list(known)
+    if name not in known:
+        raise ConfigError(f"reproduce: unknown recipe {name!r}; choose from all, {', '.join(known)}")
+    return [name]
+
+
+def command_line(name: str, scale: str, seeds: Seeds, out: Path, precision: str = "float32") -> str:
+    extra = f" --precision {precision}" if precision != "float32" else ""
+    return f"birth reproduce {name} --scale {scale} {seeds.flags()}{extra} --out {out}"
+
+
+def as_seeds(seeds: Seeds | int | None) -> Seeds:
+    """``seeds`` as Seeds: an int n is n seeds from 0 and none held out (the tests' tiny reproductions);
+    None the default ones."""
+    if isinstance(seeds, int):
+        return Seeds.of(seeds, first=0, held_out=0)
+    return seeds or Seeds.of()
+
+
+def plan(names: Sequence[str], scale: str, seeds: Seeds | int, out: Output,
+         precision: str = "float32") -> dict[str, list[tuple]]:
+    """recipe name -> [(RunSpec, Job)]: every run each recipe needs for every seed, published and
+    held-out (configs validated here), each at ``precision`` (the key is left out at its default)."""
+    seeds = as_seeds(seeds)
+    check_scale(scale)
+    table = all_recipes()
+    extra = {"precision": precision} if precision != "float32" else {}
+    return {name: [(spec, make_job(out.runs, {**spec.all_overrides(), **extra}, None,
+                                   label=f"{name}/{spec.group}/seed {spec.seed}"))
+                   for spec in table[name].specs(scale, seeds.all)] for name in names}
+
+
+def show_config(name: str, scale: str = DEFAULT_SCALE, seeds: Optional[Seeds] = None) -> str:
+    """The resolved config of every condition each recipe trains at ``scale``, for the first of
+    ``seeds`` (seed i sets seed = 42 + i, init_seed = i and eval_seed = i), as YAML, after a line
+    naming every seed used."""
+    import yaml
+    seeds = seeds or Seeds.of()
+    parts = [f"# seeds: published {list(seeds.published)}, held-out {list(seeds.held_out)} "
+             f"(seed i: seed = 42 + i, init_seed = i, eval_seed = i; shown: seed {seeds.published[0]})"]
+    for rname in resolve_names(name):
+        configs = all_recipes()[rname].configs(check_scale(scale), seeds.published[0])
+        parts.append(f"# {rname} at scale {scale}: {len(configs)} conditions" + ("" if configs else " (computations)"))
+        for label, cfg in configs.items():
+            parts.append(f"--- # {rname}: {label}\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip())
+    return "\n".join(parts) + "\n"
+
+
+def reproduce(name: str, *, scale: str = DEFAULT_SCALE, seeds: Seeds | int | None = None,
+              out: str | Path = "reproduce_out",
+              backend: Optional[Backend] = None, dry_run: bool = False, precision: str = "float32",
+              log: Log = lambda s: print(s, file=sys.stderr)) -> Report:
+    names = resolve_names(name)
+    seeds = as_seeds(seeds)
+    out = Output(Path(out))
+    t0, cpu0 = time.perf_counter(), _cpu_seconds()
+    planned = plan(names, scale, seeds, out, precision)
+    jobs = [job for pairs in planned.values() for _, job in pairs]
+    backend = backend or LocalBackend()
+    if dry_run:
+        _announce(name, scale, jobs, backend, out, log, listing=True)
+        return Report(0)
+    _announce(name, scale, jobs, backend, out, log)
+    results = run_jobs(jobs, backend, progress(jobs, log))
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        log(f"birth: run failed: {r.job.label} ({r.job.run_dir}): {r.status}: "
+            f"{(r.error.strip().splitlines() or [''])[-1]}")
+    report = Report(0, results)
+    errors = []
+    # one writer at a time for OUT's shared files (theory/, figures, claims, index): a second
+    # `birth reproduce` on the same OUT waits here, then reads what the first one wrote
+    with directory_lock(out.root, wait=True):
+        state = _load_state(out.root)
+        by_dir = {r.job.run_dir: r for r in results}
+        for rname in names:
+            entry, rows, files, error = _analyse(all_recipes()[rname], planned[rname], by_dir, scale, seeds, out, log,
+                                                 getattr(backend, "workers", 1))
+            report.claims += rows
+            report.files += files
+            state["recipes"][rname] = entry
+            errors += [error] if error else []
+        report.wall_seconds, report.cpu_seconds = time.perf_counter() - t0, _cpu_seconds() - cpu0
+        distinct = len({j.run_dir for j in jobs})
+        state["last"] = {"command": command_line(name, scale, seeds, out.root, precision), "seeds": seeds.as_dict(),
+                         "wall_seconds": round(report.wall_seconds, 1), "cpu_seconds": round(report.cpu_seconds, 1),
+                         "runs": distinct, "trained": report.trained, "failed": len(failed),
+                         "workers": getattr(backend, "workers", "?")}
+        if report.trained:
+            state["last_training"] = dict(state["last"], made=time.strftime("%Y-%m-%d %H:%M"))
+        _write_index(out, state)
+    report.files += [out.root / "claims.md", out.root / "claims.json", out.root / "README.md"]
+    report.exit_code = 1 if failed or errors else 0
+    log(f"birth: {name}: {report.trained} runs trained, {len(results) - report.trained} reused, {len(failed)} failed; "
+        f"{report.wall_seconds:.0f}s wall, {report.cpu_seconds:.0f}s CPU; claims: "
+        + C.summary_line(report.claims) + f"; see {out.root / 'README.md'}")
+    if SCALE_STATUS[scale]:
+        log(f"birth: {SCALE_STATUS[scale]}")
+    return report
+
+
+def _announce(name: str, scale: str, jobs: Sequence[Job], backend, out: Output, log: Log, listing: bool = False):
+    distinct = {j.run_dir: j for j in jobs}
+    done = sum(is_complete(d) for d in distinct)
+    log(f"birth: {name} at scale {scale}: {len(distinct)} runs ({done} already complete, "
+        f"{len(distinct) - done} to train) with {getattr(backend, 'workers', '?')} worker(s); runs in {out.runs}")
+    if SCALE_STATUS[scale]:
+        log(f"birth: {SCALE_STATUS[scale]}")
+    if listing:
+        for job in distinct.values():
+            log(f"  {'done' if is_complete(job.run_dir) else 'todo'}  {job.run_dir}  {job.label}")
+
+
+def _analyse(recipe: Recipe, pairs: list[tuple], by_dir: dict, scale: str, seeds: Seeds, out: Output,
+             log: Log, workers: int = 1) -> tuple[dict, list[C.Claim], list[Path], str]:
+    """Computations, figures (of the published seeds), claims (of both seed sets) and info of one
+    recipe; returns (index entry, rows, files, error)."""
+    runs = [(s, Path(j.run_dir)) for s, j in pairs]
+    ok = lambda p: str(p) in by_dir and by_dir[str(p)].ok
+    res = Results.from_specs(scale, runs, ok, root=out.root, seeds=seeds.published)
+    held = Results.from_specs(scale, runs, ok, root=out.root, seeds=seeds.held_out) if seeds.held_out else None
+    files: list[Path] = []
+    error = ""
+    try:
+        if recipe.compute:
+            t = time.perf_counter()
+            files += recipe.compute(scale, seeds.all, out, workers=workers)
+            log(f"  {recipe.name}: computations done in {time.perf_counter() - t:.0f}s")
+        files += recipe.plot(res, out)
+    except Exception as err:  # noqa: BLE001 - one broken figure must not hide the others
+        error = f"{recipe.name}: {type(err).__name__}: {err}"
+        log(f"birth: {error}")
+    rows = recipe.claims(res, held)
+    info = recipe.info(res)
+    precision = pairs[0][1].config.get("precision", "float32") if pairs else "float32"
+    command = command_line(recipe.name, scale, seeds, out.root, precision)
+    header = {"scale": scale, "seeds": f"published {list(seeds.published)}, held-out {list(seeds.held_out)}",
+              "command": command}
+    files += C.write_claims(rows, out.root / "claims", recipe.name, header, info=info, status=SCALE_STATUS[scale])
+    entry = {
+        "figure": recipe.figure, "title": recipe.title, "scale": scale, "seeds": seeds.as_dict(), "command": command,
+        "notes": recipe.notes(scale), "info": info,
+        "files": [str(p.relative_to(out.root)) for p in files if p.exists()],
+        "runs": [{"label": j.label, "group": s.group, "seed": s.seed,
+                  "run_dir": str(Path(j.run_dir).relative_to(out.root)), "status": by_dir[j.run_dir].status,
+                  "seconds": by_dir[j.run_dir].summary.get("wall_seconds")} for s, j in pairs],
+        "claims": {v: sum(r.verdict == v for r in rows) for v in (C.PASS, C.FAIL, C.INCONCLUSIVE)},
+        "made": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    return entry, rows, files, error
+
+
+def _seeds_text(seeds) -> str:
+    if isinstance(seeds, int):  # an index written before seeds were a choice
+        return f"{seeds} seeds"
+    return f"published seeds {seeds['published']}, held-out {seeds['held_out']}"
+
+
+def _cpu_seconds() -> float:
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _load_state(root: Path) -> dict:
+    path = root / "reproduce.json"
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        state = {}
+    state.setdefault("recipes", {})
+    return state
+
+
+def _write_index(out: Output, state: dict) -> None:
+    """reproduce.json, claims.json/md over every recipe reproduced in OUT, and README.md."""
+    root = out.root
+    root.mkdir(parents=True, exist_ok=True)
+    order = [n for n in all_recipes() if n in state["recipes"]]
+    rows: list[C.Claim] = []
+    info: list[str] = []
+    for n in order:
+        path = root / "claims" / f"{n}.json"
+        if path.exists():
+            saved = json.loads(path.read_text())
+            rows += [C.Claim(**r) for r in saved["claims"]]
+            info += saved.get("info", [])
+    scales = sorted({state["recipes"][n]["scale"] for n in order})
+    status = " ".join(SCALE_STATUS.get(s, "") for s in scales).strip()
+    C.write_claims(rows, root, "claims", {"scale": ", ".join(scales), "recipes": ", ".join(order)}, info=info,
+                   status=status)
+    (root / "reproduce.json").write_text(json.dumps(state, indent=2) + "\n")
+    (root / "README.md").write_text(_index_markdown(root, state, order, status))
+
+
+def _index_markdown(root: Path, state: dict, order: list[str], status: str) -> str:
+    last = state.get("last", {})
+    lines = ["# Birth of a Transformer: reproduction", ""]
+    if status:
+        lines += [f"**{status}**", ""]
+    lines += [f"Last command: `{last.get('command', '')}`: {last.get('runs', 0)} runs "
+              f"({last.get('trained', 0)} trained, {last.get('failed', 0)} failed), "
+              f"{last.get('wall_seconds', 0):.0f} s wall, {last.get('cpu_seconds', 0):.0f} s CPU "
+              f"with {last.get('workers', '?')} worker(s).", ""]
+    if "last_training" in state:
+        t = state["last_training"]
+        lines += [f"Last command that trained: `{t['command']}` ({t['made']}): {t['trained']} runs trained, "
+                  f"{t['failed']} failed, {t['wall_seconds']:.0f} s wall, {t['cpu_seconds']:.0f} s CPU with "
+                  f"{t['workers']} worker(s).", ""]
+    lines += ["Curves: mean over seeds (line) and min..max over seeds (band). Claims: [claims.md](claims.md).", ""]
+    for n in order:
+        r = state["recipes"][n]
+        lines += [f"## {n}: {r['figure']}: {r['title']}", ""]
+        lines += [f"![{n}]({f})" for f in r["files"] if f.endswith(".png")]
+        lines += ["", f"- command: `{r['command']}` (scale {r['scale']}, {_seeds_text(r['seeds'])}, made {r['made']})",
+                  f"- setup: {r['notes']}",
+                  "- files: " + ", ".join(f"[{f}]({f})" for f in r["files"]),
+                  f"- claims: {r['claims'][C.PASS]} PASS, {r['claims'][C.FAIL]} FAIL, "
+                  f"{r['claims'][C.INCONCLUSIVE]} INCONCLUSIVE ([claims/{n}.md](claims/{n}.md))"]
+        if r["runs"]:
+            lines.append(f"- runs: {len(r['runs'])} "
+                         f"({sum(x['status'] not in ('completed', 'cached') for x in r['runs'])} failed)")
+        lines.append("")
+    lines += ["## Claims", "", (root / "claims.md").read_text()]
+    return "\n".join(lines) + "\n"

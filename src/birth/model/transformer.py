@@ -1,0 +1,291 @@
+"""One Transformer covering the simplified model of the paper (Sec. 4.2, ``ihead_basic_model``) and
+the general one (``ihead_full_model``), chosen by ``ModelArgs.arch``.
+
+Parameter names are the official ones, so freeze schedules and checkpoints map one to one:
+
+    tok_embeddings.weight               W_E  (N, d) token embeddings
+    pos_embeddings.weight               P    (max_length, d) learned positions (full arch only)
+    pe (buffer)                              random or sin/cos positions (simplified, or sin_cos)
+    layers.{i}.attention.{wq,wk,wv,wo}.weight   (d, d) each; wq is absent (identity) in the simplified model
+    layers.{i}.attention_norm / ff_norm        LayerNorms (full arch, unless no_norm)
+    layers.{i}.ff.weight or ff.w1/ff.w2.weight  linear or ReLU-MLP feed-forward
+    norm                                 final LayerNorm (full arch, pre-norm)
+    output.weight                   W_U  (N, d) unembedding
+
+Paper aliases (``PARAM_ALIASES``): W_K1 = layers.0.attention.wk.weight, W_K2, W_O2, W_V1, ...
+Attention returns its pattern only when asked (``return_attn=True``, the explicit float32 softmax);
+otherwise it uses the fused ``scaled_dot_product_attention``. Training and evaluation of the
+simplified model go through ``birth.model.simplified_pass``, the same function in fewer operations; this
+forward is its reference, the full model's pass, and what analysis code calls.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from birth.model.args import ModelArgs
+from birth.model.hooks import NO_HOOKS, HookPoint, Hooks, model_hooks
+
+PARAM_ALIASES = {
+    "W_E": "tok_embeddings.weight", "W_U": "output.weight", "P": "pos_embeddings.weight",
+    **{f"W_{m.upper()}{i + 1}": f"layers.{i}.attention.w{m}.weight" for i in range(8) for m in "qkvo"},
+    "W_F": "layers.1.ff",
+}
+
+
+def resolve_param_names(name: str, model: nn.Module) -> list[str]:
+    """Parameter names meant by ``name``: an official name, a module prefix, or a paper alias."""
+    name = PARAM_ALIASES.get(name, name)
+    names = [n for n, _ in model.named_parameters()]
+    if name in names:
+        return [name]
+    return [n for n in names if n.startswith(name + ".")]
+
+
+def sin_cos_positions(length: int, dim: int) -> torch.Tensor:
+    position = torch.arange(length).unsqueeze(1)                                      # (L, 1)
+    div_term = torch.exp(torch.arange(0, dim, 2) * (-math.log(10000.0) / dim))        # (d/2,)
+    pe = torch.zeros(length, dim)
+    pe[:, 0::2] = torch.sin(position * div_term)
+    pe[:, 1::2] = torch.cos(position * div_term)
+    return pe                                                                         # (L, d)
+
+
+def rope_frequencies(dim: int, length: int, theta: float = 10000.0) -> torch.Tensor:
+    freqs = 1.0 / (theta ** (torch.arange(0, dim, 2)[: dim // 2].float() / dim))      # (d/2,)
+    angles = torch.outer(torch.arange(length).float(), freqs)                         # (L, d/2)
+    return torch.polar(torch.ones_like(angles), angles)                               # complex (L, d/2)
+
+
+def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """Rotates pairs of features of x (B, H, T, hd) by the position angles freqs (T, hd/2)."""
+    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))               # (B, H, T, hd/2)
+    return torch.view_as_real(xc * freqs).flatten(-2).type_as(x)                      # (B, H, T, hd)
+
+
+class Attention(nn.Module):
+    """Causal multi-head attention; W_Q is the identity when ``identity_query`` (simplified model)."""
+
+    def __init__(self, dim: int, n_heads: int, *, identity_query: bool, scale: float,
+                 use_rope: bool = False, no_wv: bool = False, no_wo: bool = False):
+        super().__init__()
+        self.n_heads, self.head_dim, self.scale, self.use_rope = n_heads, dim // n_heads, scale, use_rope
+        self.wq = nn.Identity() if identity_query else nn.Linear(dim, dim, bias=False)
+        self.wk = nn.Linear(dim, dim, bias=False)
+        self.wv = nn.Identity() if no_wv else nn.Linear(dim, dim, bias=False)
+        self.wo = nn.Identity() if no_wo else nn.Linear(dim, dim, bias=False)
+        self.hook_pattern = HookPoint("attn.hook_pattern")
+        self.hook_z = HookPoint("attn.hook_z")
+
+    def forward(self, x: torch.Tensor, freqs: Optional[torch.Tensor] = None, return_attn: bool = False,
+                hooks: Hooks = NO_HOOKS, prefix: str = "") -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        b, t, _ = x.shape
+        split = lambda z: z.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        q, k, v = split(self.wq(x)), split(self.wk(x)), split(self.wv(x))
+        if self.use_rope:
+            q, k = apply_rope(q, freqs[:t]), apply_rope(k, freqs[:t])
+        if return_attn or hooks.wants(prefix + "attn.hook_pattern"):
+            scores = (q @ k.transpose(-2, -1)) * self.scale                           # (B, H, T, T)
+            causal = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
+            attn = F.softmax(scores.float().masked_fill(causal, float("-inf")), dim=-1).type_as(x)
+            attn = hooks(prefix + "attn.hook_pattern", attn)
+            out = attn @ v                                                            # (B, H, T, hd)
+        else:
+            attn = None
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+        out = hooks(prefix + "attn.hook_z", out.transpose(1, 2))                      # (B, T, H, hd)
+        return self.wo(out.reshape(b, t, -1)), attn
+
+
+class FeedForward(nn.Module):
+    """ReLU MLP d -> hidden -> d without biases."""
+
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden_dim, bias=False)
+        self.w2 = nn.Linear(hidden_dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.relu(self.w1(x)))
+
+
+def make_ffn(dim: int, linear: bool) -> nn.Module:
+    return nn.Linear(dim, dim, bias=False) if linear else FeedForward(dim, 4 * dim)
+
+
+class Block(nn.Module):
+    """Attention then optional FFN, each added to the residual stream.
+
+    norm='pre': h = x + A(LN(x)); out = h + F(LN(h)) (or F(LN(x)) with ``parallel``, the official
+    full block); norm='post': h = LN(x + A(x)); out = LN(h + F(h)); norm='none': pre without LN.
+    """
+
+    def __init__(self, attention: Attention, ff: Optional[nn.Module], dim: int, norm: str, parallel: bool):
+        super().__init__()
+        self.attention = attention
+        if ff is not None:
+            self.ff = ff
+        self.norm_mode, self.parallel = norm, parallel
+        if norm != "none":
+            self.attention_norm = nn.LayerNorm(dim, eps=1e-5)
+            self.ff_norm = nn.LayerNorm(dim, eps=1e-5)
+        for name in (("hook_resid_pre", "hook_attn_out", "hook_resid_post")
+                     + (("hook_mlp_out",) if ff is not None else ())):
+            setattr(self, name, HookPoint(name))
+
+    def _ln(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        return getattr(self, name)(x) if self.norm_mode != "none" else x
+
+    def forward(self, x: torch.Tensor, freqs: Optional[torch.Tensor] = None, return_attn: bool = False,
+                hooks: Hooks = NO_HOOKS, prefix: str = "") -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The full architecture's block (the simplified model's pass is ``birth.model.simplified_pass``)."""
+        ff = getattr(self, "ff", None)
+        x = hooks(prefix + "hook_resid_pre", x)
+        mlp = lambda z: hooks(prefix + "hook_mlp_out", ff(z))
+        if self.norm_mode == "post":
+            a, attn = self.attention(x, freqs, return_attn, hooks, prefix)
+            h = self.attention_norm(x + hooks(prefix + "hook_attn_out", a))
+            out = self.ff_norm(h + mlp(h)) if ff is not None else h
+            return hooks(prefix + "hook_resid_post", out), attn
+        a, attn = self.attention(self._ln("attention_norm", x), freqs, return_attn, hooks, prefix)
+        h = x + hooks(prefix + "hook_attn_out", a)                                    # (B, T, d)
+        if ff is not None:
+            h = h + mlp(self._ln("ff_norm", x if self.parallel else h))
+        return hooks(prefix + "hook_resid_post", h), attn
+
+
+class Transformer(nn.Module):
+    """The simplified (``arch='simplified'``) or general (``arch='full'``) transformer."""
+
+    def __init__(self, args: ModelArgs, vocab_size: int):
+        super().__init__()
+        self.args, self.vocab_size, self.dim = args, vocab_size, args.dim
+        d, simplified = args.dim, args.arch == "simplified"
+        self.tok_embeddings = nn.Embedding(vocab_size, d)                             # N(0, 1) init
+        self.pos_embeddings = None
+        if simplified:
+            if args.sqrtd_embeddings:
+                nn.init.normal_(self.tok_embeddings.weight, std=1.0 / math.sqrt(d))
+            pe = sin_cos_positions(args.max_length, d) if args.sin_cos else torch.randn(args.max_length, d)
+            self.register_buffer("pe", pe / math.sqrt(d) if args.sqrtd_embeddings else pe)
+        elif args.sin_cos:
+            self.register_buffer("pe", sin_cos_positions(args.max_length, d))
+        else:
+            self.pos_embeddings = nn.Embedding(args.max_length, d)
+        self.use_rope = simplified and args.use_rope
+        if self.use_rope:
+            self.register_buffer("freqs", rope_frequencies(d, args.max_length), persistent=False)
+        self.layers = nn.ModuleList(self._simplified_layers() if simplified else self._full_layers())
+        self.norm = nn.LayerNorm(d, eps=1e-5) if (not simplified and args.pre_norm and not args.no_norm) else None
+        self.output = nn.Linear(d, vocab_size, bias=False)
+        # Tied output: the simplified code sets W_U = W_E / sqrt(d) and divides the logits by sqrt(d)
+        # again, i.e. logits scaled by 1/d; the full code ties without scaling.
+        self.output_scale = 1.0
+        if args.tie_output:
+            self.output.weight = self.tok_embeddings.weight
+            self.output_scale = 1.0 / d if simplified else 1.0
+        self.hook_logits = HookPoint("hook_logits")
+        self._hook_points = self._collect_hook_points()
+        self._freeze(simplified)
+        if simplified and args.zero_init:
+            for w in (self.layers[0].attention.wk, self.layers[1].attention.wk, self.layers[1].attention.wo):
+                nn.init.zeros_(w.weight)
+
+    def _simplified_layers(self) -> list[Block]:
+        a = self.args
+        scale = 1.0 if a.no_sqrtd else 1.0 / math.sqrt(a.dim)
+        attn = lambda rope: Attention(a.dim, 1, identity_query=True, scale=scale, use_rope=rope)
+        return [Block(attn(a.use_rope), make_ffn(a.dim, a.linear_first_ffn) if a.first_ffn else None,
+                      a.dim, "none", parallel=False),
+                Block(attn(False), make_ffn(a.dim, a.linear_final_ffn) if a.final_ffn else None,
+                      a.dim, "none", parallel=False)]
+
+    def _full_layers(self) -> list[Block]:
+        a = self.args
+        norm = "none" if a.no_norm else ("pre" if a.pre_norm else "post")
+        blocks = []
+        for i in range(a.n_layers):
+            attn = Attention(a.dim, a.n_heads, identity_query=False, scale=1.0 / math.sqrt(a.dim // a.n_heads),
+                             no_wv=a.no_wv, no_wo=a.no_wo)
+            has_ff = not (a.no_ffn or (i == 0 and a.no_first_layer_ffn))
+            blocks.append(Block(attn, make_ffn(a.dim, a.linear_ffn) if has_ff else None, a.dim, norm,
+                                parallel=a.parallel_ffn))
+        return blocks
+
+    def _freeze(self, simplified: bool) -> None:
+        a = self.args
+        frozen = []
+        if a.freeze_embeddings:
+            frozen += [self.tok_embeddings.weight] + ([self.pos_embeddings.weight] if self.pos_embeddings else [])
+        if a.freeze_output:
+            frozen.append(self.output.weight)
+        if simplified:  # the random "remapping" memories W_V1, W_O1, W_V2
+            frozen += [self.layers[0].attention.wv.weight, self.layers[0].attention.wo.weight,
+                       self.layers[1].attention.wv.weight]
+        else:
+            for layer in self.layers:
+                frozen += [m.weight for m, on in ((layer.attention.wv, a.freeze_wv), (layer.attention.wo, a.freeze_wo))
+                           if on and isinstance(m, nn.Linear)]
+        for p in frozen:
+            p.requires_grad_(False)
+
+    def _collect_hook_points(self) -> dict[str, HookPoint]:
+        """TransformerLens name -> HookPoint of every point this model's passes honour."""
+        points = {"hook_logits": self.hook_logits}
+        simplified = self.args.arch == "simplified"
+        for i, layer in enumerate(self.layers):
+            for name in ("hook_resid_pre", "hook_attn_out", "hook_mlp_out", "hook_resid_post"):
+                if hasattr(layer, name):
+                    points[f"blocks.{i}.{name}"] = getattr(layer, name)
+            points[f"blocks.{i}.attn.hook_pattern"] = layer.attention.hook_pattern
+            if not simplified:  # the simplified pass never forms layer 1's values before W_O (one table W_O W_V)
+                points[f"blocks.{i}.attn.hook_z"] = layer.attention.hook_z
+        for name, hp in points.items():
+            hp.name = name  # its TransformerLens name, as hooks see it
+        return points
+
+    def hook_points(self) -> dict[str, HookPoint]:
+        """The named hook points this model honours in every pass (``birth.model.hooks``)."""
+        return dict(self._hook_points)
+
+    def hook_point(self, name: str) -> HookPoint:
+        """The HookPoint ``name``; ValueError naming the points there are for any other name."""
+        if name not in self._hook_points:
+            raise ValueError(f"hook point {name!r}: this {self.args.arch} model has "
+                             f"{', '.join(sorted(self._hook_points))}")
+        return self._hook_points[name]
+
+    def positions(self, length: Optional[int] = None) -> Optional[torch.Tensor]:
+        """Absolute positional embeddings (T, d), or None with RoPE."""
+        if self.use_rope:
+            return None
+        pe = self.pos_embeddings.weight if self.pos_embeddings is not None else self.pe
+        return pe[:length]
+
+    def forward(self, tokens: torch.Tensor, return_attn: bool = False, targets: Optional[torch.Tensor] = None):
+        """Logits (B, T, N) for tokens (B, T), or ``logits[targets]`` (n, N) for a (B, T) mask; with
+        ``return_attn`` also [attention (B, H, T, T)] per layer. The simplified model's pass is
+        ``birth.model.simplified_pass.forward``; the hook points' hooks act in both."""
+        if self.args.arch == "simplified":
+            from birth.model import simplified_pass as rearranged
+            return rearranged.forward(self, tokens, targets, return_attn=return_attn)
+        hooks = model_hooks(self._hook_points, tokens)
+        h = self.tok_embeddings(tokens)                                               # (B, T, d)
+        pos = self.positions(tokens.shape[1])
+        if pos is not None:
+            h = h + pos.unsqueeze(0)
+        patterns = []
+        for i, layer in enumerate(self.layers):
+            h, attn = layer(h, getattr(self, "freqs", None), return_attn, hooks, f"blocks.{i}.")
+            patterns.append(attn)
+        if self.norm is not None:
+            h = self.norm(h)
+        logits = self.output(h) * self.output_scale if self.output_scale != 1.0 else self.output(h)
+        logits = hooks("hook_logits", logits.float())                                 # (B, T, N)
+        if targets is not None:
+            logits = logits[targets]
+        return (logits, patterns) if return_attn else logits

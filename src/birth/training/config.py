@@ -1,0 +1,370 @@
+"""Run configuration: dataclasses with documented defaults, presets, dot-list overrides that accept
+the official code's argument names verbatim, and validation of the whole config before any work.
+
+Group names follow the official scripts (``data_args``, ``model_args``, ``optim_args``); top-level
+keys are the official ``TrainerArgs``. Defaults are those of ``ihead_basic_main.py`` except where a
+field's help says otherwise.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import yaml
+
+from birth import tasks
+from birth.model.args import ModelArgs, documented as _f
+from birth.tasks.base import TaskArgs
+from birth.tasks.triggers.task import DataArgs
+
+__all__ = ["ConfigError", "DataArgs", "ModelArgs", "OptimArgs", "TrainConfig", "TaskArgs", "PRESETS", "build_config",
+           "parse_overrides", "to_dict", "from_dict", "all_keys", "dump_yaml", "load_yaml", "apply"]
+
+
+class ConfigError(ValueError):
+    """A config problem, reported as one line that names the offending key."""
+
+
+@dataclass
+class OptimArgs:
+    learning_rate: float = _f(0.2, "learning rate (constant)")
+    weight_decay: float = _f(1e-4, "weight decay")
+    momentum: float = _f(0.9, "SGD momentum")
+    batch_size: int = _f(512, "fresh sequences per step")
+    use_sgd: bool = _f(True, "SGD with momentum (else AdamW)")
+    beta1: float = _f(0.9, "AdamW beta1")
+    beta2: float = _f(0.95, "AdamW beta2 (basic script 0.95, full script 0.99)")
+    eps: float = _f(1e-8, "AdamW epsilon")
+
+
+@dataclass
+class TrainConfig:
+    optim_args: OptimArgs = field(default_factory=OptimArgs)
+    data_args: TaskArgs = field(default_factory=DataArgs)  # the task's own dataclass (data_args.task)
+    model_args: ModelArgs = field(default_factory=ModelArgs)
+    max_iters: int = _f(1000, "training steps (official default: run forever)")
+    eval_delta: int = _f(5, "evaluate every this many steps")
+    log_norms: bool = _f(False, "also log per-layer norms of W_K, W_V, W_O")
+    log_probes: bool = _f(False, "accepted for compatibility: memory probes are always logged")
+    freeze_until: str = _f("", "freeze schedule 'STEP:NAME,...' (official names or W_K1/W_K2/W_O2/...)")
+    interventions: str = _f("", "interventions during training, ';'-separated, each KIND:ARGS[@START[-END]] "
+                            "(layers and heads from 0): clamp:L[.H]:previous|induction|uniform|self[:S] mixes a "
+                            "head's attention towards a pattern at strength S; ablate:L[.H]:zero|mean; "
+                            "set:W_K1|W_K2|W_O2:ideal[:GAIN] (the ideal memory) or set:MATRIX:RUN[:STEP] (graft); "
+                            "see docs/interventions.md")
+    loss_head_only: bool = _f(True, "loss on in-context targets only (outs >= 2)")
+    num_data_workers: int = _f(60, "accepted for compatibility: sampling is vectorised, no workers")
+    seed: int = _f(42, "data seed: batch i is a pure function of (seed, i)")
+    init_seed: int = _f(0, "model initialisation seed")
+    eval_seed: int = _f(0, "seed of the fixed evaluation batches")
+    eval_batch_size: int = _f(512, "sequences in each fixed evaluation batch")
+    eval_fixed_batch: bool = _f(True, "also evaluate a fixed batch of the training distribution (the eval_* "
+                                "metrics; the official script evaluates the training batch and the OOD batch only)")
+    device: str = _f("auto", "auto (CUDA when present), cpu or cuda", choices=("auto", "cpu", "cuda"))
+    precision: str = _f("float32", "float32, or bf16: the training step under bfloat16 autocast (CUDA, or a CPU "
+                        "with bf16 support); weights, evaluation and probes stay float32", choices=("float32", "bf16"))
+    checkpoint_every: int = _f(0, "checkpoint every this many steps (0: only at the end)")
+    keep_checkpoints: int = _f(2, "how many of the latest periodic checkpoints to keep")
+    checkpoint_steps: str = _f("", "extra steps to checkpoint and keep for analysis, e.g. '100,300', or 'log:N' for "
+                               "N log-spaced steps from 1 to max_iters (dense early, around transitions); both "
+                               "combine: 'log:40,500'")
+    save_dir: Optional[str] = _f(None, "run directory (official name; --out takes precedence)")
+    root_dir: str = _f("", "prefix of save_dir (official name)")
+    tensorboard: bool = _f(False, "also write the metrics and attention images to RUN/tensorboard/ "
+                                  "(pip install 'birth[tensorboard]')")
+    wandb: str = _f("", "also log the config, metrics and figures to Weights & Biases in RUN/wandb/: offline (nothing "
+                    "leaves the machine; wandb sync RUN/wandb/offline-run-* uploads later) or online; '' is off "
+                    "(pip install 'birth[wandb]')", choices=("", "offline", "online"))
+
+
+INT_LIMIT = 2 ** 63  # every integer must fit torch's int64
+# Decimal numbers with an exponent, which YAML 1.1 (unlike OmegaConf) leaves as strings: 1e-4, 5E3.
+FLOAT_RE = re.compile(r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+")
+
+GROUPS = {"data_args": DataArgs, "model_args": ModelArgs, "optim_args": OptimArgs}
+
+# Shorter names people type, mapped to the canonical (official) ones.
+ALIASES = {
+    "data.": "data_args.",
+    "model.": "model_args.",
+    "optim.": "optim_args.",
+    "optim_args.lr": "optim_args.learning_rate",
+    "optim_args.wd": "optim_args.weight_decay",
+    "optim_args.batch": "optim_args.batch_size",
+    "steps": "max_iters",
+    # official TrainerArgs flags that describe the paper's task: they live in its data_args
+    "bigram_outs_train": "data_args.bigram_outs_train",
+    "bigram_outs_test": "data_args.bigram_outs_test",
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The CPU demo: 3 fixed triggers, T = 64, AdamW; the induction head forms in about 400 steps.
+    "quick": {
+        "max_iters": 400, "eval_delta": 20, "loss_head_only": True,
+        "data_args.k": 3, "data_args.fixed_special_toks": True, "data_args.seq_length": 64,
+        "model_args.dim": 128, "model_args.max_length": 64,
+        "model_args.freeze_embeddings": True, "model_args.freeze_output": True,
+        "optim_args.use_sgd": False, "optim_args.learning_rate": 0.01, "optim_args.weight_decay": 1e-4,
+        "optim_args.batch_size": 128, "eval_batch_size": 256, "device": "cpu",
+    },
+    # Top-down staged training (theory, SPEC §3.4): W_O2 alone, then W_K2 from 300, then W_K1 from 600.
+    "staged": {
+        "max_iters": 900, "eval_delta": 5, "loss_head_only": True, "freeze_until": "300:W_K2,600:W_K1",
+        "data_args.k": 5, "data_args.fixed_special_toks": True,
+        "optim_args.use_sgd": True, "optim_args.learning_rate": 0.03, "optim_args.batch_size": 512,
+        "model_args.freeze_embeddings": True, "model_args.freeze_output": True, "model_args.dim": 256,
+    },
+    # The command of the official README (ties to the Figure 3 setting).
+    "paper-readme": {
+        "max_iters": 1000, "log_probes": True, "eval_delta": 5, "loss_head_only": True,
+        "data_args.k": 5, "data_args.fixed_special_toks": True,
+        "optim_args.use_sgd": True, "optim_args.learning_rate": 0.03, "optim_args.weight_decay": 1e-4,
+        "optim_args.batch_size": 512,
+        "model_args.final_ffn": False, "model_args.freeze_embeddings": True,
+        "model_args.freeze_output": True, "model_args.dim": 256,
+    },
+    # Defaults of the official ihead_full_main.py.
+    "full": {
+        "model_args.arch": "full", "model_args.dim": 128, "model_args.n_heads": 4,
+        "optim_args.use_sgd": False, "optim_args.learning_rate": 0.01, "optim_args.weight_decay": 0.01,
+        "optim_args.beta2": 0.99, "optim_args.batch_size": 64, "loss_head_only": False,
+    },
+    # In-context Markov chains on CPU (Edelman et al.'s setting: 3 states, T = 100, batch 64, a
+    # 2-layer attention-only model, AdamW beta2 0.95; sin/cos positions stand in for their relative
+    # ones, lr 1e-2 instead of 5e-4 to learn in 600 steps): the loss passes the unigram strategy's
+    # level and ends 0.015-0.02 nats above the ngram (Bayes) strategy's.
+    "markov-quick": {
+        "data_args.task": "markov", "data_args.seq_length": 100, "max_iters": 600, "eval_delta": 20,
+        "loss_head_only": False, "model_args.arch": "full", "model_args.no_ffn": True, "model_args.n_layers": 2,
+        "model_args.n_heads": 1, "model_args.dim": 16, "model_args.max_length": 100, "model_args.sin_cos": True,
+        "optim_args.use_sgd": False, "optim_args.learning_rate": 0.01, "optim_args.weight_decay": 0.01,
+        "optim_args.beta2": 0.95, "optim_args.batch_size": 64, "eval_batch_size": 256, "device": "cpu",
+    },
+    # Repeated random tokens with a random period per sequence (no fixed offset to copy from): an
+    # induction head forms in about 250 steps and the in-context loss falls from log V to about 0.5.
+    "repeat-quick": {
+        "data_args.task": "repeat", "data_args.vocab_size": 64, "data_args.seq_length": 64,
+        "data_args.random_period": True, "max_iters": 500, "eval_delta": 20, "loss_head_only": False,
+        "model_args.arch": "full", "model_args.no_ffn": True, "model_args.n_layers": 2, "model_args.n_heads": 1,
+        "model_args.dim": 32, "model_args.max_length": 64,
+        "optim_args.use_sgd": False, "optim_args.learning_rate": 0.01, "optim_args.weight_decay": 0.01,
+        "optim_args.beta2": 0.95, "optim_args.batch_size": 64, "eval_batch_size": 256, "device": "cpu",
+    },
+}
+
+
+def all_keys(task: Optional[str] = None) -> dict[str, dataclasses.Field]:
+    """Every settable dotted key with its field: of a config of ``task``, or (None) of any task
+    (for --help, parsing and suggestions)."""
+    keys: dict[str, dataclasses.Field] = {}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "data_args":
+            classes = [tasks.args_class(task)] if task else [tasks.args_class(n) for n in tasks.names()]
+            for cls in classes:
+                for g in dataclasses.fields(cls):
+                    keys.setdefault(f"data_args.{g.name}", g)
+        elif f.name in GROUPS:
+            for g in dataclasses.fields(GROUPS[f.name]):
+                keys[f"{f.name}.{g.name}"] = g
+        else:
+            keys[f.name] = f
+    return keys
+
+
+def owners(key: str) -> list[str]:
+    """The tasks whose data_args have ``key`` (a dotted ``data_args.*`` key)."""
+    name = key.partition(".")[2]
+    return [t for t in tasks.names() if name in {f.name for f in dataclasses.fields(tasks.args_class(t))}]
+
+
+def _canonical(key: str) -> str:
+    for short, full in ALIASES.items():
+        if short.endswith(".") and key.startswith(short):
+            key = full + key[len(short):]
+        elif key == short:
+            key = full
+    return ALIASES.get(key, key)
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    return {"int": int, "float": float, "bool": bool, "str": str, "Optional[str]": str}[t]
+
+
+def _coerce(key: str, raw: Any, f: dataclasses.Field) -> Any:
+    kind = _field_type(f)
+    if raw is None and f.default is None:
+        return None
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in ("true", "false"):
+            return raw.lower() == "true"
+        raise ConfigError(f"{key}: expected true or false, got {raw!r}")
+    if kind is int:
+        # isfinite first: int(inf) and int(nan) raise, and 1e400 parses as inf
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw) or raw != int(raw):
+            raise ConfigError(f"{key}: expected an integer, got {raw!r}")
+        if not -INT_LIMIT <= int(raw) < INT_LIMIT:
+            raise ConfigError(f"{key}: expected an integer in [-2**63, 2**63), got {int(raw)}")
+        return int(raw)
+    if kind is float:
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+            raise ConfigError(f"{key}: expected a finite number, got {raw!r}")
+        return float(raw)
+    value = raw if isinstance(raw, str) else ("" if raw is None else str(raw))
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _parse_value(text: str) -> Any:
+    """YAML scalar parsing as OmegaConf's dot-lists do: 1e-4, True, null, 0.03, strings."""
+    if FLOAT_RE.fullmatch(text.strip()):
+        return float(text.strip().replace("_", ""))  # YAML 1.1 reads 1e-4 as a string; OmegaConf does not
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except Exception:  # a bad scalar or tag (e.g. '!!int x') raises ValueError etc.: keep the text
+        return text
+    if isinstance(value, str) or value is None or isinstance(value, (bool, int, float)):
+        return value
+    return text  # lists/maps are not config values here: keep the text, type checks will tell
+
+
+def _override_value(text: str, f: dataclasses.Field) -> Any:
+    """String keys take the text verbatim (YAML would turn '1:30' into 90 and '0x10' into 16)."""
+    if _field_type(f) is str and text.strip() not in ("null", "~", "Null", "NULL"):
+        return text
+    return _parse_value(text)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``['data_args.k=5', 'model.dim=256']`` -> canonical dotted keys with parsed values.
+
+    Raises ConfigError (one line, naming the key) for malformed items and unknown keys.
+    """
+    keys = all_keys()
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"{item!r}: overrides are KEY=VALUE (e.g. data_args.k=5)")
+        typed, _, text = item.partition("=")
+        key = _canonical(typed.strip().lstrip("+"))
+        if key not in keys:
+            suffix = f"; did you mean {hint}?" if (hint := suggest(key)) else "; see birth train --help"
+            typed = typed.strip()
+            shown = typed if typed and typed.isprintable() else repr(item)  # the error stays one readable line
+            raise ConfigError(f"{shown}: unknown key{suffix}")
+        out[key] = _override_value(text, keys[key])
+    return out
+
+
+def suggest(key: str) -> str:
+    """The key closest to a misspelt canonical ``key``, aliases included ('optim_args.lrr' ->
+    'optim_args.lr (optim_args.learning_rate)'), or '' when nothing is close."""
+    names = {k: k for k in all_keys()}
+    names.update({_canonical_prefix(short): full for short, full in ALIASES.items() if not short.endswith(".")})
+    hint = difflib.get_close_matches(key, list(names), n=1, cutoff=0.6)
+    if not hint:
+        return ""
+    return hint[0] if names[hint[0]] == hint[0] else f"{hint[0]} ({names[hint[0]]})"
+
+
+def _canonical_prefix(key: str) -> str:
+    """An alias written with its group's full name (optim_args.lr stays; a bare alias such as steps too)."""
+    for short, full in ALIASES.items():
+        if short.endswith(".") and key.startswith(short):
+            return full + key[len(short):]
+    return key
+
+
+def build_config(preset: str | None = None, overrides: list[str] | dict | None = None) -> TrainConfig:
+    """Defaults, then a preset, then overrides (type-checked; ``validation.validate`` checks the rest)."""
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"--preset: unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    merged: dict[str, Any] = dict(PRESETS[preset]) if preset else {}
+    merged.update(parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {}))
+    return apply(TrainConfig(), merged)
+
+
+def apply(cfg: TrainConfig, values: dict[str, Any]) -> TrainConfig:
+    """A copy of ``cfg`` with dotted ``values`` set (type-checked)."""
+    return _assign(copy.deepcopy(cfg), values, "")
+
+
+def to_dict(cfg: TrainConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def flat_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """The config as dotted keys: ``{'data_args.k': 3, 'max_iters': 1000, ...}``."""
+    flat = {}
+    for k, v in to_dict(cfg).items():
+        if isinstance(v, dict):
+            flat.update({f"{k}.{gk}": gv for gk, gv in v.items()})
+        else:
+            flat[k] = v
+    return flat
+
+
+def from_dict(d: dict) -> TrainConfig:
+    """Rebuilds a config from ``to_dict``'s nested form (e.g. a saved config.yaml)."""
+    flat = {}
+    for k, v in d.items():
+        if k in GROUPS and isinstance(v, dict):
+            flat.update({f"{k}.{gk}": gv for gk, gv in v.items()})
+        else:
+            flat[k] = v
+    return _assign(TrainConfig(), flat, " in saved config")
+
+
+def _assign(cfg: TrainConfig, flat: dict[str, Any], where: str) -> TrainConfig:
+    """Sets dotted keys of ``cfg`` in place, each value type-checked against its field; a
+    ``data_args.task`` among them first gives ``cfg`` that task's data arguments."""
+    flat = {_canonical(k): v for k, v in flat.items()}
+    if "data_args.task" in flat:
+        _set_task(cfg, flat["data_args.task"], where)
+    keys = all_keys(cfg.data_args.task)
+    for key, raw in flat.items():
+        if key not in keys:
+            tasks_with = owners(key) if key.startswith("data_args.") else []
+            if tasks_with:
+                raise ConfigError(f"{key}: a key of task {' and '.join(tasks_with)}, not of data_args.task="
+                                  f"{cfg.data_args.task}{where}")
+            raise ConfigError(f"{key}: unknown key{where}")
+        *groups, name = key.split(".")
+        target = cfg
+        for g in groups:
+            target = getattr(target, g)
+        setattr(target, name, _coerce(key, raw, keys[key]))
+    return cfg
+
+
+def _set_task(cfg: TrainConfig, raw: Any, where: str) -> None:
+    """Replaces ``cfg.data_args`` by the data arguments of task ``raw``, keeping the keys every
+    task has (sequence length)."""
+    if not isinstance(raw, str) or not raw:
+        raise ConfigError(f"data_args.task: expected a task name, got {raw!r}{where}")
+    try:
+        cls = tasks.args_class(raw)
+    except tasks.UnknownTask as err:
+        raise ConfigError(f"data_args.task: {err}{where}") from None
+    if type(cfg.data_args) is not cls:
+        shared = {f.name: getattr(cfg.data_args, f.name) for f in dataclasses.fields(TaskArgs)}
+        cfg.data_args = cls(**shared)
+    cfg.data_args.task = raw
+
+
+def dump_yaml(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def load_yaml(text: str) -> TrainConfig:
+    return from_dict(yaml.safe_load(text) or {})
+
