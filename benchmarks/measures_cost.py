@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from birth.experiments import all_recipes
-from birth.experiments.recipe import PILOT_SEEDS, seed_overrides
+from birth.experiments.recipe import PILOT_SEEDS
+from birth.training.config import seed_overrides
 from birth.training import evaluation as E
 from birth.training import loop as T
 from birth.training.validation import resolve_config

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 from birth.experiments.recipes import fig2, fig3, fig4, layers
-from birth.experiments.recipe import PILOT_SEEDS, seed_overrides
+from birth.experiments.recipe import PILOT_SEEDS
+from birth.training.config import seed_overrides
 from birth.training.build import parse_freeze_until
 from birth.launching.local import LocalBackend, make_job, run_jobs
 from birth.training.runs import RunDir

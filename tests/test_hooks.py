@@ -27,10 +27,10 @@ def _setup(arch: str = "simplified", seed: int = 0, **model):
     return setup
 
 
-def _record(model: Transformer) -> tuple[dict, list]:
+def _record(model: Transformer, names=None) -> tuple[dict, list]:
     seen: dict[str, torch.Tensor] = {}
     handles = [hp.add_hook(lambda t, hook: seen.__setitem__(hook.name, t.detach().clone()))
-               for hp in model.hook_points().values()]
+               for name, hp in model.hook_points().items() if names is None or name in names]
     return seen, handles
 
 
@@ -39,14 +39,23 @@ def _record(model: Transformer) -> tuple[dict, list]:
 def test_every_point_sees_the_same_tensor_in_every_pass_of_the_simplified_model(model):
     setup = _setup(**model)
     b = setup.train_batch(0)
-    seen, handles = _record(setup.model)
+    seen, handles = _record(setup.model)  # every point: attn.hook_z makes the pass call every module
+    assert setup.model.module_by_module()
+    setup.model(b.x)
+    by_module = dict(seen)
+    assert set(by_module) == set(setup.model.hook_points())
+    for h in handles:
+        h.remove()
+    seen, handles = _record(setup.model, targets.HONOURED)  # the points the rearranged pass honours
+    assert not setup.model.module_by_module()
     setup.model(b.x)                                            # every position, fused attention
     full = dict(seen)
     seen.clear()
-    targets.in_context_loss(setup.model, b.x, b.y, b.masks["in_context"])  # the training pass
-    assert set(seen) == set(full) == set(setup.model.hook_points())
+    setup.model(b.x, targets=b.masks["in_context"])  # the training pass
+    assert set(seen) == set(full) == set(setup.model.hook_points()) & targets.HONOURED
     for name, t in full.items():
         torch.testing.assert_close(seen[name], t, rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(by_module[name], t, rtol=1e-5, atol=1e-6, msg=name)
     for h in handles:
         h.remove()
     # a stack of this model and another: the same tensors in its slice
@@ -129,8 +138,8 @@ def test_clamp_patterns_are_the_documented_ones():
 def test_an_unknown_hook_point_is_named_in_one_line():
     model = Transformer(ModelArgs(dim=8, max_length=8), 10)
     with pytest.raises(ValueError,
-                       match=r"hook point 'blocks.0.attn.hook_z': this simplified model has .*hook_pattern"):
-        model.hook_point("blocks.0.attn.hook_z")
+                       match=r"hook point 'blocks.2.attn.hook_z': this simplified model has .*hook_pattern"):
+        model.hook_point("blocks.2.attn.hook_z")
 
 
 @pytest.mark.slow

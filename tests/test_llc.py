@@ -5,9 +5,10 @@ import shutil
 import pytest
 from conftest import TINY
 
-from birth.analysis import llc
+from birth.analysis import llc_curve as llc
+from birth.measures import llc as sampler_of
+from birth.measures.llc import LLCError
 from birth.cli import main
-from birth.training.config import ConfigError
 
 # the tiny config with checkpoints kept at steps 10 and 30 (and the final one, 60), none periodic
 TINY_CKPTS = ([a for a in TINY if not a.startswith(("checkpoint_every=", "checkpoint_steps="))]
@@ -74,7 +75,7 @@ def test_llc_samples_only_the_parameters_the_run_trains(run, devinterp):
     trained = [name for name, p in setup.model.named_parameters() if p.requires_grad]
     assert trained == ["layers.0.attention.wk.weight", "layers.1.attention.wk.weight", "layers.1.attention.wo.weight"]
     before = {name: p.detach().clone() for name, p in setup.model.named_parameters()}
-    optimizer = llc.sampler()(setup.model.parameters(), lr=1e-3, localization=100.0, nbeta=4.0)
+    optimizer = sampler_of.sampler()(setup.model.parameters(), lr=1e-3, localization=100.0, nbeta=4.0)
     batch = next(iter(llc.stream_loader(setup, 1, 8)))
     llc._objective(True)(setup.model, batch).backward()
     optimizer.step()
@@ -96,14 +97,14 @@ def test_llc_takes_a_freeze_schedule_in_its_final_state(run, tmp_path):
 
 def test_llc_without_devinterp_names_the_extra(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "devinterp.slt.sampler", None)  # import fails
-    monkeypatch.setattr(llc, "_version", lambda name: (_ for _ in ()).throw(ImportError(name)))
-    with pytest.raises(ConfigError, match=r"pip install 'birth\[llc\]'"):
-        llc.require_devinterp()
+    monkeypatch.setattr(sampler_of, "version_of", lambda name: (_ for _ in ()).throw(ImportError(name)))
+    with pytest.raises(LLCError, match=r"pip install 'birth\[llc\]'"):
+        sampler_of.require_devinterp()
 
 
 def test_llc_settings_out_of_range_name_the_flag():
-    with pytest.raises(ConfigError, match="--chains"):
-        llc.LLCSettings(chains=0).check()
-    with pytest.raises(ConfigError, match="--lr"):
-        llc.LLCSettings(lr=-1.0).check()
-    llc.LLCSettings().check()
+    with pytest.raises(LLCError, match="--chains"):
+        sampler_of.LLCSettings(chains=0).check()
+    with pytest.raises(LLCError, match="--lr"):
+        sampler_of.LLCSettings(lr=-1.0).check()
+    sampler_of.LLCSettings().check()

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import birth
-from birth.experiments.recipe import seed_overrides
+from birth.training.config import seed_overrides
 from birth.cli import main
 from birth.training.config import ConfigError
 from birth.launching.local import LocalBackend

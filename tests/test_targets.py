@@ -4,6 +4,7 @@ either attention computation and at the targets only or at every position, for e
 variant; and training at the targets only gives the metrics of training at every position."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from birth.model.official import OfficialSimplified
 from birth.model import simplified_pass as targets
@@ -45,6 +46,12 @@ def _model_and_batch(kw: dict, seed: int = 0):
     return cfg, setup.model, batch
 
 
+def _in_context_loss(model, b, explicit=None) -> torch.Tensor:
+    """The training step's loss of the simplified model: cross-entropy at the in-context targets."""
+    m = b.masks["in_context"]
+    return F.cross_entropy(model(b.x, targets=m, explicit=explicit), b.y[m])
+
+
 def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4) -> None:
     torch.testing.assert_close(a, b, rtol=rtol, atol=rtol * float(b.detach().abs().max()))
 
@@ -53,7 +60,6 @@ def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4) -> None:
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_rearranged_pass_equals_the_official_computation(variant, explicit):
     cfg, model, b = _model_and_batch(VARIANTS[variant])
-    assert targets.supports(model)
     mask = b.outs >= 2
     full, patterns = OfficialSimplified(model)(b.x, return_attn=True)
     _close(targets.forward(model, b.x, explicit=explicit), full)
@@ -64,7 +70,7 @@ def test_rearranged_pass_equals_the_official_computation(variant, explicit):
         _close(a, p, 1e-3)
     trained = [p for p in model.parameters() if p.requires_grad]
     assert len(trained) >= 3
-    loss = targets.in_context_loss(model, b.x, b.y, b.masks["in_context"], explicit=explicit)
+    loss = _in_context_loss(model, b, explicit)
     reference = training_loss(cfg.loss_head_only, OfficialSimplified(model)(b.x), b)
     _close(loss, reference, 1e-5)
     for g, ref in zip(torch.autograd.grad(loss, trained), torch.autograd.grad(reference, trained)):
@@ -77,7 +83,7 @@ def test_rearranged_loss_and_gradients_equal_the_official_computation(explicit):
     cfg, model, b = _model_and_batch(VARIANTS["readme"])
     official = OfficialSimplified(model)
     trained = [p for p in model.parameters() if p.requires_grad]
-    ours = targets.in_context_loss(model, b.x, b.y, b.masks["in_context"], explicit=explicit)
+    ours = _in_context_loss(model, b, explicit)
     theirs = training_loss(cfg.loss_head_only, official(b.x), b)
     _close(ours, theirs, 1e-5)
     for g, ref in zip(torch.autograd.grad(ours, trained), torch.autograd.grad(theirs, trained)):
@@ -89,18 +95,22 @@ def test_the_attention_choice_follows_the_size_of_the_scores():
 
 
 @pytest.mark.parametrize("kw", [dict(use_rope=True), dict(first_ffn=True), dict()], ids=["rope", "first-ffn", "readme"])
-def test_every_simplified_variant_is_this_pass_and_the_full_architecture_is_not(kw):
-    assert targets.supports(Transformer(ModelArgs(dim=16, max_length=8, **kw), 65))
-    assert not targets.supports(Transformer(ModelArgs(arch="full", dim=16, max_length=8, n_heads=2), 65))
+def test_every_simplified_variant_takes_this_pass_until_a_module_is_hooked(kw):
+    model = Transformer(ModelArgs(dim=16, max_length=8, **kw), 65)
+    assert not model.module_by_module()
+    handle = model.layers[1].attention.wo.register_forward_hook(lambda m, a, out: None)
+    assert model.module_by_module()
+    handle.remove()
+    assert not model.module_by_module()
 
 
-def test_training_with_the_rearranged_pass_gives_the_metrics_of_the_full_pass(tmp_path, monkeypatch):
+def test_training_with_the_rearranged_pass_gives_the_metrics_of_the_module_by_module_pass(tmp_path, monkeypatch):
     overrides = {"max_iters": 50, "eval_delta": 10, "data_args.seq_length": 32, "model_args.max_length": 32,
                  "model_args.dim": 32, "optim_args.batch_size": 16, "eval_batch_size": 32, "device": "cpu",
                  "optim_args.learning_rate": 0.2, "freeze_until": "20:W_K1"}
     cfg = build_config("paper-readme", overrides)
     train(cfg, tmp_path / "rearranged", quiet=True)
-    monkeypatch.setattr(targets, "supports", lambda model: False)
+    monkeypatch.setattr(Transformer, "module_by_module", lambda self: True)  # every module called
     train(cfg, tmp_path / "full", quiet=True)
     ours, full = (RunDir(tmp_path / name).read_metrics() for name in ("rearranged", "full"))
     assert [r["iter"] for r in ours] == [0, 10, 20, 30, 40, 49]

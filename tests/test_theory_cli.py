@@ -1,17 +1,15 @@
 """`birth theory ...`: the subcommand writes its data, figure and summary section."""
 import pytest
-import argparse
 
-from birth.experiments.theory.theory_cli import register
+from birth.cli import parse
+from birth.commands import _three_step_overrides
 from birth.experiments.theory.computations import update_summary
 
 pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
 
 
 def _parse(*argv):
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    return parser.parse_args(["theory", *argv])
+    return parse(["theory", *argv])
 
 
 def test_lemma_subcommand_writes_csv_figures_and_summary(tmp_path):
@@ -36,7 +34,6 @@ def test_summary_sections_are_replaced_not_duplicated(tmp_path):
 
 def test_three_steps_options_reach_the_config():
     args = _parse("three-steps", "--k", "5", "--random-triggers", "--allow-repeat", "--step-norms", "30,auto,1e4")
-    from birth.experiments.theory.theory_cli import _three_step_overrides
     over = _three_step_overrides(args)
     assert over == {"k": 5, "fixed_triggers": False, "no_repeat": False, "step_norms": (30.0, None, 1e4)}
     assert _three_step_overrides(_parse("three-steps", "--criterion", "acc")) == {"criterion": "acc"}

@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 
 def load_run(path, device: str = "cpu"):
     """A saved run directory as a ``birth.analysis.run.Run``: config, models at saved steps, samplers, metrics."""
-    from birth.analysis.run import load_run as _load_run
+    from birth.analysis.run import load_run as _load_run  # deferred: `import birth` stays light
     return _load_run(path, device)
 
 
@@ -17,20 +17,22 @@ def train(config, out, *, preset=None, callbacks=(), hooks=None, resume: bool = 
     called at every evaluation (``birth.training.evaluation.Evaluation``: ``ev.step``, ``ev.model``,
     ``ev.batch``, ``ev.metrics``, ``ev.outputs(name)``), whose dicts join the metrics line;
     ``hooks``: {hook point: ``fn(tensor, hook)``} acting in every pass (``birth.model.hooks``)."""
-    from birth.analysis.run import train as _train
-    return _train(config, out, preset=preset, callbacks=callbacks, hooks=hooks, resume=resume,
-                  overwrite=overwrite, quiet=quiet)
+    from birth.training.start import train_into  # deferred: `import birth` stays light
+    from birth.analysis.run import load_run as _load_run  # deferred: `import birth` stays light
+    train_into(config, out, preset=preset, callbacks=callbacks, hooks=hooks, resume=resume, overwrite=overwrite,
+               quiet=quiet)
+    return _load_run(out)
 
 
 def load_sweep(path):
     """Every run under ``path`` (a sweep, a reproduction, a run) as one long pandas DataFrame: one row
     per (run, evaluation), a column per swept key, ``seed``, ``run``, ``label`` and every metric."""
-    from birth.analysis.table import load_sweep as _load_sweep
+    from birth.analysis.table import load_sweep as _load_sweep  # deferred: pandas
     return _load_sweep(path)
 
 
 def events(df, metric: str, threshold: float, below: bool = False):
     """Per run of a ``load_sweep`` table, the first iteration at which ``metric`` reaches ``threshold``
     (``below=True``: falls to it), NaN if never; one row per run with its swept columns."""
-    from birth.analysis.table import events as _events
+    from birth.analysis.table import events as _events  # deferred: pandas
     return _events(df, metric, threshold, below)

@@ -35,10 +35,13 @@ from birth.training.config import PRESETS, ConfigError, DataArgs, build_config
 from birth.tasks.triggers.corpus import bundled_stats
 from birth.tasks.triggers.official_sampler import naive_batch
 from birth.training.build import bf16_cpu, build_setup, make_optimizer, resolve_device
-from birth.model.simplified_pass import EXPLICIT_SCORES, in_context_loss
+from birth.model.simplified_pass import EXPLICIT_SCORES
 from birth.tasks.triggers.task import TriggersTask
 from birth.training.evaluation import training_loss
-from birth.training.loop import precision
+from birth.training.loop import precision, step_loss
+from birth.launching.stacked import train_stacked
+from birth.model.official import OfficialSimplified
+from birth.training.loop import train
 
 
 def _best_time(fn, repeats: int, sync=lambda: None) -> float:
@@ -80,7 +83,6 @@ def step_times(batch: int, seq_len: int, dim: int, repeats: int, device: torch.d
     """Median seconds per training step, interleaved on the same weights: birth's training step (the
     in-context loss at the targets only, ``birth.model.simplified_pass``), birth's full forward pass (its
     evaluation steps), and the official computation."""
-    from birth.model.official import OfficialSimplified
     cfg = build_config("paper-readme", {"data_args.seq_length": seq_len, "model_args.max_length": seq_len,
                                         "model_args.dim": dim, "optim_args.batch_size": batch, "device": str(device)})
     setup = build_setup(cfg, device)
@@ -88,13 +90,12 @@ def step_times(batch: int, seq_len: int, dim: int, repeats: int, device: torch.d
     opt = make_optimizer(cfg, model)
     official = OfficialSimplified(model)
     b = setup.train_batch(0)
-    targets = b.masks["in_context"]
-    losses = {"ours": lambda: in_context_loss(model, b.x, b.y, targets),
+    losses = {"ours": lambda: step_loss(cfg, model, b, keep=False)[0],
               "full": lambda: training_loss(cfg.loss_head_only, model(b.x), b),
               "official": lambda: training_loss(cfg.loss_head_only, official(b.x), b)}
     if device.type == "cuda" or bf16_cpu():
         bf16 = dataclasses.replace(cfg, precision="bf16")
-        losses["bf16"] = lambda: _in_bf16(bf16, device, lambda: in_context_loss(model, b.x, b.y, targets))
+        losses["bf16"] = lambda: _in_bf16(bf16, device, lambda: step_loss(bf16, model, b, keep=False)[0])
     with torch.no_grad():  # the same function of the same weights
         reference = float(losses["official"]())
         gap = max(abs(float(f()) - reference) for name, f in losses.items() if name != "bf16") / abs(reference)
@@ -126,8 +127,6 @@ def stack_times(runs: int, steps: int, batch: int, seq_len: int, dim: int, repea
     """Wall seconds to train ``runs`` runs of the README command's model (seeds and freeze schedules
     differ, as in Fig. 3) one by one, and as one stack (``birth.launching.stacked``), alternately
     ``repeats`` times each in this process; medians, and the largest gap between their metrics."""
-    from birth.launching.stacked import train_stacked
-    from birth.training.loop import train
     schedules = ["", f"{steps // 2}:W_O2", f"{steps // 2}:W_K1,W_K2", f"{steps // 2}:W_K1", f"{steps // 2}:W_K2"]
     cfgs = [build_config("paper-readme", {"data_args.seq_length": seq_len, "model_args.max_length": seq_len,
                                           "model_args.dim": dim, "optim_args.batch_size": batch, "device": str(device),

@@ -1,12 +1,23 @@
-"""The ``birth`` command: parses arguments and dispatches; no logic of its own."""
+"""The ``birth`` command: parses arguments and dispatches to ``birth.commands``; nothing else."""
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from birth import commands
+from birth.experiments import ORDER as RECIPE_ORDER
+from birth.experiments.theory import NAMES as THEORY_NAMES
+from birth.launching.options import add_arguments as add_launch_arguments
+from birth.launching.sweep import syntax_help
+from birth.experiments.recipe import DEFAULT_FIRST_SEED, DEFAULT_HELD_OUT, DEFAULT_SCALE, DEFAULT_SEEDS, SCALES
+from birth.measures.llc import LLCSettings
 from birth.training.config import PRESETS, ConfigError
 from birth.training.exits import EXIT_NO_SPACE, EXIT_USAGE, NoSpace
+from birth.training.validation import config_fields_help
+
+SCALE_HELP = ("laptop (default): every claim checked, 'all' within the hour on 2 CPU cores (docs/laptop-scale.md); "
+              "quick: a preview in minutes, too short for several claims; "
+              "paper: the paper's sizes (batch 512, T = 256), meant for a GPU; tiny: seconds, a smoke test")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -17,7 +28,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _train_epilog() -> str:
-    from birth.training.validation import config_fields_help
     rows = config_fields_help()
     width = max(len(k) for k, _, _ in rows)
     lines = ["configuration keys (KEY=VALUE; official names accepted verbatim, also data./model./optim. prefixes):"]
@@ -43,122 +53,10 @@ def _add_train(sub) -> None:
                         "models; --resume: the run's own)")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config (preset and overrides applied) as YAML, and exit")
-    p.set_defaults(func=cmd_train)
-
-
-def _run_dir(args, cfg) -> Path:
-    if args.out:
-        return Path(args.out)
-    if cfg.save_dir:
-        return Path(cfg.root_dir) / cfg.save_dir
-    return Path("runs") / (args.preset or "run")
-
-
-def cmd_train(args) -> int:
-    from birth.training.lock import check_free, clear_directory, directory_lock
-    from birth.training.runs import RunDir
-    from birth.training.loop import train
-    from birth.training.validation import resolve_config, validate
-    if args.resume:
-        run = RunDir(args.resume)
-        if not run.holds_run():
-            raise ConfigError(f"--resume: {args.resume} holds no run (no config.yaml)")
-        if args.overrides or args.preset or args.out or args.overwrite:
-            raise ConfigError("--resume: takes no overrides, --preset, --out or --overwrite; "
-                              "the run's own config.yaml and directory are used")
-        cfg = run.read_config()
-        validate(cfg)
-        if args.print_config:
-            return _print_config(cfg)
-        check_free(run.path, "--resume")  # not while another process trains it
-        before = run.read_summary()
-        if before.get("status") == "completed":
-            print(f"birth: {run.path} is already complete", file=sys.stderr)
-            return _plot(run.path) if args.plot else 0
-        # the thread count of the run so far, unless told otherwise: float sums stay in the same order
-        _set_threads(args.threads or before.get("threads"), cfg)
-        with directory_lock(run.path, what="--resume"):
-            summary = train(cfg, run.path, resume=True, quiet=args.quiet)
-    else:
-        cfg = resolve_config(args.preset, args.overrides)
-        if args.print_config:
-            return _print_config(cfg)
-        run = RunDir(_run_dir(args, cfg))
-        run.check_writable()
-        check_free(run.path)
-        if run.holds_run() and not args.overwrite:
-            raise ConfigError(f"--out: {run.path} already holds a run; use --resume {run.path} to continue it "
-                              "or --overwrite to replace it")
-        _set_threads(args.threads, cfg)
-        with directory_lock(run.path):
-            if run.holds_run():  # --overwrite
-                clear_directory(run.path)
-            if getattr(cfg.data_args, "k", None) == 0:  # the paper's task only
-                print("birth: note: data_args.k=0 (the official default) means no triggers", file=sys.stderr)
-            summary = train(cfg, run.path, resume=False, quiet=args.quiet)
-    fm = summary.get("final_metrics", {})
-    if summary["status"] == "completed":
-        print(f"birth: {run.path}: {summary['steps']} steps in {summary['wall_seconds']:.1f}s; "
-              f"{_accuracy(fm, run.read_task())}")
-        if args.plot:
-            _plot(run.path)
-    elif args.plot:
-        print(f"birth: no plots: the run ended with status {summary['status']!r}; "
-              f"birth train --resume {run.path} --plot draws them once it completes", file=sys.stderr)
-    return summary["exit_code"]
-
-
-def _set_threads(requested, cfg) -> None:
-    import torch
-    from birth.training.threads import choose_threads
-    if requested is not None and int(requested) < 1:
-        raise ConfigError(f"--threads: must be >= 1, got {requested}")
-    work = cfg.optim_args.batch_size * cfg.data_args.seq_length * cfg.model_args.dim ** 2
-    threads, _ = choose_threads(requested, work)
-    torch.set_num_threads(threads)
-
-
-def _print_config(cfg) -> int:
-    from birth.training.config import dump_yaml
-    print(dump_yaml(cfg), end="")
-    return 0
-
-
-def _plot(run_dir: Path) -> int:
-    from birth.analysis.plots import plot_run
-    from birth.training.runs import RunDir
-    from birth.training.wandb_log import log_figures
-    if not RunDir(run_dir).read_metrics():
-        print(f"birth: no plots: {run_dir} has no metrics yet", file=sys.stderr)
-        return 1
-    paths = plot_run(run_dir)
-    for path in paths:
-        print(f"birth: wrote {path}")
-    log_figures(run_dir, paths)  # to the run's W&B run, when its config sets wandb
-    return 0
-
-
-def _fmt(v) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
-
-
-def _accuracy(fm: dict, task: dict) -> str:
-    """The final in-context accuracy (``headline_accuracy``) with its loss on the fixed evaluation
-    batch, then the paper task's induction and W_O2 probes, or another task's best induction head."""
-    from birth.analysis.plots import metric_names
-    from birth.training.loop import headline_accuracy
-    names = metric_names(task)["in_context"]
-    key = headline_accuracy(fm, names["acc"])
-    text = (f"{names['acc']} (eval batch) {_fmt(fm.get(key))}, {names['loss']} {_fmt(fm.get('eval_' + names['loss']))}"
-            if key.startswith("eval_") else f"{key} {_fmt(fm.get(key))}")
-    if "wo1_acc" in fm:
-        return f"{text}, score2_acc {_fmt(fm.get('score2_acc'))}, wo1_acc {_fmt(fm.get('wo1_acc'))}"
-    return f"{text}, head_induction_max {_fmt(fm.get('head_induction_max'))}"
+    p.set_defaults(func=commands.cmd_train)
 
 
 def _add_sweep(sub) -> None:
-    from birth.launching.options import add_arguments
-    from birth.launching.sweep import syntax_help
     p = sub.add_parser("sweep", help="train a grid of configs (inline or from a YAML spec) into one folder",
                        description="birth sweep [SPEC.yaml] [KEY=V1,V2,... ...] [--preset NAME] [--seeds N] "
                                    "[--first-seed S] [--out DIR]: one run per point of the grid and seed, on the "
@@ -175,24 +73,8 @@ def _add_sweep(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether they are complete; train nothing")
     p.add_argument("--show-config", action="store_true", help="print the resolved config of every run (YAML); "
                                                                "train nothing")
-    add_arguments(p)  # --jobs, --threads, --stack, --backend and the Slurm options, as birth reproduce
-    p.set_defaults(func=cmd_sweep)
-
-
-def cmd_sweep(args) -> int:
-    from birth.launching import sweep
-    from birth.launching.options import backend_from_args
-    spec = sweep.from_command_line(args.overrides, args.preset, args.seeds, args.first_seed)
-    if args.show_config:
-        print(sweep.show_config(spec, args.out), end="")
-        return 0
-    backend = backend_from_args(args)
-    try:
-        report = sweep.run_sweep(spec, args.out, backend, dry_run=args.dry_run)
-    except KeyboardInterrupt as stop:  # SIGINT or SIGTERM, as birth reproduce
-        from birth.launching.local import report_stopped
-        return report_stopped(stop, sweep.command_line(spec, args.out))
-    return report.exit_code
+    add_launch_arguments(p)  # --jobs, --threads, --stack, --backend and the Slurm options, as birth reproduce
+    p.set_defaults(func=commands.cmd_sweep)
 
 
 def _add_plot(sub) -> None:
@@ -205,25 +87,7 @@ def _add_plot(sub) -> None:
     p.add_argument("--metric", action="append", metavar="NAME",
                    help="with a sweep: a metric to draw, one panel each (repeatable; default: the in-context "
                         "accuracy and loss of the evaluation batch, with their floors)")
-    p.set_defaults(func=cmd_plot)
-
-
-def cmd_plot(args) -> int:
-    from birth.analysis.plots import plot_run
-    from birth.training.runs import RunDir
-    from birth.training.wandb_log import log_figures
-    if args.by is not None or not RunDir(args.run_dir).holds_run():
-        from birth.analysis.sweep_plots import plot_sweep
-        for path in plot_sweep(args.run_dir, args.by, args.metric, args.out):
-            print(path)
-        return 0
-    if args.metric:
-        raise ConfigError("--metric: draws a sweep, with --by KEY; birth plot RUN draws the figures of one run")
-    paths = plot_run(args.run_dir, args.out)
-    for path in paths:
-        print(path)
-    log_figures(args.run_dir, paths)  # to the run's W&B run, when its config sets wandb
-    return 0
+    p.set_defaults(func=commands.cmd_plot)
 
 
 def _add_bench(sub) -> None:
@@ -248,12 +112,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--official-workers", type=int, default=None, metavar="N",
                    help="induction --official: its num_data_workers (default: the official 60, at most the "
                         "cores beside the training process, at least 1)")
-    p.set_defaults(func=cmd_bench)
-
-
-def cmd_bench(args) -> int:
-    from birth import bench
-    return bench.main(args)
+    p.set_defaults(func=commands.cmd_bench)
 
 
 def _add_interop(sub) -> None:
@@ -263,29 +122,14 @@ def _add_interop(sub) -> None:
     p.add_argument("--out", required=True,
                    help="file to write (load it with birth.analysis.transformer_lens.load_transformer_lens)")
     p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
-    p.set_defaults(func=cmd_export)
+    p.set_defaults(func=commands.cmd_export)
     p = sub.add_parser("report", help="self-contained HTML report of a run or a reproduction output")
     p.add_argument("path", metavar="RUN_OR_OUT")
     p.add_argument("--out", help="HTML file to write (default: RUN_OR_OUT/report.html)")
-    p.set_defaults(func=cmd_report)
-
-
-def cmd_export(args) -> int:
-    from birth.analysis.run import load_run
-    from birth.analysis.transformer_lens import save_transformer_lens
-    run = load_run(args.run_dir)
-    print(save_transformer_lens(run.model(args.step), args.out, run.vocab))
-    return 0
-
-
-def cmd_report(args) -> int:
-    from birth.analysis.report import write_report
-    print(write_report(args.path, args.out))
-    return 0
+    p.set_defaults(func=commands.cmd_report)
 
 
 def _add_llc(sub) -> None:
-    from birth.analysis.llc import LLCSettings
     d = LLCSettings()
     p = sub.add_parser("llc", help="local learning coefficient at each checkpoint (devinterp's SGLD; the llc extra)",
                        description="Estimate the LLC of a run at each saved checkpoint on its own training loss "
@@ -307,20 +151,65 @@ def _add_llc(sub) -> None:
                    help="sequences per SGLD batch, m (default: the run's batch size)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the chains' noise (default %(default)s)")
     p.add_argument("--out", help="folder for llc.csv, llc.json and figures/llc.png (default: RUN)")
-    p.set_defaults(func=cmd_llc)
+    p.set_defaults(func=commands.cmd_llc)
 
 
-def cmd_llc(args) -> int:
-    from birth.analysis.llc import LLCSettings, run_llc
-    try:
-        steps = [int(s) for s in args.steps.split(",") if s.strip()] if args.steps else None
-    except ValueError:
-        raise ConfigError(f"--steps: {args.steps!r} is not a comma-separated list of steps") from None
-    settings = LLCSettings(chains=args.chains, draws=args.draws, burnin=args.burnin, lr=args.lr, gamma=args.gamma,
-                           nbeta=args.nbeta, batch_size=args.batch_size, seed=args.seed)
-    for path in run_llc(args.run_dir, settings, steps, args.out, log=lambda s: print(s, file=sys.stderr)):
-        print(path)
-    return 0
+def _add_reproduce(subparsers) -> None:
+    p = subparsers.add_parser(
+        "reproduce", help="run the experiments of a paper figure, plot them and check the paper's claims",
+        description="Expands a recipe into runs (one directory per distinct config, named by its hash), trains the "
+                    "missing ones in parallel worker processes, then writes figures, CSV data and the claims table.",
+        epilog="recipes: " + ", ".join(RECIPE_ORDER) + ", or MODULE:ATTR (a Recipe of your own; docs/api.md)",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", metavar="NAME", help=f"recipe: all, {', '.join(RECIPE_ORDER)} or MODULE:ATTR")
+    p.add_argument("--scale", default=DEFAULT_SCALE, choices=SCALES, help=SCALE_HELP)
+    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
+                   help="published seeds per configuration (default %(default)s): their values make the figures "
+                        "and the claims table")
+    p.add_argument("--first-seed", type=int, default=DEFAULT_FIRST_SEED,
+                   help="index of the first seed (default %(default)s); seed i sets seed = 42 + i, init_seed = i "
+                        "and eval_seed = i")
+    p.add_argument("--held-out", type=int, default=DEFAULT_HELD_OUT,
+                   help="held-out seeds after the published ones, judged by the same rules (default %(default)s; "
+                        "a claim whose two sets disagree is INCONCLUSIVE)")
+    p.add_argument("--precision", choices=("float32", "bf16"), default="float32",
+                   help="every run's training step: float32 (default) or bf16 autocast (probes stay float32; "
+                        "use another --out than the float32 results)")
+    p.add_argument("--out", default="reproduce_out", help="output folder (default %(default)s)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and whether they are complete; train nothing")
+    p.add_argument("--show-config", action="store_true",
+                   help="print the resolved config of every condition the recipe trains at --scale (YAML); "
+                        "train nothing")
+    add_launch_arguments(p)  # --jobs, --threads, --stack, --backend and the Slurm options, as birth sweep
+    p.set_defaults(func=commands.cmd_reproduce)
+
+
+def _add_theory(subparsers) -> None:
+    """Adds the ``theory`` subcommand to an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "theory", help="associative memories, Lemma 1, noisy inputs, Theorem 3's three gradient steps",
+        description="Runs one theory experiment (or all); each writes NAME.csv, NAME.png, NAME.pdf and its "
+                    "section of summary.md into --out.")
+    p.add_argument("experiment", choices=THEORY_NAMES + ("all",))
+    p.add_argument("--out", default="theory_out", help="output folder (default: theory_out/)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+    p.add_argument("--quick", action="store_true", help="small sizes: a smoke run in a minute or two")
+    p.add_argument("--dims", type=lambda s: [int(x) for x in s.split(",")], default=None,
+                   help="comma-separated widths d (default: per experiment, up to 1024)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    g = p.add_argument_group("three-steps (Theorem 3) settings")
+    g.add_argument("--seq-length", type=int, default=None, help="T (default 64)")
+    g.add_argument("--k", type=int, default=None, help="number of triggers K (default 3)")
+    g.add_argument("--random-triggers", action="store_true", help="random triggers (default: fixed, most frequent)")
+    g.add_argument("--allow-repeat", action="store_true", help="allow output == trigger (self-loop sequences)")
+    g.add_argument("--corpus", choices=("shakespeare", "uniform"), default=None, help="token statistics")
+    g.add_argument("--n-seqs", type=int, default=None, help="sequences per population-gradient estimate (4096)")
+    g.add_argument("--criterion", choices=("loss", "acc"), default=None,
+                   help="line search of the model as coded: minimise the held-out loss (default) or maximise "
+                        "its accuracy (the idealised model chooses its step sizes jointly, for the accuracy)")
+    g.add_argument("--step-norms", type=lambda s: tuple(None if x == "auto" else float(x) for x in s.split(",")),
+                   default=None, help="three update norms, e.g. 30,300,1e4 ('auto': line search; default)")
+    p.set_defaults(func=commands.cmd_theory)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -332,12 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_interop(sub)
     _add_llc(sub)
-    for module in ("birth.experiments.theory.theory_cli", "birth.experiments.reproduce_cli"):
-        try:
-            __import__(module, fromlist=["register"]).register(sub)
-        except ModuleNotFoundError as err:
-            if err.name not in (module, module.rsplit(".", 1)[0]):
-                raise
+    _add_theory(sub)
+    _add_reproduce(sub)
     return parser
 
 

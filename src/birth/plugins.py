@@ -65,7 +65,8 @@ class Registry:
 
     def names(self) -> list[str]:
         self._load()
-        return sorted(self._items, key=lambda n: (n not in self.first, self.first.index(n) if n in self.first else 0, n))
+        rank = {name: i for i, name in enumerate(self.first)}
+        return sorted(self._items, key=lambda n: (rank.get(n, len(rank)), n))
 
     def __contains__(self, name: str) -> bool:
         self._load()

@@ -16,6 +16,9 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from birth.training.runs import RunDir  # noqa: E402
+from birth.training.build import parse_freeze_until, trained_setup
+from birth.training.intervention_kinds import parse
+from birth.tasks.base import pick_sequence
 
 # The one map from the official probe keys to the paper's matrices (docs/metrics.md)
 PROBE_LABELS = {"wo1_acc": "$W_O^2$", "wk1_acc": "$W_K^2$", "wk0_acc": "$W_K^1$", "wk0_64_acc": "$W_K^1$, t<64"}
@@ -83,15 +86,6 @@ def draw_attention(ax, attn: np.ndarray, chars: Sequence[str], in_context: Seque
     return image
 
 
-def pick_sequence(batch, length: int) -> int:
-    """A varied evaluation sequence (most distinct characters) with at least 3 in-context targets
-    in its first ``length`` positions, rather than one caught in a trigger -> output cycle."""
-    import torch
-    distinct = torch.tensor([len(set(row.tolist())) for row in batch.x[:, :length]])
-    enough = batch.masks["in_context"][:, :length].sum(1).cpu() >= 3
-    return int(torch.where(enough, distinct, -1).argmax())
-
-
 # ---------------------------------------------------------------------------------------------
 # What the curves of a run are: shared by the PNGs here and the HTML report (birth.analysis.report)
 
@@ -126,8 +120,6 @@ def metric_names(task: dict) -> dict[str, dict[str, str]]:
 
 def run_windows(cfg) -> list[tuple[int, int, str]]:
     """The steps in which something was frozen or intervened on: (start, end, what)."""
-    from birth.training.intervention_kinds import parse
-    from birth.training.build import parse_freeze_until
     out: dict[int, list[str]] = {}
     for step, name in parse_freeze_until(cfg.freeze_until):
         out.setdefault(step, []).append(name)
@@ -304,7 +296,6 @@ def attention_example(setup, length: int = 64) -> dict:
 
 
 def _plot_attention(run: RunDir, path: Path, length: int = 64) -> Path:
-    from birth.training.build import trained_setup
     fig = attention_figure(trained_setup(run.path), length)
     fig.savefig(path)
     plt.close(fig)

@@ -110,26 +110,6 @@ class Run:
         return f"Run({str(self.path)!r}, steps={self.steps})"
 
 
-def train(config, out: str | Path, *, preset: Optional[str] = None, callbacks=(), hooks: Optional[dict] = None,
-          resume: bool = False, overwrite: bool = False, quiet: bool = True) -> Run:
-    """``birth.train``: validates the config, takes the run directory's lock, trains, returns the run."""
-    from birth.training.lock import check_free, clear_directory, directory_lock
-    from birth.training.loop import train as train_run
-    from birth.training.validation import resolve_config, validate
-    cfg = config if isinstance(config, TrainConfig) else resolve_config(preset, dict(config or {}))
-    validate(cfg)
-    run = RunDir(out)
-    run.check_writable()
-    check_free(run.path)
-    if run.holds_run() and not (overwrite or resume):
-        raise ConfigError(f"train: {run.path} already holds a run; pass resume=True or overwrite=True")
-    with directory_lock(run.path):
-        if run.holds_run() and overwrite:
-            clear_directory(run.path)
-        train_run(cfg, run.path, resume=resume and run.holds_run(), quiet=quiet, callbacks=callbacks, hooks=hooks)
-    return Run(run.path)
-
-
 def load_run(path: str | Path, device: str = "cpu") -> Run:
     """The run saved in ``path`` (a ``birth train`` output directory)."""
     return Run(path, device)

@@ -20,6 +20,8 @@ import pandas as pd
 
 from birth.training.config import ConfigError, flat_dict
 from birth.training.runs import RunDir
+from birth.training.config import seed_overrides
+from birth.launching.sweep import read_index
 
 SEED_KEYS = ("seed", "init_seed", "eval_seed")  # set by the seed index: never a swept key of their own
 
@@ -55,7 +57,6 @@ def load_sweep(path: str | Path) -> pd.DataFrame:
 
 
 def _sweep(root: Path) -> tuple[list[Entry], list[str]]:
-    from birth.launching.sweep import read_index
     index = read_index(root)
     entries = [Entry(root / r["run_dir"], r["label"], r["seed"], dict(r["values"])) for r in index["runs"]]
     return entries, list(index["swept"])
@@ -82,7 +83,6 @@ def _varying(entries: list[Entry]) -> tuple[list[Entry], list[str]]:
 
 def _seed_index(run_dir: Path) -> int | None:
     """The index i whose ``seed_overrides(i)`` the run's seeds are, or None."""
-    from birth.experiments.recipe import seed_overrides
     cfg = RunDir(run_dir).read_config()
     i = cfg.init_seed
     return i if seed_overrides(i) == {k: getattr(cfg, k) for k in SEED_KEYS} else None

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+from birth.analysis.plots import paper_style
 
 COLORS = ["#c0392b", "#2471a3", "#229954", "#7d3c98", "#d68910", "#17a589", "#566573", "#a04000"]
 
 
 def style():
     """The paper style of ``birth.analysis.plots`` (serif, small readable sizes)."""
-    from birth.analysis.plots import paper_style
     return paper_style()
 
 

@@ -20,7 +20,11 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from birth.training.config import ConfigError, TrainConfig
+from birth.training.config import ConfigError, TrainConfig, seed_overrides
+from birth.experiments.rules import evaluate
+from birth.training.build import trained_setup
+from birth.training.runs import RunDir
+from birth.training.validation import resolve_config
 
 # tiny: seconds per run, for the tests; quick: a preview in minutes; laptop: every claim on 2 CPU
 # cores in 1.5 to 2 hours (the default); paper: the paper's sizes, for a GPU.
@@ -59,12 +63,6 @@ def check_scale(scale: str) -> str:
     if scale not in SCALES:
         raise ConfigError(f"--scale: unknown scale {scale!r}; choose from {', '.join(SCALES)}")
     return scale
-
-
-def seed_overrides(index: int) -> dict:
-    """Seed ``index`` sets the data stream (42 + index, the official default 42 for seed 0), the
-    initialisation and the fixed evaluation batches, all three."""
-    return {"seed": 42 + index, "init_seed": index, "eval_seed": index}
 
 
 @dataclass(frozen=True)
@@ -208,7 +206,6 @@ class Recipe:
 
     def claims(self, res: "Results", held_out: Optional["Results"] = None) -> list:
         """The claims-table rows of every rule on the published seeds' ``res`` and the held-out seeds'."""
-        from birth.experiments.rules import evaluate
         return [evaluate(rule, res, self.name, held_out) for rule in self.rules]
 
     def notes(self, scale: str) -> str:
@@ -221,7 +218,6 @@ class Recipe:
 
     def configs(self, scale: str, seed: int = 0) -> dict[str, TrainConfig]:
         """The resolved (validated) config of each condition, for seed index ``seed``."""
-        from birth.training.validation import resolve_config
         return {label: resolve_config(None, {**ov, **seed_overrides(seed)})
                 for label, ov in self.conditions(check_scale(scale)).items()}
 
@@ -267,7 +263,6 @@ class Results:
 
     def metrics(self, path: Path) -> list[dict]:
         if path not in self._metrics:
-            from birth.training.runs import RunDir
             self._metrics[path] = RunDir(path).read_metrics()
         return self._metrics[path]
 
@@ -294,25 +289,21 @@ class Results:
         return np.asarray(out)
 
     def task(self, group: str) -> dict:
-        from birth.training.runs import RunDir
         return RunDir(self.run_dirs(group)[0]).read_task()
 
     def tasks(self, group: str) -> list[dict]:
         """task.json of each seed's run of ``group`` (its strategies were scored on its own batch)."""
-        from birth.training.runs import RunDir
         return [RunDir(p).read_task() for p in self.run_dirs(group)]
 
     def floors(self, group: str) -> dict:
         return self.task(group)["floors"]
 
     def config(self, group: str) -> TrainConfig:
-        from birth.training.runs import RunDir
         return RunDir(self.run_dirs(group)[0]).read_config()
 
 
 def load_model(run_dir: Path):
     """The run's Setup on CPU with its final weights loaded."""
-    from birth.training.build import trained_setup
     return trained_setup(run_dir)
 
 

@@ -15,6 +15,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from birth.experiments import claims as C
+from birth.training.build import parse_freeze_until
 
 ACC = "eval_acc_end"
 
@@ -247,7 +248,6 @@ class PairedEarlier(Rule):
 
 def freeze_step(cfg) -> int:
     """The first unfreezing step of a run's ``freeze_until`` (0 when nothing is frozen)."""
-    from birth.training.build import parse_freeze_until
     steps = [s for s, _ in parse_freeze_until(cfg.freeze_until)]
     return min(steps) if steps else 0
 

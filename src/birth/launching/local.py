@@ -26,6 +26,10 @@ from birth.training.config import TrainConfig, from_dict, to_dict
 from birth.training.lock import clear_directory, directory_lock
 from birth.training.naming import config_hash, legacy_hash
 from birth.launching import stopping
+from birth.launching.stacked import stack_key, train_stacked
+from birth.training.loop import train
+from birth.training.runs import RunDir, atomic_write_bytes
+from birth.training.validation import resolve_config
 
 ERROR_FILE = "error.txt"
 # a run that stopped with its checkpoints intact: killed (summary still 'running'), interrupted, or out of space
@@ -49,7 +53,6 @@ class Job:
 
 def make_job(root: str | Path, overrides: dict, preset: Optional[str] = None, label: str = "") -> Job:
     """Resolves (and validates) ``preset`` + ``overrides``; the run lives in ``root/<hash>``."""
-    from birth.training.validation import resolve_config
     cfg = resolve_config(preset, dict(overrides))
     return Job(config=to_dict(cfg), run_dir=str(run_dir_of(root, cfg)), label=label)
 
@@ -57,7 +60,6 @@ def make_job(root: str | Path, overrides: dict, preset: Optional[str] = None, la
 def run_dir_of(root: str | Path, cfg: TrainConfig) -> Path:
     """``root/<config_hash>``, or the directory a run of ``cfg`` was saved in under its name of
     before (``birth.training.naming.legacy_hash``), so that existing runs are found, not retrained."""
-    from birth.training.runs import RunDir
     path = Path(root) / config_hash(cfg)
     old = legacy_hash(cfg)
     if not path.exists() and old and RunDir(Path(root) / old).holds_run():
@@ -89,7 +91,6 @@ class Backend(Protocol):
 
 
 def is_complete(run_dir: str | Path) -> bool:
-    from birth.training.runs import RunDir
     return RunDir(run_dir).read_summary().get("status") == "completed"
 
 
@@ -102,7 +103,6 @@ def run_jobs(jobs: Sequence[Job], backend: Backend,
     results, todo = [], []
     for job in unique.values():
         if is_complete(job.run_dir):
-            from birth.training.runs import RunDir
             res = Result(job, "cached", RunDir(job.run_dir).read_summary())
             results.append(res)
             if on_result:
@@ -201,7 +201,6 @@ class LocalBackend:
 
 def _failed(job: Job, error: str, seconds: float) -> Result:
     """Writes the error next to the run (error.txt, summary.json status 'failed') and returns it."""
-    from birth.training.runs import RunDir, atomic_write_bytes
     run = RunDir(job.run_dir)
     try:
         summary = run.read_summary()
@@ -222,7 +221,6 @@ def stack_units(jobs: Sequence[Job], size: int, workers: int) -> list[list[Job]]
     stack. A key's jobs are dealt round-robin into as many stacks as keep every worker busy."""
     if size <= 1:
         return [[job] for job in jobs]
-    from birth.launching.stacked import stack_key
     groups: dict[Optional[str], list[Job]] = {}
     for job in jobs:
         try:
@@ -276,8 +274,6 @@ def report_stopped(stop: BaseException, command: Optional[str] = None) -> int:
 
 
 def _execute_stack(unit: Sequence[Job]) -> list[Result]:
-    from birth.training.runs import RunDir
-    from birth.launching.stacked import train_stacked
     t0 = time.perf_counter()
     results, todo = [], []
     try:
@@ -334,8 +330,6 @@ def execute(job: Job, threads: int = 1) -> Result:
 
 
 def _execute(job: Job) -> Result:
-    from birth.training.runs import RunDir
-    from birth.training.loop import train
     t0 = time.perf_counter()
     run = RunDir(job.run_dir)
     try:

@@ -12,6 +12,9 @@ from typing import Callable, Optional, Sequence
 
 from birth.training.config import ConfigError
 from birth.launching.local import Backend, Job, Result, is_complete
+from birth.launching.local import LocalBackend
+from birth.launching.slurm import backend_from_args as slurm_backend
+from birth.launching.slurm_profile import add_arguments as add_slurm_arguments, reject_slurm_options
 
 # Runs per stack on a GPU: many runs of equal shapes fill the device in stacks rather than one by one.
 STACK_ON_CUDA = 8
@@ -30,7 +33,6 @@ def add_arguments(parser) -> None:
                         help="local: worker processes here (default); slurm: one Slurm job per run, through "
                              "submitit; rerunning the command picks up the jobs still queued or running "
                              "(docs/cluster.md)")
-    from birth.launching.slurm_profile import add_arguments as add_slurm_arguments
     add_slurm_arguments(parser)
 
 
@@ -47,7 +49,6 @@ def stack_size(requested: Optional[int]) -> int:
 def backend_from_args(args, default_jobs: Optional[int] = None) -> Backend:
     """The backend the options ask for; ``default_jobs`` stands in for a ``--jobs`` not given.
     Every bad option is a one-line ConfigError naming it, raised before anything starts."""
-    from birth.launching.local import LocalBackend
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs: must be >= 1, got {args.jobs}")
     if args.threads < 1:
@@ -55,9 +56,7 @@ def backend_from_args(args, default_jobs: Optional[int] = None) -> Backend:
     if args.backend == "slurm":
         if args.stack not in (None, 1):
             raise ConfigError("--stack: stacks train on the local backend; Slurm runs one job per run")
-        from birth.launching.slurm import backend_from_args as slurm_backend
         return slurm_backend(args)
-    from birth.launching.slurm_profile import reject_slurm_options
     reject_slurm_options(args)
     jobs = args.jobs if args.jobs is not None else default_jobs
     return LocalBackend(jobs=jobs, threads_per_run=args.threads, stack=stack_size(args.stack))

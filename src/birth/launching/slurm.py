@@ -37,6 +37,7 @@ from birth.training.config import ConfigError
 from birth.launching.local import ERROR_FILE, Job, Result, _failed, execute, is_complete
 from birth.training.runs import RunDir
 from birth.launching.slurm_profile import SlurmProfile
+from birth.launching.slurm_profile import load_profile, options_from_args
 
 ENDED = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
          "TIMEOUT", "SPECIAL_EXIT", "REVOKED"}
@@ -307,7 +308,6 @@ class SlurmBackend:
 
 def backend_from_args(args) -> SlurmBackend:
     """The backend of ``birth reproduce --backend slurm``: logs and locks in OUT/slurm."""
-    from birth.launching.slurm_profile import load_profile, options_from_args
     if args.jobs is not None:
         raise ConfigError("--jobs: not with --backend slurm (every run is its own Slurm job)")
     if args.threads != 1:

@@ -150,7 +150,8 @@ def train_stacked(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path],
     that resume at different steps train in one stack per starting step."""
     keys = {stack_key(c) for c in cfgs}
     if len(keys) != 1 or None in keys:
-        raise ValueError("train_stacked: the runs differ in what a stack must share (birth.launching.stacked.stack_key)")
+        raise ValueError("train_stacked: the runs differ in what a stack must share "
+                         "(birth.launching.stacked.stack_key)")
     runs = [Trainee(c, d, resume=r, quiet=True) for c, d, r in zip(cfgs, run_dirs, resume)]
     done: dict[int, dict] = {}
     for start in sorted({t.start for t in runs}):

@@ -11,7 +11,7 @@ product of the swept keys. Commas split values except for free-text keys (``free
 sections ``base`` (``preset`` and keys set in every run), ``grid`` (key: list of values; the
 product), ``zip`` (keys whose lists pair up, one run per position; several groups as a list of
 mappings) and ``seeds`` (a count, or ``{count, first}``).
-Seed i is ``birth.experiments.recipe.seed_overrides(i)``, as in ``birth reproduce``.
+Seed i is ``birth.training.config.seed_overrides(i)``, as in ``birth reproduce``.
 """
 from __future__ import annotations
 
@@ -28,6 +28,11 @@ import yaml
 
 from birth.training.config import PRESETS, ConfigError, all_keys, flat_dict, from_dict, parse_overrides
 from birth.launching.local import Backend, Job, Result, is_complete, make_job, run_jobs
+from birth.training.config import seed_overrides
+from birth.launching.options import progress
+from birth.training.config import _field_type, _override_value
+from birth.training.lock import directory_lock
+from birth.training.runs import RunDir, atomic_write_json
 
 INDEX = "sweep.json"
 SECTIONS = ("base", "grid", "zip", "seeds")
@@ -39,7 +44,6 @@ Log = Callable[[str], None]
 def free_text_keys() -> list[str]:
     """The string keys without a fixed set of values: their values are never split on commas
     (``freeze_until=300:W_K1,W_K2`` is one value); a spec file sweeps them."""
-    from birth.training.config import _field_type  # the schema's own reading of a field's type
     return [k for k, f in all_keys().items() if _field_type(f) is str and not f.metadata.get("choices")]
 
 
@@ -171,7 +175,6 @@ def _lists(mapping: Any, where: str) -> dict[str, list]:
 def _yaml_value(key: str, value: Any) -> Any:
     """A value of a spec file as ``birth train`` reads it from the command line: YAML 1.1 leaves
     ``1e-4`` a string, which a number key reads as the number; a string key keeps it as it is."""
-    from birth.training.config import _override_value  # the command line's own reading
     return _override_value(value, all_keys()[key]) if isinstance(value, str) else value
 
 
@@ -273,7 +276,6 @@ def label_of(values: dict, seed: int) -> str:
 def plan(sweep: Sweep, out: str | Path) -> list[Planned]:
     """Every run of the sweep, each config resolved and validated; a one-line ConfigError for the
     first bad one (naming the key and the run), and for two runs that are one (same config)."""
-    from birth.experiments.recipe import seed_overrides  # seed i means the same in reproduce
     planned, seen = [], {}
     for point in sweep.points():
         for seed in range(sweep.first_seed, sweep.first_seed + sweep.seeds):
@@ -311,8 +313,6 @@ def command_line(sweep: Sweep, out: str | Path) -> str:
 def write_index(sweep: Sweep, out: Path, planned: Sequence[Planned]) -> Path:
     """OUT/sweep.json, atomically: the sweep's definition and every run, with the status its run
     directory holds now ('todo' before it starts; completed, interrupted, failed, ...)."""
-    from birth.training.lock import directory_lock
-    from birth.training.runs import RunDir, atomic_write_json
     statuses = {}
     for p in planned:
         try:
@@ -355,7 +355,6 @@ class Report:
 def run_sweep(sweep: Sweep, out: str | Path, backend: Backend, *, dry_run: bool = False,
               log: Log = lambda s: print(s, file=sys.stderr)) -> Report:
     """Plans (validating everything), then trains what is not complete and writes the index."""
-    from birth.launching.options import progress
     out = Path(out)
     planned = plan(sweep, out)
     jobs = [p.job for p in planned]

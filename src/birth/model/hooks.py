@@ -30,9 +30,11 @@ HookFn = Callable[[torch.Tensor, "HookPoint"], Optional[torch.Tensor]]
 
 @dataclass
 class Context:
-    """What a hook may read besides the tensor: the tokens of the pass (B, T), or (R, B, T) in a stack."""
+    """What a hook may read besides the tensor: the tokens of the pass (B, T), or (R, B, T) in a
+    stack, and the training step whose passes run (None outside training)."""
 
     tokens: torch.Tensor
+    step: Optional[int] = None
 
 
 class HookPoint(nn.Module):
@@ -52,7 +54,8 @@ class HookPoint(nn.Module):
 
     @property
     def active(self) -> bool:
-        return bool(self._forward_hooks or self._forward_pre_hooks)
+        """Whether a pass must call this point: it holds a hook, or its forward was replaced (nnsight)."""
+        return bool(self._forward_hooks or self._forward_pre_hooks or "forward" in self.__dict__)
 
 
 class Hooks:
@@ -82,12 +85,12 @@ class Hooks:
 NO_HOOKS = Hooks({})
 
 
-def model_hooks(points: dict[str, HookPoint], tokens: torch.Tensor) -> Hooks:
-    """The active hook points of a model for a pass over ``tokens``."""
+def model_hooks(points: dict[str, HookPoint], tokens: torch.Tensor, step: Optional[int] = None) -> Hooks:
+    """The active hook points of a model for a pass over ``tokens`` at training ``step``."""
     active = {name: hp for name, hp in points.items() if hp.active}
     if not active:
         return NO_HOOKS
-    context = Context(tokens)
+    context = Context(tokens, step)
 
     def call(hp: HookPoint) -> Callable[[torch.Tensor], torch.Tensor]:
         def run(t: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from birth.model.transformer import apply_rope
+from birth.model.positions import apply_rope
 
 
 class OfficialSimplified(nn.Module):

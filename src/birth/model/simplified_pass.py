@@ -30,9 +30,10 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from birth.model.hooks import NO_HOOKS, Hooks, model_hooks
-from birth.model.transformer import Transformer, apply_rope
+from birth.model.positions import apply_rope
 
 # Largest B T^2 with explicit attention. Measured with `birth bench step` on 2 cores: explicit wins
 # at batch 64 and T <= 128 (2^20 scores), the fused kernel at batch 512 and T 256 (2^25).
@@ -41,9 +42,11 @@ EXPLICIT_SCORES = 1 << 22
 LAYER2_POINTS = ("blocks.1.hook_attn_out", "blocks.1.hook_mlp_out", "blocks.1.hook_resid_post", "hook_logits")
 
 
-def supports(model: Transformer) -> bool:
-    """Whether ``model``'s forward is this pass: the simplified architecture, every variant."""
-    return model.args.arch == "simplified"
+# The hook points this pass honours: all but ``attn.hook_z`` (it never forms layer 1's values
+# before W_O). A hook elsewhere makes ``Transformer.forward`` call every module instead.
+HONOURED = frozenset({f"blocks.{i}.{p}" for i in (0, 1) for p in ("hook_resid_pre", "hook_attn_out", "hook_mlp_out",
+                                                               "hook_resid_post", "attn.hook_pattern")}
+                     | {"hook_logits"})
 
 
 @dataclass
@@ -65,11 +68,11 @@ class Weights:
     freqs: Optional[torch.Tensor] = None  # RoPE angles of layer 1 (T_max, d/2), shared by a stack
 
     @classmethod
-    def of(cls, model: Transformer) -> "Weights":
+    def of(cls, model: nn.Module) -> "Weights":
         return cls.stacked(model, dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers()))
 
     @classmethod
-    def stacked(cls, template: Transformer, tensors: dict[str, torch.Tensor]) -> "Weights":
+    def stacked(cls, template: nn.Module, tensors: dict[str, torch.Tensor]) -> "Weights":
         """From tensors named as ``template``'s parameters and buffers, each one run's or a stack's."""
         a = lambda i, m: tensors[f"layers.{i}.attention.w{m}.weight"]
         ffn = lambda i: tuple(tensors[f"layers.{i}.ff.{n}"] for n in ("weight", "w1.weight", "w2.weight")
@@ -179,13 +182,13 @@ def pass_name(hooks: Hooks, targets_only: bool, explicit: bool) -> str:
     return f"simplified, rearranged: layer 2 at {where}, {'explicit' if explicit else 'fused'} attention"
 
 
-def forward(model: Transformer, tokens: torch.Tensor, targets: Optional[torch.Tensor] = None,
+def forward(model: nn.Module, tokens: torch.Tensor, targets: Optional[torch.Tensor] = None,
             return_attn: bool = False, explicit: Optional[bool] = None, hooks: Optional[Hooks] = None):
     """Logits (B, T, N) float32, or ``logits[targets]`` (n, N) for a (B, T) boolean mask ``targets``;
     with ``return_attn`` also the [(B, 1, T, T)] pattern of each layer. ``explicit`` forces one
     attention computation (default: by the size of the scores; always explicit for the patterns).
     ``hooks``: default, the model's active hook points."""
-    hooks = model_hooks(model.hook_points(), tokens) if hooks is None else hooks
+    hooks = model_hooks(model.hook_points(), tokens, model.step) if hooks is None else hooks
     w = Weights.of(model)
     h, mixed, patterns = _streams(w, tokens, return_attn or _explicit(tokens, explicit, hooks), hooks)
     if targets is None:
@@ -196,12 +199,6 @@ def forward(model: Transformer, tokens: torch.Tensor, targets: Optional[torch.Te
         at = targets.flatten().nonzero().squeeze(1)                                     # flat (B T) indices
         logits = _head(w, h.flatten(0, 1).index_select(0, at), mixed.flatten(0, 1).index_select(0, at))
     return (logits, [p.unsqueeze(1) for p in patterns]) if return_attn else logits
-
-
-def in_context_loss(model: Transformer, tokens: torch.Tensor, y: torch.Tensor, targets: torch.Tensor,
-                    explicit: Optional[bool] = None) -> torch.Tensor:
-    """Cross-entropy of ``model(tokens)`` at the targets (a (B, T) mask: the in-context ones)."""
-    return F.cross_entropy(forward(model, tokens, targets, explicit=explicit), y[targets])
 
 
 def stacked_losses(w: Weights, tokens: torch.Tensor, y: torch.Tensor, targets: torch.Tensor,

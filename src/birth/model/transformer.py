@@ -28,7 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from birth.model.args import ModelArgs
+from birth.model import simplified_pass
 from birth.model.hooks import NO_HOOKS, HookPoint, Hooks, model_hooks
+from birth.model.positions import apply_rope, rope_frequencies, sin_cos_positions
 
 PARAM_ALIASES = {
     "W_E": "tok_embeddings.weight", "W_U": "output.weight", "P": "pos_embeddings.weight",
@@ -44,27 +46,6 @@ def resolve_param_names(name: str, model: nn.Module) -> list[str]:
     if name in names:
         return [name]
     return [n for n in names if n.startswith(name + ".")]
-
-
-def sin_cos_positions(length: int, dim: int) -> torch.Tensor:
-    position = torch.arange(length).unsqueeze(1)                                      # (L, 1)
-    div_term = torch.exp(torch.arange(0, dim, 2) * (-math.log(10000.0) / dim))        # (d/2,)
-    pe = torch.zeros(length, dim)
-    pe[:, 0::2] = torch.sin(position * div_term)
-    pe[:, 1::2] = torch.cos(position * div_term)
-    return pe                                                                         # (L, d)
-
-
-def rope_frequencies(dim: int, length: int, theta: float = 10000.0) -> torch.Tensor:
-    freqs = 1.0 / (theta ** (torch.arange(0, dim, 2)[: dim // 2].float() / dim))      # (d/2,)
-    angles = torch.outer(torch.arange(length).float(), freqs)                         # (L, d/2)
-    return torch.polar(torch.ones_like(angles), angles)                               # complex (L, d/2)
-
-
-def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """Rotates pairs of features of x (B, H, T, hd) by the position angles freqs (T, hd/2)."""
-    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))               # (B, H, T, hd/2)
-    return torch.view_as_real(xc * freqs).flatten(-2).type_as(x)                      # (B, H, T, hd)
 
 
 class Attention(nn.Module):
@@ -189,6 +170,7 @@ class Transformer(nn.Module):
             self.output.weight = self.tok_embeddings.weight
             self.output_scale = 1.0 / d if simplified else 1.0
         self.hook_logits = HookPoint("hook_logits")
+        self.step: Optional[int] = None  # the training step whose passes run: hooks read it (hook.context.step)
         self._hook_points = self._collect_hook_points()
         self._freeze(simplified)
         if simplified and args.zero_init:
@@ -236,14 +218,14 @@ class Transformer(nn.Module):
     def _collect_hook_points(self) -> dict[str, HookPoint]:
         """TransformerLens name -> HookPoint of every point this model's passes honour."""
         points = {"hook_logits": self.hook_logits}
-        simplified = self.args.arch == "simplified"
         for i, layer in enumerate(self.layers):
             for name in ("hook_resid_pre", "hook_attn_out", "hook_mlp_out", "hook_resid_post"):
                 if hasattr(layer, name):
                     points[f"blocks.{i}.{name}"] = getattr(layer, name)
             points[f"blocks.{i}.attn.hook_pattern"] = layer.attention.hook_pattern
-            if not simplified:  # the simplified pass never forms layer 1's values before W_O (one table W_O W_V)
-                points[f"blocks.{i}.attn.hook_z"] = layer.attention.hook_z
+            # the simplified model's rearranged pass never forms it (one table W_O W_V): a hook on
+            # it makes the pass call every module (``module_by_module``)
+            points[f"blocks.{i}.attn.hook_z"] = layer.attention.hook_z
         for name, hp in points.items():
             hp.name = name  # its TransformerLens name, as hooks see it
         return points
@@ -259,21 +241,58 @@ class Transformer(nn.Module):
                              f"{', '.join(sorted(self._hook_points))}")
         return self._hook_points[name]
 
+    def add_hook(self, name: str, fn):
+        """A TransformerLens-style hook ``fn(tensor, hook) -> tensor | None`` on the hook point
+        ``name`` (``blocks.1.attn.hook_pattern``), or on the output of the module ``name``
+        (``layers.1.attention.wo``; the simplified model then calls every module). Returns the
+        handle (``.remove()``); ValueError (one line) for a name that is neither."""
+        if name in self._hook_points:
+            return self._hook_points[name].add_hook(fn)
+        modules = dict(self.named_modules())
+        if name not in modules or not name:
+            raise ValueError(f"hook {name!r}: not a hook point ({', '.join(sorted(self._hook_points))}) "
+                             f"nor a module (e.g. layers.1.attention.wo) of this {self.args.arch} model")
+        return modules[name].register_forward_hook(lambda module, args, out: fn(out, module))
+
     def positions(self, length: Optional[int] = None) -> Optional[torch.Tensor]:
         """Absolute positional embeddings (T, d), or None with RoPE."""
         if self.use_rope:
             return None
-        pe = self.pos_embeddings.weight if self.pos_embeddings is not None else self.pe
-        return pe[:length]
+        if self.pos_embeddings is not None:  # called as a module: a hook on it sees (and may replace) P
+            at = torch.arange(length or self.args.max_length, device=self.pos_embeddings.weight.device)
+            return self.pos_embeddings(at)
+        return self.pe[:length]
 
-    def forward(self, tokens: torch.Tensor, return_attn: bool = False, targets: Optional[torch.Tensor] = None):
-        """Logits (B, T, N) for tokens (B, T), or ``logits[targets]`` (n, N) for a (B, T) mask; with
-        ``return_attn`` also [attention (B, H, T, T)] per layer. The simplified model's pass is
-        ``birth.model.simplified_pass.forward``; the hook points' hooks act in both."""
-        if self.args.arch == "simplified":
-            from birth.model import simplified_pass as rearranged
-            return rearranged.forward(self, tokens, targets, return_attn=return_attn)
-        hooks = model_hooks(self._hook_points, tokens)
+    def module_by_module(self) -> bool:
+        """Whether a pass must call every module: some module carries a forward or backward hook,
+        or a replaced ``forward`` (nnsight's tracing, a monkeypatch), or a hook point carries a
+        hook that the simplified model's rearranged pass does not honour (``attn.hook_z``).
+        The full architecture's pass always calls every module."""
+        if _global_module_hooks():
+            return True
+        for module in self.modules():
+            if module is self:
+                continue  # the root's own hooks fire from its __call__ whichever pass runs
+            if isinstance(module, HookPoint):
+                if module.active and module.name not in simplified_pass.HONOURED:
+                    return True
+            elif _hooked(module):
+                return True
+        return False
+
+    def forward(self, tokens: torch.Tensor, return_attn: bool = False, targets: Optional[torch.Tensor] = None,
+                explicit: Optional[bool] = None):
+        """Logits (B, T, N) float32 for tokens (B, T), or ``logits[targets]`` (n, N) for a (B, T)
+        mask; with ``return_attn`` also [attention (B, H, T, T)] per layer.
+
+        The simplified model takes the rearranged pass (``birth.model.simplified_pass``: the same
+        function, computed at the targets only where it can; ``explicit`` forces its attention
+        computation), unless a module is hooked or traced (``module_by_module``): then, as the full
+        architecture always does, the pass calls every module, so that a PyTorch hook on any of
+        them fires and its replacement acts. The hook points' hooks act in both passes."""
+        if self.args.arch == "simplified" and not self.module_by_module():
+            return simplified_pass.forward(self, tokens, targets, return_attn=return_attn, explicit=explicit)
+        hooks = model_hooks(self._hook_points, tokens, self.step)
         h = self.tok_embeddings(tokens)                                               # (B, T, d)
         pos = self.positions(tokens.shape[1])
         if pos is not None:
@@ -289,3 +308,16 @@ class Transformer(nn.Module):
         if targets is not None:
             logits = logits[targets]
         return (logits, patterns) if return_attn else logits
+
+
+def _hooked(module: nn.Module) -> bool:
+    """Whether PyTorch would run something of a user's around ``module``'s forward."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or module._backward_pre_hooks or "forward" in module.__dict__)
+
+
+def _global_module_hooks() -> bool:
+    """Whether hooks registered for every module (``register_module_forward_hook``) are set."""
+    g = nn.modules.module
+    return bool(g._global_forward_hooks or g._global_forward_pre_hooks or g._global_backward_hooks
+                or g._global_backward_pre_hooks)

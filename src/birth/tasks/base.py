@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from birth.model.args import documented
+from birth.measures.predictions import mask_metrics
 
 # Independent random streams derived from one seed: batch i of stream s is seeded by (seed, s, i).
 STREAMS = {"train": 0, "eval": 1, "test": 2, "split_test": 3, "floors": 4, "heads": 5}
@@ -146,7 +147,6 @@ class Task:
 
     def batch_metrics(self, logits: torch.Tensor, patterns, batch: Batch, prefix: str = "") -> dict[str, float]:
         """Metrics of the model's logits (B, T, N) and attention on a batch: loss and accuracy per mask."""
-        from birth.measures.predictions import mask_metrics
         return mask_metrics(logits, batch, self, prefix)
 
     def weight_metrics(self, model) -> dict[str, float]:
@@ -161,3 +161,11 @@ class Task:
 def args_fields(cls: type) -> dict[str, dataclasses.Field]:
     """The fields of a task's data arguments, by name."""
     return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def pick_sequence(batch, length: int) -> int:
+    """A varied evaluation sequence (most distinct characters) with at least 3 in-context targets
+    in its first ``length`` positions, rather than one caught in a trigger -> output cycle."""
+    distinct = torch.tensor([len(set(row.tolist())) for row in batch.x[:, :length]])
+    enough = batch.masks["in_context"][:, :length].sum(1).cpu() >= 3
+    return int(torch.where(enough, distinct, -1).argmax())

@@ -11,6 +11,7 @@ import torch
 from birth.model.transformer import Transformer, resolve_param_names
 from birth.tasks import Batch, Task, make_task
 from birth.training.config import ConfigError, TrainConfig
+from birth.training.runs import RunDir
 
 
 def resolve_device(name: str) -> torch.device:
@@ -165,7 +166,6 @@ def build_setup(cfg: TrainConfig, device: Optional[torch.device] = None) -> Setu
 
 def trained_setup(run_dir, device: torch.device | str = "cpu") -> Setup:
     """The Setup of a saved run with the weights of its latest checkpoint (for analysis)."""
-    from birth.training.runs import RunDir
     run = RunDir(run_dir)
     setup = build_setup(run.read_config(), torch.device(device))
     setup.model.load_state_dict(RunDir.load_checkpoint(run.latest_checkpoint(), device)["model"])

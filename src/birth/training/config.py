@@ -82,6 +82,12 @@ class TrainConfig:
                     "(pip install 'birth[wandb]')", choices=("", "offline", "online"))
 
 
+def seed_overrides(index: int) -> dict:
+    """Seed ``index`` sets the data stream (42 + index, the official default 42 for seed 0), the
+    initialisation and the fixed evaluation batches, all three."""
+    return {"seed": 42 + index, "init_seed": index, "eval_seed": index}
+
+
 INT_LIMIT = 2 ** 63  # every integer must fit torch's int64
 # Decimal numbers with an exponent, which YAML 1.1 (unlike OmegaConf) leaves as strings: 1e-4, 5E3.
 FLOAT_RE = re.compile(r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+")

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from birth.measures import predictions as M
-from birth.model import simplified_pass as targets
+from birth.model.simplified_pass import explicit_attention
 from birth.tasks import Batch, stream_generator
 
 # Evaluation batches pass through the model in chunks of about this many tokens, so that a chunk's
@@ -131,9 +131,9 @@ def weights(ev: Evaluation) -> dict:
 def ood_logits(setup, b: Batch, acc_mask: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits of an OOD batch at the in-context targets and at the ``acc_mask`` positions (computed
     at the in-context targets only where the two coincide and the rearranged pass applies)."""
-    if targets.supports(setup.model) and acc_mask == "in_context":
-        explicit = targets.explicit_attention(min(len(b.x), OOD_ATTENTION_CHUNK), b.x.shape[1])
-        head = torch.cat([targets.forward(setup.model, x, m, explicit=explicit)
+    if acc_mask == "in_context":
+        explicit = explicit_attention(min(len(b.x), OOD_ATTENTION_CHUNK), b.x.shape[1])
+        head = torch.cat([setup.model(x, targets=m, explicit=explicit)
                           for x, m in zip(eval_chunks(b.x), eval_chunks(b.masks["in_context"]))])
         return head, head
     pred = torch.cat([setup.model(x) for x in eval_chunks(b.x)])

@@ -9,8 +9,9 @@ from typing import Optional
 import torch
 
 from birth.training import intervention_kinds as I
-from birth.model import simplified_pass as targets
+from birth.model import simplified_pass
 from birth.model.transformer import Transformer, resolve_param_names
+from birth.training.runs import RunDir
 
 
 class Interventions:
@@ -77,18 +78,17 @@ class Interventions:
         names = set(self.hook_points())
         patterns = any(n.endswith("hook_pattern") for n in names)
         if self.arch == "simplified":
-            layer2 = any(n in targets.LAYER2_POINTS for n in names)
+            layer2 = any(n in simplified_pass.LAYER2_POINTS for n in names)
             where = "every position" if not targets_only or layer2 else "the in-context targets only"
-            explicit = patterns or targets.explicit_attention(batch_size, seq_length)
+            explicit = patterns or simplified_pass.explicit_attention(batch_size, seq_length)
             return f"simplified model's rearranged pass (birth.model.simplified_pass): layer 2 at {where}, " \
                    f"{'explicit' if explicit else 'fused'} attention"
-        return f"full architecture's block pass (birth.model.transformer): {'explicit' if patterns else 'fused'} attention " \
-               "at every position"
+        return (f"full architecture's block pass (birth.model.transformer): "
+                f"{'explicit' if patterns else 'fused'} attention at every position")
 
 
 def graft_source(run: str, step: Optional[float], name: str) -> torch.Tensor:
     """Parameter ``name`` of run directory ``run`` at checkpoint ``step`` (default: its latest)."""
-    from birth.training.runs import RunDir
     r = RunDir(Path(run))
     ckpts = dict(r.checkpoints())
     if not ckpts:

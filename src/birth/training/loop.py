@@ -16,8 +16,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from birth.model import simplified_pass as targets
 from birth.tasks.triggers.probes import weight_norms
 from birth.tasks import Batch
 from birth.training.build import Setup, apply_freeze, build_setup, checkpoint_steps, freeze_schedule, make_optimizer
@@ -26,6 +26,8 @@ from birth.training.evaluation import Evaluator, Stepped, training_loss
 from birth.training.exits import EXIT_DIVERGED, EXIT_NO_SPACE, NoSpace
 from birth.training.interventions import Interventions
 from birth.training.runs import MetricsWriter, RunDir, VectorWriter, atomic_write_bytes
+from birth.training.tensorboard import open_log
+from birth.training.wandb_log import open_run
 
 
 class Interrupted(Exception):
@@ -45,11 +47,12 @@ def precision(cfg: TrainConfig, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
 
-def _step_loss(cfg: TrainConfig, model, batch: Batch, keep: bool):
+def step_loss(cfg: TrainConfig, model, batch: Batch, keep: bool):
     """(loss, logits, patterns) of a training step on ``batch``; the logits and attention patterns
     only with ``keep`` (for the probes), else the loss alone, at the targets only where it can."""
-    if not keep and cfg.loss_head_only and targets.supports(model):
-        return targets.in_context_loss(model, batch.x, batch.y, batch.masks["in_context"]), None, None
+    if not keep and cfg.loss_head_only:  # the simplified model then computes layer 2 at the targets only
+        m = batch.masks["in_context"]
+        return F.cross_entropy(model(batch.x, targets=m), batch.y[m]), None, None
     out = model(batch.x, return_attn=keep)
     pred, patterns = out if keep else (out, None)
     return training_loss(cfg.loss_head_only, pred, batch), pred, patterns
@@ -91,8 +94,8 @@ class Trainee:
         self.model = self.setup.model
         self.schedule = freeze_schedule(cfg.freeze_until, self.model)
         self.base_trainable = {n: p.requires_grad for n, p in self.model.named_parameters()}
-        for name, fn in (hooks or {}).items():  # a user's TransformerLens-style hooks
-            self.model.hook_point(name).add_hook(fn)
+        for name, fn in (hooks or {}).items():  # a user's TransformerLens-style hooks: points or modules
+            self.model.add_hook(name, fn)
         self.interventions = Interventions(cfg.interventions, self.model, self.setup.triggers, cfg.data_args.seq_length)
         self.optimizer = make_optimizer(cfg, self.model)
         restored = _restore(run, self.setup, self.optimizer) if resume else None
@@ -105,8 +108,6 @@ class Trainee:
         self.accuracy_key = f"eval_{acc}" if cfg.eval_fixed_batch else f"{acc}_test"  # what transition reads
         self.writer = MetricsWriter(run.metrics_path, truncate_to=offsets.get("metrics", 0))
         self.positions = VectorWriter(run.positions_path, truncate_to=offsets.get("positions", 0))
-        from birth.training.tensorboard import open_log
-        from birth.training.wandb_log import open_run
         # trackers: log(record) after each metrics line, close() at the end
         self.trackers = [t for t in (open_log(cfg, run.path, self.setup, self.start), open_run(cfg, run.path)) if t]
         self.keep_steps = checkpoint_steps(cfg.checkpoint_steps, cfg.max_iters)
@@ -147,6 +148,7 @@ class Trainee:
     def prepare_step(self, step: int) -> None:
         """Before the forward pass of ``step``: what trains (freeze schedule, held sets), and the
         interventions of this step (sets on the weights, the clamps' and ablations' window)."""
+        self.model.step = step  # what hooks read as hook.context.step
         apply_freeze(self.model, self.schedule, step, self.base_trainable, self.interventions.held(step))
         self.interventions.before_step(step)
 
@@ -309,7 +311,7 @@ def _train_step(setup: Setup, optimizer, step: int) -> Optional[Stepped]:
     optimizer.zero_grad(set_to_none=True)
     float32 = cfg.precision == "float32"
     with precision(cfg, setup.device):
-        loss, pred, patterns = _step_loss(cfg, model, batch, keep=is_eval and float32)
+        loss, pred, patterns = step_loss(cfg, model, batch, keep=is_eval and float32)
     if is_eval and not float32:  # the probes stay float32: a pass of their own, on the same weights
         pred, patterns = probe_pass(model, batch.x)
     if not math.isfinite(loss.item()):

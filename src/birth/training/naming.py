@@ -13,6 +13,7 @@ import json
 from typing import Any, Optional
 
 from birth.training.config import TrainConfig, flat_dict
+from birth import tasks
 
 # Every key of the config schema at commit ee17ae3, when runs were named by their whole config.
 LEGACY_KEYS = frozenset({
@@ -43,7 +44,6 @@ def _digest(data: Any) -> str:
 
 def defaults_of(cfg: TrainConfig) -> dict[str, Any]:
     """Every dotted key of a default config of ``cfg``'s task, with its default value."""
-    from birth import tasks
     base = TrainConfig()
     base.data_args = tasks.args_class(cfg.data_args.task)()
     base.data_args.task = cfg.data_args.task

@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 
 from birth.training.config import ConfigError
+from birth.tasks.base import pick_sequence
 
 
 class TensorBoardLog:
@@ -25,7 +26,6 @@ class TensorBoardLog:
         except ImportError as err:
             raise ConfigError("tensorboard=True needs the tensorboard package "
                               f"(pip install 'birth[tensorboard]'): {err}") from None
-        from birth.analysis.plots import pick_sequence
         self.path = run_path / "tensorboard"
         self.writer = SummaryWriter(str(self.path), purge_step=start_step or None)
         self.setup = setup

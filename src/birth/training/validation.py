@@ -10,6 +10,10 @@ from birth import tasks
 from birth.model.transformer import Transformer
 from birth.training.config import ConfigError, ModelArgs, TrainConfig, build_config
 from birth.training.build import bf16_cpu, checkpoint_steps, freeze_schedule, resolve_device
+from birth.training import interventions
+from birth.training.config import all_keys
+from birth.training.intervention_kinds import parse
+from birth.training.wandb_log import problem
 
 # Options that only exist in one architecture: setting one in the other is a contradiction.
 SIMPLIFIED_ONLY = ("final_ffn", "first_ffn", "use_rope", "sqrtd_embeddings", "no_sqrtd", "zero_init")
@@ -63,14 +67,11 @@ def validate(cfg: TrainConfig) -> None:
     freeze_schedule(cfg.freeze_until, names_only)
     _interventions(cfg, names_only, n)
     if cfg.wandb:  # a missing extra: one line now, not a traceback once the run directory exists
-        from birth.training.wandb_log import problem
         _require(problem() is None, f"wandb={cfg.wandb}: {problem()}")
 
 
 def _interventions(cfg: TrainConfig, names_only: Transformer, n: int) -> None:
     """Every intervention parses and fits the model; a graft is checked against the real shapes."""
-    from birth.training.intervention_kinds import parse
-    from birth.training import interventions
     try:
         model = names_only
         if any(iv.kind == "set" and iv.what != "ideal" for iv in parse(cfg.interventions)):
@@ -128,7 +129,6 @@ def resolve_config(preset: str | None, overrides: list[str] | dict | None = None
 
 def config_fields_help() -> list[tuple[str, str, str]]:
     """(key, default, description) of every key, for ``birth train --help``."""
-    from birth.training.config import all_keys
     rows = []
     for key, f in all_keys().items():
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()

@@ -19,6 +19,13 @@ import torch
 from birth.training.config import ConfigError, dump_yaml
 from birth.analysis.plots import attention_example, glyph, metric_names, repeat_boxes, run_panels
 from birth.training.runs import RunDir
+from birth.analysis.sweep_plots import plot_sweep
+from birth.analysis.transformer_lens import tl_head_scores, to_transformer_lens
+from birth.launching.sweep import read_index
+from birth.measures.predictions import HEAD_SCORES, head_scores
+from birth.training.build import build_setup
+from birth.training.evaluation import Evaluator
+from birth.training.interventions import Interventions
 
 MAX_RUNS = 12          # runs of a reproduction shown in its page
 # the final metrics a run's page lists first: the task's per-mask ones (``metric_names``), then these
@@ -68,8 +75,6 @@ def _sweep(root: Path) -> dict:
     """A sweep output (``birth sweep``) as a reproduction's page: its figures, drawn afresh by each
     swept key (``birth plot OUT --by KEY``), and the run view of its runs, named by their labels."""
     import sys
-    from birth.analysis.sweep_plots import plot_sweep
-    from birth.launching.sweep import read_index
     index = read_index(root)
     files: list[Path] = []
     for key in index["swept"]:
@@ -120,11 +125,9 @@ def _summary_keys(task: dict) -> list[str]:
 
 def _attention(run: RunDir, length: int = 64) -> dict:
     """Attention maps of every layer and head at every checkpoint, on one evaluation sequence."""
-    from birth.training.build import build_setup
     ckpts = run.checkpoints()
     if not ckpts:
         return {"attention": None, "tl": {"error": "no checkpoint"}}
-    from birth.training.interventions import Interventions
     cfg = run.read_config()
     setup = build_setup(cfg, torch.device("cpu"))
     ex = attention_example(setup, length)
@@ -158,10 +161,7 @@ def tl_check(setup, n_seqs: int = 32) -> dict:
     difference on the first ``n_seqs`` evaluation sequences, and per layer and head the head scores
     on the run's repeated-random-tokens batch, birth's (``birth.measures.predictions.head_scores``) beside
     TransformerLens' ``detect_head``."""
-    from birth.measures.predictions import HEAD_SCORES, head_scores
-    from birth.training.evaluation import Evaluator
     try:
-        from birth.analysis.transformer_lens import tl_head_scores, to_transformer_lens
         bridge = to_transformer_lens(setup.model)
     except ConfigError as err:
         return {"error": str(err)}

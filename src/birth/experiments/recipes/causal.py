@@ -22,6 +22,10 @@ from birth.experiments.figures import COLORS, CurveTable, save, style
 from birth.experiments.recipes.layers import ORDER_FREE, ORDER_FREE_SLACK
 from birth.experiments.recipe import SCALE_STATUS, Output, Recipe, Results, describe
 from birth.experiments.rules import ACC, Checks, PairedEarlier
+from birth.training.build import build_setup
+from birth.training.evaluation import Evaluation, Evaluator, evaluation_batch
+from birth.training.interventions import Interventions
+from birth.training.runs import RunDir
 
 NAME = "interventions"
 FIGURE = "Theory, causally (Sec. 6; Singh et al. 2024)"
@@ -44,12 +48,8 @@ def conditions(scale: str) -> dict[str, dict]:
 def ideal_accuracy(res: Results) -> list[dict]:
     """Per seed (claim d): the joint condition's model at initialisation with W_K1, W_K2 and W_O2 set
     to their ideal memories, untrained: in-context accuracy on its fixed evaluation batch."""
-    from birth.training.build import build_setup
-    from birth.training.evaluation import Evaluation, Evaluator, evaluation_batch
-    from birth.training.interventions import Interventions
     out = []
     for path in res.run_dirs(JOINT):
-        from birth.training.runs import RunDir
         cfg = RunDir(path).read_config()
         cfg.interventions = IDEAL
         setup = build_setup(cfg, torch.device("cpu"))

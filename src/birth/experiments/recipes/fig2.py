@@ -20,6 +20,8 @@ from birth.experiments.recipe import (
     tiny_size)
 from birth.experiments.rules import Checks, FinalAtLeast
 from birth.measures.predictions import detection_patterns
+from birth.analysis.plots import draw_attention, repeat_boxes
+from birth.tasks.base import pick_sequence
 
 NAME = "fig2"
 FIGURE = "Fig. 2"
@@ -79,7 +81,6 @@ def _best_head(patterns, x, outs, triggers) -> int:
 def plot(res: Results, out: Output) -> list:
     import matplotlib.pyplot as plt
 
-    from birth.analysis.plots import draw_attention, pick_sequence, repeat_boxes
     if not res.has(FIXED, RANDOM):
         return []
     fixed, rand = load_model(res.run_dirs(FIXED)[0]), load_model(res.run_dirs(RANDOM)[0])

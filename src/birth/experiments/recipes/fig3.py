@@ -14,6 +14,7 @@ from birth.experiments.figures import COLORS, CurveTable, save, style
 from birth.experiments.recipe import (
     SCALE_STATUS, Output, Recipe, Results, Size, describe, simplified, paper_size, tiny_size)
 from birth.experiments.rules import ACC, BeforeUnfreeze, PairedBetter, ReachOrder, freeze_step
+from birth.analysis.plots import PROBE_LABELS
 
 NAME = "fig3"
 FIGURE = "Fig. 3"
@@ -91,7 +92,6 @@ RULES = (
 def plot(res: Results, out: Output) -> list:
     import matplotlib.pyplot as plt
 
-    from birth.analysis.plots import PROBE_LABELS
     table = CurveTable()
     groups = res.groups()
     with style():

@@ -19,6 +19,7 @@ from birth.experiments import claims as C
 from birth.experiments.recipe import Output, Recipe, Results
 from birth.experiments.rules import Checks
 from birth.tasks.triggers.corpus import bundled_stats
+from birth.experiments.theory.computations import run_experiment
 
 NAME = "theory"
 FIGURE = "Sec. 3, 6 (theory)"
@@ -39,7 +40,6 @@ def _experiment(name: str, where: Path, seed: int, quick: bool, sizes: dict) -> 
     """One computation in a worker process (one thread: the workers share the cores)."""
     import torch
 
-    from birth.experiments.theory.computations import run_experiment
     torch.set_num_threads(1)
     run_experiment(name, where, seed=seed, quick=quick, log=lambda s: None, **sizes)
 

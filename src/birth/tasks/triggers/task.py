@@ -24,6 +24,7 @@ from birth.model.args import documented as _f
 from birth.tasks.triggers.corpus import CorpusError, CorpusStats, load_stats
 from birth.tasks.base import Batch, Task, TaskArgs
 from birth.measures import strategies as S
+from birth.tasks.triggers.probes import attention_probes, loss_metrics, memory_probes
 
 TRAIN_OUTPUT_FRACTION = 0.75  # the official 75/25 split: training outputs from the first 75% of token ids
 
@@ -355,7 +356,6 @@ class TriggersTask(Task):
 
     def batch_metrics(self, logits: torch.Tensor, patterns, batch: TriggerBatch, prefix: str = "") -> dict:
         """The official losses and accuracies per token type, and the attention probes."""
-        from birth.tasks.triggers.probes import attention_probes, loss_metrics
         res = loss_metrics(logits, batch.y, batch.outs, prefix)
         if patterns:
             res.update({prefix + k: v
@@ -364,7 +364,6 @@ class TriggersTask(Task):
 
     def weight_metrics(self, model) -> dict:
         """The official memory-recall probes (and ff1_loss with a final feed-forward)."""
-        from birth.tasks.triggers.probes import memory_probes
         final_ffn = len(model.layers) > 1 and hasattr(model.layers[1], "ff")
         return memory_probes(model, triggers=self.fixed, n_train_toks=self.n_train_toks,
                              cond=self.cond if final_ffn else None)

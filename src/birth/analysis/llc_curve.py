@@ -1,5 +1,5 @@
-"""The local learning coefficient (LLC) of a run at each of its saved checkpoints, estimated with
-devinterp's SGLD sampler (the `llc` extra: ``pip install 'birth[llc]'``).
+"""The local learning coefficient (LLC) of a run at each of its saved checkpoints
+(``birth.measures.llc``: devinterp's SGLD sampler; the `llc` extra: ``pip install 'birth[llc]'``).
 
     LLC(w*) = nβ · (E_SGLD[L_m(w)] − L(w*))
 
@@ -19,69 +19,19 @@ parameters. The numbers are a pure function of the run, the settings and ``seed`
 from __future__ import annotations
 
 import csv
-import itertools
 import json
-import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from birth.analysis.plots import COLUMN_WIDTH, paper_style, plt
+from birth.measures.llc import LLCError, LLCSettings, estimate, require_devinterp, version_of
+from birth.training.build import apply_freeze, build_setup, freeze_schedule
 from birth.training.config import ConfigError
+from birth.training.evaluation import training_loss
 from birth.training.runs import RunDir
-
-INSTALL = "pip install 'birth[llc]'"
-
-
-@dataclass(frozen=True)
-class LLCSettings:
-    """The sampler's settings. Defaults: devinterp's introduction notebook (``lr=4e-4``,
-    ``localization=100``, ``nbeta=default_nbeta(loader)``, 100 draws) with a burn-in. On the quick
-    preset ``lr=1e-3`` gives estimates within 10% of these (the chains have mixed), ``gamma=300``
-    a third of them (the localization dominates); docs/interop.md."""
-
-    chains: int = 4                    # independent SGLD chains (devinterp's notebooks: 3 to 10)
-    draws: int = 100                   # draws per chain, one SGLD step each (devinterp default 100)
-    burnin: int = 50                   # SGLD steps before the first draw, not counted
-    lr: float = 4e-4                   # SGLD step size epsilon (devinterp introduction notebook)
-    gamma: float = 100.0               # localization strength (devinterp introduction notebook)
-    nbeta: float | None = None         # inverse temperature; None: m / ln m (devinterp's default_nbeta)
-    batch_size: int | None = None      # sequences per SGLD batch, m; None: the run's own batch size
-    seed: int = 0                      # seeds the chains' noise (and nothing else)
-
-    def resolved(self, run_batch_size: int) -> LLCSettings:
-        """The settings with ``batch_size`` and ``nbeta`` filled in (needs devinterp)."""
-        from devinterp.utils import default_nbeta
-        m = self.batch_size or run_batch_size
-        return LLCSettings(**{**asdict(self), "batch_size": m, "nbeta": self.nbeta or float(default_nbeta(m))})
-
-    def check(self) -> None:
-        """Raises ConfigError naming the first setting out of range."""
-        for name in ("chains", "draws"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"llc: --{name} must be >= 1, got {getattr(self, name)}")
-        if self.burnin < 0:
-            raise ConfigError(f"llc: --burnin must be >= 0, got {self.burnin}")
-        for name in ("lr", "nbeta", "batch_size"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ConfigError(f"llc: --{name.replace('_', '-')} must be > 0, got {value}")
-        if not self.gamma >= 0:
-            raise ConfigError(f"llc: --gamma must be >= 0, got {self.gamma}")
-
-
-def require_devinterp() -> None:
-    """Nothing when devinterp's 1.x sampler imports, else a one-line ConfigError naming the extra."""
-    try:
-        from devinterp.slt.sampler import estimate_learning_coeff_with_summary  # noqa: F401
-    except ImportError as err:
-        try:
-            found = _version("devinterp")
-        except ImportError:
-            raise ConfigError(f"llc: needs the devinterp library; {INSTALL}") from None
-        # devinterp 2.x is a rewrite for Hugging Face language models, without this API
-        raise ConfigError(f"llc: devinterp {found} lacks the 1.x sampler ({err}); {INSTALL}") from None
 
 
 class _StreamBatch:
@@ -103,7 +53,6 @@ def stream_loader(setup, batches: int, batch_size: int) -> torch.utils.data.Data
 
 def _objective(loss_head_only: bool):
     """The run's training loss as devinterp's ``evaluate(model, batch) -> loss``."""
-    from birth.training.evaluation import training_loss
 
     def evaluate(model, batch):
         return training_loss(loss_head_only, model(batch.x), batch)
@@ -113,51 +62,10 @@ def _objective(loss_head_only: bool):
 def sampled_setup(run_dir: str | Path, device: torch.device | None = None):
     """The run's Setup with requires_grad as at the end of training (the freeze schedule's final
     state): the parameters SGLD samples are those with requires_grad."""
-    from birth.training.build import apply_freeze, build_setup, freeze_schedule
     cfg = RunDir(run_dir).read_config()
     setup = build_setup(cfg, device)
     apply_freeze(setup.model, freeze_schedule(cfg.freeze_until, setup.model), cfg.max_iters - 1)
     return setup
-
-
-def estimate(setup, weights: dict, settings: LLCSettings) -> dict:
-    """The LLC at ``weights`` (a state dict of ``setup.model``) with resolved ``settings``:
-    {llc_mean, llc_std, init_loss, llc_chain_i...}. Leaves the global RNG as it found it."""
-    from devinterp.slt.sampler import estimate_learning_coeff_with_summary
-    s, cfg, device = settings, setup.cfg, setup.device
-    setup.model.load_state_dict(weights)
-    loader = stream_loader(setup, s.burnin + s.draws, s.batch_size)
-    evaluate = _objective(cfg.loss_head_only)
-    init_loss = paired_init_loss(setup.model, loader, evaluate, s.burnin)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), warnings.catch_warnings():
-        # devinterp warns on every call (seeded runs, deprecations, nbeta passed): advice we follow
-        warnings.filterwarnings("ignore", module=r"devinterp\.")
-        out = estimate_learning_coeff_with_summary(
-            setup.model, loader, evaluate=evaluate, sampling_method=sampler(), init_loss=init_loss,
-            optimizer_kwargs={"lr": s.lr, "localization": s.gamma, "nbeta": s.nbeta},
-            num_chains=s.chains, num_draws=s.draws, num_burnin_steps=s.burnin, seed=s.seed,
-            device=device, verbose=False)
-    row = {"llc_mean": out["llc/mean"], "llc_std": out["llc/std"], "init_loss": init_loss}
-    row.update({f"llc_chain_{i}": out[f"llc-chain/{i}"] for i in range(s.chains)})
-    return row
-
-
-def sampler():
-    """devinterp's SGLD with localization (Lau et al. 2023) as ``SGMCMC.sgld``, not the deprecated
-    ``SGLD`` class: it skips the parameters without a gradient, where ``SGLD`` adds noise to the
-    frozen ones too (tests/test_llc.py)."""
-    from devinterp.optim import SGMCMC
-    return SGMCMC.sgld
-
-
-@torch.no_grad()
-def paired_init_loss(model, loader, evaluate, burnin: int) -> float:
-    """L(w*): the loss at the checkpoint on the very batches of the draws (every chain sees the same
-    batches, in order). devinterp's default (the first ``chains`` batches) leaves the batches'
-    own spread of losses in the estimate, several times the spread across chains on the quick preset;
-    pairing the batches cancels it."""
-    losses = [float(evaluate(model, batch)) for batch in itertools.islice(loader, burnin, None)]
-    return sum(losses) / len(losses)
 
 
 def select_checkpoints(run: RunDir, steps: Sequence[int] | None) -> list[tuple[int, Path]]:
@@ -183,25 +91,25 @@ def llc_over_checkpoints(run_dir: str | Path, settings: LLCSettings = LLCSetting
     run = RunDir(run_dir)
     if not run.holds_run():
         raise ConfigError(f"llc: {run.path} holds no run (no config.yaml)")
-    settings.check()
-    chosen = select_checkpoints(run, steps)
-    require_devinterp()
+    try:
+        settings.check()
+        chosen = select_checkpoints(run, steps)
+        require_devinterp()
+    except LLCError as err:
+        raise ConfigError(str(err)) from None
     setup = sampled_setup(run.path)
     s = settings.resolved(setup.cfg.optim_args.batch_size)
     sampled = sum(p.numel() for p in setup.model.parameters() if p.requires_grad)
-    header = {"settings": asdict(s), "sampled_parameters": sampled, "devinterp": _version("devinterp"),
+    header = {"settings": asdict(s), "sampled_parameters": sampled, "devinterp": version_of("devinterp"),
               "objective": "loss_head_only" if setup.cfg.loss_head_only else "all positions"}
     rows = []
     for step, path in chosen:
-        row = {"step": step, **estimate(setup, RunDir.load_checkpoint(path, setup.device)["model"], s)}
+        setup.model.load_state_dict(RunDir.load_checkpoint(path, setup.device)["model"])
+        loader = stream_loader(setup, s.burnin + s.draws, s.batch_size)
+        row = {"step": step, **estimate(setup.model, loader, _objective(setup.cfg.loss_head_only), s, setup.device)}
         log(f"birth: llc step {step}: {row['llc_mean']:.3f} ± {row['llc_std']:.3f}")
         rows.append(row)
     return rows, header
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import version
-    return version(package)
 
 
 def write_llc(out: str | Path, rows: list[dict], header: dict) -> tuple[Path, Path]:
@@ -226,7 +134,6 @@ def read_llc(path: str | Path) -> list[dict]:
 def plot_llc(run_dir: str | Path, rows: list[dict], header: dict, path: str | Path) -> Path:
     """The LLC (mean ± std across chains) over the checkpoint steps, with the run's in-context
     accuracy on the fixed evaluation batch on a second axis where the run logged it."""
-    from birth.analysis.plots import COLUMN_WIDTH, paper_style, plt
     run = RunDir(run_dir)
     steps = [r["step"] for r in rows]
     mean = [r["llc_mean"] for r in rows]
