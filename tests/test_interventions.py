@@ -6,7 +6,8 @@ import shutil
 import pytest
 import torch
 
-from birth.training import intervention_kinds as I
+from birth.tasks.triggers.ideal import DEFAULT_GAIN
+from birth.training import interventions as I
 from birth.training.build import build_setup
 from birth.training.config import ConfigError, build_config
 from birth.training.interventions import Interventions
@@ -26,11 +27,18 @@ def _cfg(**kw):
 
 def test_entries_parse_with_their_defaults():
     a, b, c, d = I.parse("clamp:0:previous@0-100; ablate:1.0:mean@50 ;set:W_O2:ideal:5;set:W_K1:/tmp/run:200@10-20")
-    assert (a.kind, a.layer, a.head, a.what, a.value, a.start, a.end) == ("clamp", 0, None, "previous", 1.0, 0, 100)
-    assert (b.layer, b.head, b.what, b.start, b.end) == (1, 0, "mean", 50, None)
-    assert (c.target, c.what, c.value, c.start, c.end) == ("W_O2", "ideal", 5.0, 0, 1)   # set: once, at step 0
-    assert (d.what, d.value, d.start, d.end) == ("/tmp/run", 200.0, 10, 20)
+    assert (a.kind, a.args, a.start, a.end) == ("clamp", ("0", "previous"), 0, 100)
+    assert (b.kind, b.args, b.start, b.end) == ("ablate", ("1.0", "mean"), 50, None)
+    assert (c.target, c.args, c.start, c.end) == ("W_O2", ("W_O2", "ideal", "5"), 0, 1)   # set: once, at step 0
+    assert (d.args, d.start, d.end) == (("W_K1", "/tmp/run", "200"), 10, 20)
     assert I.parse(a.text())[0] == a
+    shape = I.ModelShape("full", 2, 2)
+    assert I.hook_of(a, shape)[0] == "blocks.0.attn.hook_pattern"        # every head of layer 0
+    assert I.hook_of(b, shape)[0] == "blocks.1.attn.hook_z"              # head 0 of layer 1
+    ideal = I.kind_of("set").parse(list(c.args))
+    assert (ideal.matrix, ideal.source, ideal.value) == ("W_O2", "ideal", 5.0)
+    graft = I.kind_of("set").parse(list(d.args))
+    assert (graft.matrix, graft.source, graft.value) == ("W_K1", "/tmp/run", 200.0)
 
 
 @pytest.mark.parametrize("spec, words", [
@@ -84,7 +92,7 @@ def test_ideal_memories_are_recalled_perfectly_by_the_probes():
     emb = setup.model.tok_embeddings.weight
     l2 = setup.model.layers[1].attention
     score = (setup.model.output.weight @ l2.wo.weight @ l2.wv.weight @ emb.t()).diagonal()
-    assert float(score.detach().mean()) == pytest.approx(I.DEFAULT_GAIN, rel=0.05)
+    assert float(score.detach().mean()) == pytest.approx(DEFAULT_GAIN, rel=0.05)
 
 
 def test_a_set_holds_its_matrix_for_its_window_then_training_goes_on(tmp_path):

@@ -77,7 +77,7 @@ def test_panels_name_what_is_plotted():
     assert (0.5, "strategy ngram, in-context") in other["losses"].lines
     # windows of freezes and interventions are shaded
     frozen = dataclasses.replace(cfg, freeze_until="300:W_O2", interventions="clamp:0:previous@0-200", max_iters=1000)
-    assert _panels(frozen)["accuracy"].windows == [(0, 300, "W_O2 frozen"), (0, 200, "clamp:0:previous:1")]
+    assert _panels(frozen)["accuracy"].windows == [(0, 300, "W_O2 frozen"), (0, 200, "clamp:0:previous")]
 
 
 def test_load_run_gives_config_models_samplers_and_metrics():

@@ -117,7 +117,7 @@ def test_claim_10_compares_early_and_late_queries_over_the_same_keys():
     still reads higher than the 127-way wk0_acc (an easier argmax), so 'early first' passed. Over
     one key set, early and late queries read alike, and the order of the rule is a tie."""
     from birth.experiments.rules import ReachOrder
-    from birth.training import intervention_kinds as I
+    from birth.tasks.triggers import ideal as I
     gains = (0.25, 0.5, 1.0, 2.0)  # a memory growing uniformly over "training"
     old_gap, new_gap, curves = [], [], []
     for seed in range(3):

@@ -8,7 +8,8 @@ the config alone.
     TASKS.get("mylab.tasks:Parity")       # imports mylab.tasks, returns its Parity
 
 A registry may be given ``builtins``: a package whose modules are imported (once, on first use) so
-that what they register at import time is known; adding a built-in is adding a module there.
+that what they register at import time is known; adding a built-in is adding a module there (or,
+for a module, a line in it).
 """
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ class Registry:
             return
         self._loaded = True
         package = importlib.import_module(self.builtins)
-        for info in pkgutil.iter_modules(package.__path__):
+        for info in pkgutil.iter_modules(getattr(package, "__path__", [])):  # a module: itself alone
             importlib.import_module(f"{self.builtins}.{info.name}")
 
     def names(self) -> list[str]:

@@ -17,7 +17,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 
 from birth.training.runs import RunDir  # noqa: E402
 from birth.training.build import parse_freeze_until, trained_setup
-from birth.training.intervention_kinds import parse
+from birth.training.interventions import parse
 from birth.tasks.base import pick_sequence
 
 # The one map from the official probe keys to the paper's matrices (docs/metrics.md)

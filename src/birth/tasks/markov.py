@@ -22,6 +22,7 @@ import torch
 
 from birth.model.args import documented as _f
 from birth.measures import strategies as S
+from birth.tasks import register
 from birth.tasks.base import Batch, Task, TaskArgs
 
 MAX_ROWS = 4096              # N^(n-1): rows of a transition table
@@ -147,6 +148,7 @@ def _cdf(p: torch.Tensor) -> torch.Tensor:
     return cdf
 
 
+@register
 class MarkovTask(Task):
     """In-context Markov chains and n-grams, a fresh transition table per sequence (module docstring).
 

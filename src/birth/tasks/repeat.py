@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from birth.model.args import documented as _f
 from birth.measures import strategies as S
+from birth.tasks import register
 from birth.tasks.base import Batch, Task, TaskArgs
 
 
@@ -39,6 +40,7 @@ class RepeatArgs(TaskArgs):
                                     "repeated to the end (else h = ceil((T+1)/2)): no fixed offset to copy from")
 
 
+@register
 class RepeatTask(Task):
     """Uniform random tokens repeated with period h, one block or several (module docstring)."""
 

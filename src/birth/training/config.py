@@ -8,6 +8,7 @@ field's help says otherwise.
 from __future__ import annotations
 
 import copy
+import importlib
 import dataclasses
 import difflib
 import math
@@ -58,6 +59,10 @@ class TrainConfig:
                             "set:W_K1|W_K2|W_O2:ideal[:GAIN] (the ideal memory) or set:MATRIX:RUN[:STEP] (graft); "
                             "see docs/interventions.md")
     loss_head_only: bool = _f(True, "loss on in-context targets only (outs >= 2)")
+    metrics: str = _f("", "extra metrics at every evaluation, comma-separated: registered names or MODULE:ATTR, each "
+                      "a function fn(ev) -> {name: value} whose values join metrics.jsonl (docs/api.md)")
+    plugins: str = _f("", "modules to import first, in every process (workers, Slurm jobs), comma-separated: what "
+                      "they register (tasks, metrics, intervention kinds) is then known by name")
     num_data_workers: int = _f(60, "accepted for compatibility: sampling is vectorised, no workers")
     seed: int = _f(42, "data seed: batch i is a pure function of (seed, i)")
     init_seed: int = _f(0, "model initialisation seed")
@@ -250,31 +255,50 @@ def _override_value(text: str, f: dataclasses.Field) -> Any:
     return _parse_value(text)
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
+def parse_overrides(items: list[str], task: Optional[str] = None) -> dict[str, Any]:
     """``['data_args.k=5', 'model.dim=256']`` -> canonical dotted keys with parsed values.
 
-    Raises ConfigError (one line, naming the key) for malformed items and unknown keys.
+    The ``data_args.*`` keys are those of the task the items name (``data_args.task=...``, resolved
+    first, ``plugins`` imported before it), else of ``task``, else of any registered task. Raises
+    ConfigError (one line, naming the key) for malformed items and unknown keys.
     """
-    keys = all_keys()
-    out: dict[str, Any] = {}
+    pairs = []
     for item in items:
         if "=" not in item:
             raise ConfigError(f"{item!r}: overrides are KEY=VALUE (e.g. data_args.k=5)")
         typed, _, text = item.partition("=")
-        key = _canonical(typed.strip().lstrip("+"))
+        pairs.append((typed.strip(), _canonical(typed.strip().lstrip("+")), text, item))
+    named = {key: text for _, key, text, _ in pairs}
+    import_plugins(named.get("plugins", ""))
+    task = named.get("data_args.task", task)
+    if task is not None:
+        _task_args(task, "")  # an unknown task: its one line, before its keys are read
+    keys = all_keys(task)
+    out: dict[str, Any] = {}
+    for typed, key, text, item in pairs:
         if key not in keys:
-            suffix = f"; did you mean {hint}?" if (hint := suggest(key)) else "; see birth train --help"
-            typed = typed.strip()
+            suffix = f"; did you mean {hint}?" if (hint := suggest(key, task)) else "; see birth train --help"
             shown = typed if typed and typed.isprintable() else repr(item)  # the error stays one readable line
-            raise ConfigError(f"{shown}: unknown key{suffix}")
+            of = f" of task {task}" if task is not None and key.startswith("data_args.") else ""
+            raise ConfigError(f"{shown}: unknown key{of}{suffix}")
         out[key] = _override_value(text, keys[key])
     return out
 
 
-def suggest(key: str) -> str:
+def import_plugins(spec: str) -> None:
+    """Imports the modules of a ``plugins`` value (their registrations become known); one-line
+    ConfigError naming a module that cannot be imported."""
+    for module in filter(None, (m.strip() for m in str(spec or "").split(","))):
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ConfigError(f"plugins: cannot import {module!r} ({err})") from None
+
+
+def suggest(key: str, task: Optional[str] = None) -> str:
     """The key closest to a misspelt canonical ``key``, aliases included ('optim_args.lrr' ->
     'optim_args.lr (optim_args.learning_rate)'), or '' when nothing is close."""
-    names = {k: k for k in all_keys()}
+    names = {k: k for k in all_keys(task)}
     names.update({_canonical_prefix(short): full for short, full in ALIASES.items() if not short.endswith(".")})
     hint = difflib.get_close_matches(key, list(names), n=1, cutoff=0.6)
     if not hint:
@@ -295,7 +319,8 @@ def build_config(preset: str | None = None, overrides: list[str] | dict | None =
     if preset is not None and preset not in PRESETS:
         raise ConfigError(f"--preset: unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     merged: dict[str, Any] = dict(PRESETS[preset]) if preset else {}
-    merged.update(parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {}))
+    task = merged.get("data_args.task")
+    merged.update(parse_overrides(overrides, task) if isinstance(overrides, list) else dict(overrides or {}))
     return apply(TrainConfig(), merged)
 
 
@@ -334,6 +359,7 @@ def _assign(cfg: TrainConfig, flat: dict[str, Any], where: str) -> TrainConfig:
     """Sets dotted keys of ``cfg`` in place, each value type-checked against its field; a
     ``data_args.task`` among them first gives ``cfg`` that task's data arguments."""
     flat = {_canonical(k): v for k, v in flat.items()}
+    import_plugins(flat.get("plugins", ""))
     if "data_args.task" in flat:
         _set_task(cfg, flat["data_args.task"], where)
     keys = all_keys(cfg.data_args.task)
@@ -355,16 +381,21 @@ def _assign(cfg: TrainConfig, flat: dict[str, Any], where: str) -> TrainConfig:
 def _set_task(cfg: TrainConfig, raw: Any, where: str) -> None:
     """Replaces ``cfg.data_args`` by the data arguments of task ``raw``, keeping the keys every
     task has (sequence length)."""
-    if not isinstance(raw, str) or not raw:
-        raise ConfigError(f"data_args.task: expected a task name, got {raw!r}{where}")
-    try:
-        cls = tasks.args_class(raw)
-    except tasks.UnknownTask as err:
-        raise ConfigError(f"data_args.task: {err}{where}") from None
+    cls = _task_args(raw, where)
     if type(cfg.data_args) is not cls:
         shared = {f.name: getattr(cfg.data_args, f.name) for f in dataclasses.fields(TaskArgs)}
         cfg.data_args = cls(**shared)
     cfg.data_args.task = raw
+
+
+def _task_args(raw: Any, where: str) -> type:
+    """The data-arguments class of task ``raw``; one-line ConfigError for a name that is none."""
+    if not isinstance(raw, str) or not raw:
+        raise ConfigError(f"data_args.task: expected a task name, got {raw!r}{where}")
+    try:
+        return tasks.args_class(raw)
+    except tasks.UnknownTask as err:
+        raise ConfigError(f"data_args.task: {err}{where}") from None
 
 
 def dump_yaml(cfg: TrainConfig) -> str:

@@ -20,6 +20,7 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from birth.measures import metric_functions
 from birth.measures import predictions as M
 from birth.model.simplified_pass import explicit_attention
 from birth.tasks import Batch, stream_generator
@@ -205,7 +206,8 @@ class Evaluator:
         self.setup = setup
         cfg = setup.cfg
         self.batches = setup.eval_batches()
-        self.functions = list(metrics) + list(callbacks)
+        # the package's measures, then the config's (``metrics=...``), then a Python caller's callbacks
+        self.functions = list(metrics) + metric_functions(cfg.metrics) + list(callbacks)
         self.strategy_probs: dict[str, torch.Tensor] = {}
         if cfg.eval_fixed_batch:
             self.strategy_probs = {name: fn(self.batches["eval"]).float()

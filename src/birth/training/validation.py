@@ -7,12 +7,13 @@ import dataclasses
 import torch
 
 from birth import tasks
+from birth.measures import metric_functions
+from birth.plugins import UnknownPlugin
 from birth.model.transformer import Transformer
 from birth.training.config import ConfigError, ModelArgs, TrainConfig, build_config
 from birth.training.build import bf16_cpu, checkpoint_steps, freeze_schedule, resolve_device
 from birth.training import interventions
 from birth.training.config import all_keys
-from birth.training.intervention_kinds import parse
 from birth.training.wandb_log import problem
 
 # Options that only exist in one architecture: setting one in the other is a contradiction.
@@ -66,6 +67,10 @@ def validate(cfg: TrainConfig) -> None:
         names_only = Transformer(dataclasses.replace(m, dim=2, n_heads=1, max_length=1), n)
     freeze_schedule(cfg.freeze_until, names_only)
     _interventions(cfg, names_only, n)
+    try:
+        metric_functions(cfg.metrics)
+    except UnknownPlugin as err:
+        raise ConfigError(f"metrics: {err}") from None
     if cfg.wandb:  # a missing extra: one line now, not a traceback once the run directory exists
         _require(problem() is None, f"wandb={cfg.wandb}: {problem()}")
 
@@ -74,11 +79,10 @@ def _interventions(cfg: TrainConfig, names_only: Transformer, n: int) -> None:
     """Every intervention parses and fits the model; a graft is checked against the real shapes."""
     try:
         model = names_only
-        if any(iv.kind == "set" and iv.what != "ideal" for iv in parse(cfg.interventions)):
+        if any(iv.kind == "set" and iv.args[1:2] != ("ideal",) for iv in interventions.parse(cfg.interventions)):
             with torch.random.fork_rng(devices=[]):
                 model = Transformer(cfg.model_args, n)  # a graft is checked against the real shapes
-        heads = cfg.model_args.n_heads if cfg.model_args.arch == "full" else 1
-        interventions.check(cfg.interventions, model, heads)
+        interventions.check(cfg.interventions, model, interventions.ModelShape.of(cfg.model_args))
     except ValueError as err:
         raise ConfigError(f"interventions: {err}") from None
 

@@ -144,8 +144,9 @@ def _attention(run: RunDir, length: int = 64) -> dict:
         # [layer][head] -> row-major T*T, 3 decimals
         maps.append([[[round(float(v), 3) for v in attn[0, h].flatten()] for h in range(attn.shape[1])]
                      for attn in patterns])
-        clamped.append([", ".join(iv.text() for iv in clamps.entries if iv.kind == "clamp" and iv.layer == layer
-                                  and iv.active(clamps.step)) for layer in range(len(patterns))])
+        on_layer = lambda iv, layer: iv.kind == "clamp" and iv.target.split(".")[0] == str(layer)
+        clamped.append([", ".join(iv.text() for iv in clamps.entries if on_layer(iv, layer) and iv.active(clamps.step))
+                        for layer in range(len(patterns))])
     clamps.step = -1  # no clamp is active before step 0: the export check below sees the model alone
     attention = {"chars": [glyph(c) for c in ex["chars"]], "raw": ex["chars"], "in_context": ex["in_context"], "T": t,
                  "seq_length": ex["seq_length"],

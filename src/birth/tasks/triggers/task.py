@@ -22,6 +22,7 @@ import torch
 
 from birth.model.args import documented as _f
 from birth.tasks.triggers.corpus import CorpusError, CorpusStats, load_stats
+from birth.tasks import register
 from birth.tasks.base import Batch, Task, TaskArgs
 from birth.measures import strategies as S
 from birth.tasks.triggers.probes import attention_probes, loss_metrics, memory_probes
@@ -86,6 +87,7 @@ OFFICIAL_KEYS = {("loss", "in_context"): "loss_head", ("acc", "in_context"): "ac
                  ("acc", "first"): "acc_first", ("acc", "trigger"): "acc_tot"}
 
 
+@register
 class TriggersTask(Task):
     """Sampler of one data distribution of the paper's task (training, evaluation or OOD).
 
