@@ -22,7 +22,9 @@ import time
 from pathlib import Path
 
 from birth.experiments.recipe import Output
-from birth.experiments.reproduce import plan, resolve_names
+from birth.experiments.reproduce import plan, resolve
+from birth.training.config import from_dict
+from birth.training.naming import non_default
 
 
 def _seconds(cmd: list[str]) -> float:
@@ -34,12 +36,12 @@ def _seconds(cmd: list[str]) -> float:
 def train_commands(name: str, scale: str, seeds: int, root: Path) -> list[list[str]]:
     """One `birth train` command line per distinct run of ``name``, as `birth reproduce` plans them."""
     commands, seen = [], set()
-    for pairs in plan(resolve_names(name), scale, seeds, Output(root / "plan")).values():
-        for spec, job in pairs:
+    for planned in plan(resolve(name), scale, seeds, Output(root / "plan")).values():
+        for job in (p.job for p in planned):
             if job.run_dir in seen:  # a run shared by two recipes trains once, as in `birth reproduce`
                 continue
             seen.add(job.run_dir)
-            overrides = [f"{k}={v}" for k, v in spec.all_overrides().items()]
+            overrides = [f"{k}={v}" for k, v in non_default(from_dict(job.config)).items()]
             commands.append([sys.executable, "-m", "birth", "train", *overrides, "--quiet",
                              "--out", str(root / "alone" / Path(job.run_dir).name)])
     return commands

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from birth.launching.local import config_hash
+from birth.training.naming import config_hash
 from birth.training.loop import train
 from birth.training.validation import resolve_config
 

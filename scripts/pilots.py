@@ -19,7 +19,8 @@ from birth.experiments.recipes import fig2, fig3, fig4, layers
 from birth.experiments.recipe import PILOT_SEEDS
 from birth.training.config import seed_overrides
 from birth.training.build import parse_freeze_until
-from birth.launching.local import LocalBackend, make_job, run_jobs
+from birth.launching.jobs import make_job, run_jobs
+from birth.launching.local import LocalBackend
 from birth.training.runs import RunDir
 
 # The simplified model on the in-context loss with frozen embeddings and W_U, SGD + momentum 0.9.

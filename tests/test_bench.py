@@ -254,15 +254,15 @@ def test_one_by_one_trains_the_runs_reproduce_plans(tmp_path):
     from pathlib import Path
 
     from birth.experiments.recipe import Output
-    from birth.experiments.reproduce import plan, resolve_names
-    from birth.launching.local import config_hash
+    from birth.experiments.reproduce import plan, resolve
+    from birth.training.naming import config_hash
     from birth.training.validation import resolve_config
     path = Path(__file__).parents[1] / "benchmarks" / "one_by_one.py"
     spec = importlib.util.spec_from_file_location("one_by_one", path)
     one_by_one = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(one_by_one)
     commands = one_by_one.train_commands("all", "tiny", 1, tmp_path)
-    planned = {Path(job.run_dir).name for pairs in plan(resolve_names("all"), "tiny", 1, Output(tmp_path)).values()
-               for _, job in pairs}
+    planned = {Path(job.run_dir).name for pairs in plan(resolve("all"), "tiny", 1, Output(tmp_path)).values()
+               for job in (p.job for p in pairs)}
     trained = [config_hash(resolve_config(None, cmd[cmd.index("train") + 1:cmd.index("--quiet")])) for cmd in commands]
     assert sorted(trained) == sorted(planned) and len(trained) == len(planned)

@@ -31,11 +31,11 @@ def test_bf16_runs_get_their_own_names_and_float32_runs_keep_theirs(tmp_path, mo
     # naming a run needs no bf16 kernel: plan() validates each config, which refuses bf16 on a CPU
     # without it, so this CPU's answer is set aside here (the refusal has its own test in test_precision)
     monkeypatch.setattr(validation, "bf16_cpu", lambda: True)
-    names = list(all_recipes())
-    f32, bf16 = (plan(names, "laptop", 1, Output(tmp_path), p) for p in ("float32", "bf16"))
-    dirs = lambda planned: {job.run_dir for pairs in planned.values() for _, job in pairs}
+    recipes = list(all_recipes().values())
+    f32, bf16 = (plan(recipes, "laptop", 1, Output(tmp_path), p) for p in ("float32", "bf16"))
+    dirs = lambda planned: {p.job.run_dir for runs in planned.values() for p in runs}
     assert dirs(f32).isdisjoint(dirs(bf16)) and len(dirs(f32)) == len(dirs(bf16))
-    assert all(job.config["precision"] == "bf16" for pairs in bf16.values() for _, job in pairs)
+    assert all(p.job.config["precision"] == "bf16" for runs in bf16.values() for p in runs)
 
 
 def test_dry_run_lists_runs_and_trains_nothing(capsys, tmp_path):
@@ -44,8 +44,8 @@ def test_dry_run_lists_runs_and_trains_nothing(capsys, tmp_path):
     # dry run must announce
     from birth.experiments.reproduce import plan
     from birth.experiments.recipe import Output, Seeds
-    planned = plan(list(all_recipes()), "laptop", Seeds.of(), Output(tmp_path))
-    n = len({job.run_dir for pairs in planned.values() for _, job in pairs})
+    planned = plan(list(all_recipes().values()), "laptop", Seeds.of(), Output(tmp_path))
+    n = len({p.job.run_dir for runs in planned.values() for p in runs})
     assert main(["reproduce", "all", "--dry-run", "--out", str(tmp_path)]) == 0
     err = capsys.readouterr().err
     assert "at scale laptop" in err and f"{n} runs (0 already complete, {n} to train)" in err

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from birth.launching.local import (ERROR_FILE, Job, LocalBackend, Result, config_hash, default_workers, estimated_cost,
-                          make_job, run_jobs)
+from birth.launching.jobs import ERROR_FILE, Job, Result, estimated_cost, make_job, run_jobs
+from birth.training.naming import config_hash
+from birth.launching.local import LocalBackend, default_workers
 from birth.training.runs import RunDir
 from birth.training.validation import resolve_config
 
@@ -40,7 +41,7 @@ def test_hash_is_stable_and_depends_only_on_the_resolved_config():
     assert a == b == same_as_default != other
     assert len(a) == 12 and int(a, 16) >= 0
     # the same in a fresh interpreter (no dependence on hash randomisation or import order)
-    code = ("from birth.launching.local import config_hash; from birth.training.validation import resolve_config; "
+    code = ("from birth.training.naming import config_hash; from birth.training.validation import resolve_config; "
             "print(config_hash(resolve_config('quick', {'data_args.k': 5, 'model_args.dim': 64})))")
     fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": "123", "PATH": ""}).stdout.strip()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from birth.launching.local import run_dir_of
+from birth.launching.jobs import run_dir_of
 from birth.training.naming import config_hash, legacy_hash
 from birth.training.loop import train
 from birth.training.validation import resolve_config

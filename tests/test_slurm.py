@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from birth.launching.local import ERROR_FILE, Job, LocalBackend, make_job
+from birth.launching.jobs import ERROR_FILE, Job, make_job
+from birth.launching.local import LocalBackend
 from birth.training.runs import RunDir
 from conftest import same_metrics
 

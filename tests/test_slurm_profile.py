@@ -7,7 +7,7 @@ import pytest
 
 from birth.cli import main
 from birth.training.config import ConfigError
-from birth.launching.local import make_job
+from birth.launching.jobs import make_job
 from birth.launching.slurm_profile import SlurmProfile, load_profile, parse_minutes
 
 

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from birth.model import simplified_pass as targets
 from birth.launching import stacked
 from birth.training.config import build_config, to_dict
-from birth.launching.local import Job, LocalBackend, run_jobs, stack_units
+from birth.launching.jobs import Job, run_jobs
+from birth.launching.local import LocalBackend, stack_units
 from birth.training.runs import RunDir
 from birth.launching.stacked import stack_key, train_stacked
 from birth.training.loop import train

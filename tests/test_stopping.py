@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from birth.launching import stopping
-from birth.launching.local import LocalBackend, make_job, run_jobs
+from birth.launching.jobs import make_job, run_jobs
+from birth.launching.local import LocalBackend
 from conftest import deterministic_lines
 
 pytestmark = pytest.mark.slow  # trains, in subprocesses

@@ -16,7 +16,8 @@ from birth.cli import main
 from birth.training.config import ConfigError
 from birth.launching.local import LocalBackend
 from birth.training.runs import RunDir
-from birth.launching.sweep import Sweep, from_command_line, parse_items, plan, run_sweep
+from birth.launching.plan import Sweep, plan
+from birth.launching.sweep import from_command_line, parse_items, run_sweep
 from conftest import TINY, deterministic_lines
 
 GRID = ["data_args.k=1,3"]
@@ -144,7 +145,7 @@ def test_dry_run_lists_every_run_and_show_config_prints_them_resolved(capsys, tm
     out = tmp_path / "out"
     assert main(["sweep", *GRID, *TINY, "--seeds", "2", "--out", str(out), "--dry-run"]) == 0
     lines = capsys.readouterr().err.strip().splitlines()
-    assert lines[0].startswith("birth: sweep of 4 runs (0 already complete, 4 to train)")
+    assert lines[0].startswith("birth: sweep: 4 runs (0 already complete, 4 to train)")
     assert [line.split()[0] for line in lines[1:]] == ["todo"] * 4
     assert lines[1].endswith("data_args.k=1 seed 0") and lines[4].endswith("data_args.k=3 seed 1")
     assert not out.exists()  # nothing written, not even the index

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from birth.launching import sweep
-from birth.launching.local import report_stopped
+from birth.launching.jobs import report_stopped
 from birth.launching.options import backend_from_args
 from birth.measures.llc import LLCSettings
 from birth.training.config import ConfigError, dump_yaml

@@ -20,6 +20,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from birth.launching.plan import Planned, Sweep
 from birth.training.config import ConfigError, TrainConfig, seed_overrides
 from birth.experiments.rules import evaluate
 from birth.training.build import trained_setup
@@ -151,18 +152,6 @@ def full_model(size: Size, **keys) -> dict:
     return ov
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """One run of a recipe: ``group`` is the condition (one curve), ``seed`` the seed index."""
-
-    group: str
-    seed: int
-    overrides: dict
-
-    def all_overrides(self) -> dict:
-        return {**self.overrides, **seed_overrides(self.seed)}
-
-
 @dataclass
 class Output:
     """Where a reproduction writes: ``root/figures``, ``root/data``, ``root/runs``."""
@@ -200,9 +189,15 @@ class Recipe:
     compute: Optional[Callable[..., list[Path]]] = None
     info: Callable[["Results"], list[str]] = field(default=lambda res: [])  # shown without a verdict
 
-    def specs(self, scale: str, seeds: Sequence[int]) -> list[RunSpec]:
-        return [RunSpec(label, s, dict(ov)) for label, ov in self.conditions(check_scale(scale)).items()
-                for s in seeds]
+    def sweep(self, scale: str, seeds: Sequence[int], base: Optional[dict] = None) -> Sweep:
+        """The runs of the recipe at ``scale`` for the consecutive seed indices ``seeds``: its
+        conditions, each a complete config (``base``: keys set in every run, e.g. the precision)."""
+        seeds = list(seeds)
+        if seeds != list(range(seeds[0], seeds[0] + len(seeds))):
+            raise ValueError(f"{self.name}: seeds {seeds} are not consecutive")
+        conditions = tuple((label, dict(ov)) for label, ov in self.conditions(check_scale(scale)).items())
+        return Sweep(base=dict(base or {}), seeds=len(seeds), first_seed=seeds[0], conditions=conditions,
+                     name=self.name)
 
     def claims(self, res: "Results", held_out: Optional["Results"] = None) -> list:
         """The claims-table rows of every rule on the published seeds' ``res`` and the held-out seeds'."""
@@ -238,18 +233,18 @@ class Results:
         self._metrics: dict[Path, list[dict]] = {}
 
     @classmethod
-    def from_specs(cls, scale: str, pairs: Sequence[tuple[RunSpec, Path]],
-                   complete: Callable[[Path], bool], root: Optional[Path] = None,
-                   seeds: Optional[Sequence[int]] = None) -> "Results":
-        """``pairs``: (spec, its run directory); runs for which ``complete`` is false, or whose seed
-        is not in ``seeds`` (when given), are left out."""
+    def from_planned(cls, scale: str, pairs: Sequence[tuple[Planned, Path]],
+                     complete: Callable[[Path], bool], root: Optional[Path] = None,
+                     seeds: Optional[Sequence[int]] = None) -> "Results":
+        """``pairs``: (planned run, its run directory); runs for which ``complete`` is false, or whose
+        seed is not in ``seeds`` (when given), are left out."""
         runs: dict[str, list[tuple[int, Path]]] = {}
         order: list[str] = []
-        for spec, path in pairs:
-            if spec.group not in order:
-                order.append(spec.group)
-            if complete(Path(path)) and (seeds is None or spec.seed in seeds):
-                runs.setdefault(spec.group, []).append((spec.seed, Path(path)))
+        for planned, path in pairs:
+            if planned.condition not in order:
+                order.append(planned.condition)
+            if complete(Path(path)) and (seeds is None or planned.seed in seeds):
+                runs.setdefault(planned.condition, []).append((planned.seed, Path(path)))
         return cls(scale, runs, order, root, seeds)
 
     def groups(self) -> list[str]:

@@ -13,52 +13,36 @@ from __future__ import annotations
 
 import json
 import resource
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
-from birth.training.config import ConfigError, to_dict
+from birth.experiments import RECIPES, all_recipes
 from birth.experiments import claims as C
-from birth.experiments import all_recipes
 from birth.experiments.recipe import DEFAULT_SCALE, SCALE_STATUS, Output, Recipe, Results, Seeds, check_scale
-from birth.launching.local import Backend, Job, LocalBackend, Result, is_complete, make_job, run_jobs
-from birth.launching.options import progress
+from birth.launching import plan as plans
+from birth.launching.jobs import Backend
+from birth.launching.local import LocalBackend
+from birth.launching.plan import Log, Planned, Report
+from birth.plugins import UnknownPlugin
+from birth.training.config import ConfigError
 from birth.training.lock import directory_lock
 
-Log = Callable[[str], None]
 
-
-@dataclass
-class Report:
-    """What a reproduction did."""
-
-    exit_code: int
-    results: list[Result] = field(default_factory=list)
-    claims: list[C.Claim] = field(default_factory=list)
-    files: list[Path] = field(default_factory=list)
-    wall_seconds: float = 0.0
-    cpu_seconds: float = 0.0
-
-    @property
-    def trained(self) -> int:
-        """Runs this command trained (or tried to: failed ones included)."""
-        return sum(r.status != "cached" for r in self.results)
-
-
-def resolve_names(name: str) -> list[str]:
-    known = all_recipes()
+def resolve(name: str) -> list[Recipe]:
+    """The recipes ``name`` means: ``all`` (every registered one, in the paper's order), a
+    registered name, or ``MODULE:ATTR`` (a recipe of your own)."""
     if name == "all":
-        return list(known)
-    if name not in known:
-        raise ConfigError(f"reproduce: unknown recipe {name!r}; choose from all, {', '.join(known)}")
-    return [name]
+        return list(all_recipes().values())
+    try:
+        return [RECIPES.get(name)]
+    except UnknownPlugin as err:
+        raise ConfigError(f"reproduce: {err}") from None
 
 
 def command_line(name: str, scale: str, seeds: Seeds, out: Path, precision: str = "float32") -> str:
-    extra = f" --precision {precision}" if precision != "float32" else ""
-    return f"birth reproduce {name} --scale {scale} {seeds.flags()}{extra} --out {out}"
+    extra = ["--precision", precision] if precision != "float32" else []
+    return plans.command_line(["reproduce", name, "--scale", scale, *seeds.flags().split(), *extra, "--out", out])
 
 
 def as_seeds(seeds: Seeds | int | None) -> Seeds:
@@ -69,55 +53,47 @@ def as_seeds(seeds: Seeds | int | None) -> Seeds:
     return seeds or Seeds.of()
 
 
-def plan(names: Sequence[str], scale: str, seeds: Seeds | int, out: Output,
-         precision: str = "float32") -> dict[str, list[tuple]]:
-    """recipe name -> [(RunSpec, Job)]: every run each recipe needs for every seed, published and
-    held-out (configs validated here), each at ``precision`` (the key is left out at its default)."""
+def plan(recipes: Sequence[Recipe], scale: str, seeds: Seeds | int, out: Output,
+         precision: str = "float32") -> dict[str, list[Planned]]:
+    """recipe name -> its planned runs: every condition for every seed, published and held-out
+    (configs validated here), each at ``precision`` (the key is left out at its default)."""
     seeds = as_seeds(seeds)
     check_scale(scale)
-    table = all_recipes()
     extra = {"precision": precision} if precision != "float32" else {}
-    return {name: [(spec, make_job(out.runs, {**spec.all_overrides(), **extra}, None,
-                                   label=f"{name}/{spec.group}/seed {spec.seed}"))
-                   for spec in table[name].specs(scale, seeds.all)] for name in names}
+    return {r.name: plans.plan(r.sweep(scale, seeds.all, extra), out.root) for r in recipes}
 
 
 def show_config(name: str, scale: str = DEFAULT_SCALE, seeds: Optional[Seeds] = None) -> str:
     """The resolved config of every condition each recipe trains at ``scale``, for the first of
     ``seeds`` (seed i sets seed = 42 + i, init_seed = i and eval_seed = i), as YAML, after a line
     naming every seed used."""
-    import yaml
     seeds = seeds or Seeds.of()
+    check_scale(scale)
     parts = [f"# seeds: published {list(seeds.published)}, held-out {list(seeds.held_out)} "
-             f"(seed i: seed = 42 + i, init_seed = i, eval_seed = i; shown: seed {seeds.published[0]})"]
-    for rname in resolve_names(name):
-        configs = all_recipes()[rname].configs(check_scale(scale), seeds.published[0])
-        parts.append(f"# {rname} at scale {scale}: {len(configs)} conditions" + ("" if configs else " (computations)"))
-        for label, cfg in configs.items():
-            parts.append(f"--- # {rname}: {label}\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip())
-    return "\n".join(parts) + "\n"
+             f"(seed i: seed = 42 + i, init_seed = i, eval_seed = i; shown: seed {seeds.published[0]})\n"]
+    for recipe in resolve(name):
+        planned = plans.plan(recipe.sweep(scale, seeds.published[:1]), "reproduce_out")
+        what = f"{recipe.name} at scale {scale}, one run per condition" + ("" if planned else " (computations)")
+        parts.append(plans.show_config(planned, what))
+    return "".join(parts)
 
 
 def reproduce(name: str, *, scale: str = DEFAULT_SCALE, seeds: Seeds | int | None = None,
               out: str | Path = "reproduce_out",
               backend: Optional[Backend] = None, dry_run: bool = False, precision: str = "float32",
-              log: Log = lambda s: print(s, file=sys.stderr)) -> Report:
-    names = resolve_names(name)
+              log: Log = plans.stderr) -> Report:
+    """The recipes' sweeps (one launch), then their computations, figures and claims."""
+    recipes = resolve(name)
     seeds = as_seeds(seeds)
     out = Output(Path(out))
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
-    planned = plan(names, scale, seeds, out, precision)
-    jobs = [job for pairs in planned.values() for _, job in pairs]
+    planned = plan(recipes, scale, seeds, out, precision)
     backend = backend or LocalBackend()
-    if dry_run:
-        _announce(name, scale, jobs, backend, out, log, listing=True)
+    everything = [p for runs in planned.values() for p in runs]
+    what = f"{name} at scale {scale}"
+    results = plans.launch(everything, backend, what, out.runs, dry_run=dry_run, log=log, status=SCALE_STATUS[scale])
+    if results is None:  # a dry run
         return Report(0)
-    _announce(name, scale, jobs, backend, out, log)
-    results = run_jobs(jobs, backend, progress(jobs, log))
-    failed = [r for r in results if not r.ok]
-    for r in failed:
-        log(f"birth: run failed: {r.job.label} ({r.job.run_dir}): {r.status}: "
-            f"{(r.error.strip().splitlines() or [''])[-1]}")
     report = Report(0, results)
     errors = []
     # one writer at a time for OUT's shared files (theory/, figures, claims, index): a second
@@ -125,52 +101,39 @@ def reproduce(name: str, *, scale: str = DEFAULT_SCALE, seeds: Seeds | int | Non
     with directory_lock(out.root, wait=True):
         state = _load_state(out.root)
         by_dir = {r.job.run_dir: r for r in results}
-        for rname in names:
-            entry, rows, files, error = _analyse(all_recipes()[rname], planned[rname], by_dir, scale, seeds, out, log,
+        for recipe in recipes:
+            entry, rows, files, error = _analyse(recipe, planned[recipe.name], by_dir, scale, seeds, out, log,
                                                  getattr(backend, "workers", 1))
             report.claims += rows
             report.files += files
-            state["recipes"][rname] = entry
+            state["recipes"][recipe.name] = entry
             errors += [error] if error else []
         report.wall_seconds, report.cpu_seconds = time.perf_counter() - t0, _cpu_seconds() - cpu0
-        distinct = len({j.run_dir for j in jobs})
         state["last"] = {"command": command_line(name, scale, seeds, out.root, precision), "seeds": seeds.as_dict(),
                          "wall_seconds": round(report.wall_seconds, 1), "cpu_seconds": round(report.cpu_seconds, 1),
-                         "runs": distinct, "trained": report.trained, "failed": len(failed),
-                         "workers": getattr(backend, "workers", "?")}
+                         "runs": len({p.job.run_dir for p in everything}), "trained": report.trained,
+                         "failed": len(report.failed), "workers": getattr(backend, "workers", "?")}
         if report.trained:
             state["last_training"] = dict(state["last"], made=time.strftime("%Y-%m-%d %H:%M"))
         _write_index(out, state)
     report.files += [out.root / "claims.md", out.root / "claims.json", out.root / "README.md"]
-    report.exit_code = 1 if failed or errors else 0
-    log(f"birth: {name}: {report.trained} runs trained, {len(results) - report.trained} reused, {len(failed)} failed; "
-        f"{report.wall_seconds:.0f}s wall, {report.cpu_seconds:.0f}s CPU; claims: "
+    report.exit_code = 1 if report.failed or errors else 0
+    log(f"birth: {name}: {report.trained} runs trained, {len(results) - report.trained} reused, "
+        f"{len(report.failed)} failed; {report.wall_seconds:.0f}s wall, {report.cpu_seconds:.0f}s CPU; claims: "
         + C.summary_line(report.claims) + f"; see {out.root / 'README.md'}")
     if SCALE_STATUS[scale]:
         log(f"birth: {SCALE_STATUS[scale]}")
     return report
 
 
-def _announce(name: str, scale: str, jobs: Sequence[Job], backend, out: Output, log: Log, listing: bool = False):
-    distinct = {j.run_dir: j for j in jobs}
-    done = sum(is_complete(d) for d in distinct)
-    log(f"birth: {name} at scale {scale}: {len(distinct)} runs ({done} already complete, "
-        f"{len(distinct) - done} to train) with {getattr(backend, 'workers', '?')} worker(s); runs in {out.runs}")
-    if SCALE_STATUS[scale]:
-        log(f"birth: {SCALE_STATUS[scale]}")
-    if listing:
-        for job in distinct.values():
-            log(f"  {'done' if is_complete(job.run_dir) else 'todo'}  {job.run_dir}  {job.label}")
-
-
-def _analyse(recipe: Recipe, pairs: list[tuple], by_dir: dict, scale: str, seeds: Seeds, out: Output,
+def _analyse(recipe: Recipe, planned: list[Planned], by_dir: dict, scale: str, seeds: Seeds, out: Output,
              log: Log, workers: int = 1) -> tuple[dict, list[C.Claim], list[Path], str]:
     """Computations, figures (of the published seeds), claims (of both seed sets) and info of one
     recipe; returns (index entry, rows, files, error)."""
-    runs = [(s, Path(j.run_dir)) for s, j in pairs]
+    runs = [(p, Path(p.job.run_dir)) for p in planned]
     ok = lambda p: str(p) in by_dir and by_dir[str(p)].ok
-    res = Results.from_specs(scale, runs, ok, root=out.root, seeds=seeds.published)
-    held = Results.from_specs(scale, runs, ok, root=out.root, seeds=seeds.held_out) if seeds.held_out else None
+    res = Results.from_planned(scale, runs, ok, root=out.root, seeds=seeds.published)
+    held = Results.from_planned(scale, runs, ok, root=out.root, seeds=seeds.held_out) if seeds.held_out else None
     files: list[Path] = []
     error = ""
     try:
@@ -184,7 +147,7 @@ def _analyse(recipe: Recipe, pairs: list[tuple], by_dir: dict, scale: str, seeds
         log(f"birth: {error}")
     rows = recipe.claims(res, held)
     info = recipe.info(res)
-    precision = pairs[0][1].config.get("precision", "float32") if pairs else "float32"
+    precision = planned[0].job.config.get("precision", "float32") if planned else "float32"
     command = command_line(recipe.name, scale, seeds, out.root, precision)
     header = {"scale": scale, "seeds": f"published {list(seeds.published)}, held-out {list(seeds.held_out)}",
               "command": command}
@@ -193,9 +156,9 @@ def _analyse(recipe: Recipe, pairs: list[tuple], by_dir: dict, scale: str, seeds
         "figure": recipe.figure, "title": recipe.title, "scale": scale, "seeds": seeds.as_dict(), "command": command,
         "notes": recipe.notes(scale), "info": info,
         "files": [str(p.relative_to(out.root)) for p in files if p.exists()],
-        "runs": [{"label": j.label, "group": s.group, "seed": s.seed,
-                  "run_dir": str(Path(j.run_dir).relative_to(out.root)), "status": by_dir[j.run_dir].status,
-                  "seconds": by_dir[j.run_dir].summary.get("wall_seconds")} for s, j in pairs],
+        "runs": [{"label": p.job.label, "group": p.condition, "seed": p.seed,
+                  "run_dir": str(Path(p.job.run_dir).relative_to(out.root)), "status": by_dir[p.job.run_dir].status,
+                  "seconds": by_dir[p.job.run_dir].summary.get("wall_seconds")} for p in planned],
         "claims": {v: sum(r.verdict == v for r in rows) for v in (C.PASS, C.FAIL, C.INCONCLUSIVE)},
         "made": time.strftime("%Y-%m-%d %H:%M"),
     }
@@ -227,7 +190,7 @@ def _write_index(out: Output, state: dict) -> None:
     """reproduce.json, claims.json/md over every recipe reproduced in OUT, and README.md."""
     root = out.root
     root.mkdir(parents=True, exist_ok=True)
-    order = [n for n in all_recipes() if n in state["recipes"]]
+    order = [n for n in all_recipes() if n in state["recipes"]] + sorted(set(state["recipes"]) - set(all_recipes()))
     rows: list[C.Claim] = []
     info: list[str] = []
     for n in order:

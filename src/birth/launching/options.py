@@ -11,7 +11,7 @@ import sys
 from typing import Callable, Optional, Sequence
 
 from birth.training.config import ConfigError
-from birth.launching.local import Backend, Job, Result, is_complete
+from birth.launching.jobs import Backend, Job, Result, is_complete
 from birth.launching.local import LocalBackend
 from birth.launching.slurm import backend_from_args as slurm_backend
 from birth.launching.slurm_profile import add_arguments as add_slurm_arguments, reject_slurm_options

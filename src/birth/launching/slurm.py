@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
 from birth.training.config import ConfigError
-from birth.launching.local import ERROR_FILE, Job, Result, _failed, execute, is_complete
+from birth.launching.jobs import ERROR_FILE, Job, Result, record_failure, execute, is_complete
 from birth.training.runs import RunDir
 from birth.launching.slurm_profile import SlurmProfile
 from birth.launching.slurm_profile import load_profile, options_from_args
@@ -235,7 +235,7 @@ class SlurmBackend:
                                         if line.strip()) or type(err).__name__
                         if not submitted:  # nothing went in: a profile the cluster refuses, not a failed run
                             raise ConfigError(f"--backend slurm: sbatch refused the first job: {why}") from None
-                        report(_failed(job, f"sbatch refused the job: {err}", 0.0))
+                        report(record_failure(job, f"sbatch refused the job: {err}", 0.0))
         ids = sorted((i for _, i in watch.values()), key=lambda i: (len(i), i))
         self.log(f"slurm: {submitted} job(s) submitted, {len(watch) - submitted} already queued or running"
                  + (f" (job ids {', '.join(ids[:8])}{', ...' if len(ids) > 8 else ''})" if ids else "")
@@ -302,8 +302,8 @@ class SlurmBackend:
                           "with a checkpoint; rerun to resume it", seconds)
         log = self.logs / f"{job_id}_0_log.err"
         tail = log.read_text(errors="replace").strip().splitlines()[-20:] if log.exists() else []
-        return _failed(job, "\n".join(tail + [f"Slurm job {job_id} {state} before the run finished (log: {log})"]),
-                       seconds)
+        why = f"Slurm job {job_id} {state} before the run finished (log: {log})"
+        return record_failure(job, "\n".join(tail + [why]), seconds)
 
 
 def backend_from_args(args) -> SlurmBackend:

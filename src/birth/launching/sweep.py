@@ -15,22 +15,19 @@ Seed i is ``birth.training.config.seed_overrides(i)``, as in ``birth reproduce``
 """
 from __future__ import annotations
 
-import dataclasses
-import itertools
-import shlex
-import sys
+import json
+import textwrap
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import yaml
 
-from birth.training.config import PRESETS, ConfigError, all_keys, flat_dict, from_dict, parse_overrides
-from birth.launching.local import Backend, Job, Result, is_complete, make_job, run_jobs
-from birth.training.config import seed_overrides
-from birth.launching.options import progress
-from birth.training.config import _field_type, _override_value
+from birth.launching import plan as plans
+from birth.launching.jobs import Backend
+from birth.launching.plan import Log, Planned, Report, Sweep
+from birth.training.config import (PRESETS, ConfigError, all_keys, canonical, field_type, import_plugins,
+                                   override_value, parse_overrides)
 from birth.training.lock import directory_lock
 from birth.training.runs import RunDir, atomic_write_json
 
@@ -38,18 +35,16 @@ INDEX = "sweep.json"
 SECTIONS = ("base", "grid", "zip", "seeds")
 # set by the sweep itself: the run directory is OUT/runs/<config hash>
 REFUSED = {"save_dir": "runs live in OUT/runs/<config hash>", "root_dir": "runs live in OUT/runs/<config hash>"}
-Log = Callable[[str], None]
 
 
 def free_text_keys() -> list[str]:
     """The string keys without a fixed set of values: their values are never split on commas
     (``freeze_until=300:W_K1,W_K2`` is one value); a spec file sweeps them."""
-    return [k for k, f in all_keys().items() if _field_type(f) is str and not f.metadata.get("choices")]
+    return [k for k, f in all_keys().items() if field_type(f) is str and not f.metadata.get("choices")]
 
 
 def syntax_help() -> str:
     """The value syntax of ``birth sweep``, for its --help."""
-    import textwrap
     free = [k for k in free_text_keys() if k not in REFUSED]
     values = ("values: KEY=V1,V2,... sweeps KEY over V1, V2, ...; KEY=VALUE sets KEY in every run; a key given "
               "again replaces its earlier values, as in birth train. Commas split values, except for the "
@@ -66,46 +61,18 @@ def syntax_help() -> str:
     return "\n".join([textwrap.fill(values, 100, break_on_hyphens=False), spec, textwrap.fill(seeds, 100)])
 
 
-@dataclass(frozen=True)
-class Sweep:
-    """What a sweep trains: ``preset`` + ``base`` + one point of the axes + seed i, for every point and seed."""
-
-    preset: Optional[str] = None
-    base: dict = field(default_factory=dict)     # canonical key -> value, set in every run
-    grid: dict = field(default_factory=dict)     # key -> values: the product
-    zips: tuple = ()                             # groups {key: values} of equal lengths, paired by position
-    seeds: int = 1
-    first_seed: int = 0
-    origin: tuple = ()                           # the command-line words that define it (spec file, items)
-
-    @property
-    def swept(self) -> list[str]:
-        return list(self.grid) + [k for group in self.zips for k in group]
-
-    def points(self) -> list[dict]:
-        """Every combination of swept values (grid keys vary slowest, in the order given)."""
-        axes = [[{key: v} for v in values] for key, values in self.grid.items()]
-        axes += [[{k: vals[i] for k, vals in group.items()} for i in range(len(next(iter(group.values()))))]
-                 for group in self.zips]
-        return [{k: v for part in combo for k, v in part.items()} for combo in itertools.product(*axes)]
 
 
-@dataclass(frozen=True)
-class Planned:
-    """One run of a sweep: its swept values (as resolved in its config), seed index and job."""
-
-    values: dict
-    seed: int
-    job: Job
 
 
 # ---------------------------------------------------------------------------------------------
 # Reading a sweep: inline items and spec files
 
-def _key(typed: str, where: str) -> str:
-    """The canonical name of a key typed by the user; a one-line error naming it when unknown."""
+def _key(typed: str, where: str, task: Optional[str] = None) -> str:
+    """The canonical name of a key typed by the user (of ``task``'s data_args, when known); a
+    one-line error naming it when unknown."""
     try:
-        [key] = parse_overrides([f"{typed}=0"])  # the same aliases, suggestions and error as birth train
+        [key] = parse_overrides([f"{typed}=0"], task)  # the same aliases, suggestions and error as birth train
     except ConfigError as err:
         raise ConfigError(f"{where}{err}") from None
     if key in REFUSED:
@@ -113,7 +80,7 @@ def _key(typed: str, where: str) -> str:
     return key
 
 
-def parse_items(items: Sequence[str]) -> dict[str, list]:
+def parse_items(items: Sequence[str], task: Optional[str] = None) -> dict[str, list]:
     """``['data_args.k=1,3', 'max_iters=60']`` -> ``{'data_args.k': [1, 3], 'max_iters': [60]}``
     (canonical keys, values parsed as ``birth train`` parses them; see ``syntax_help``)."""
     free = set(free_text_keys())
@@ -123,12 +90,12 @@ def parse_items(items: Sequence[str]) -> dict[str, list]:
             raise ConfigError(f"{item!r}: expected KEY=VALUE[,VALUE...] (e.g. data_args.k=1,3) or a spec file "
                               "ending in .yaml")
         typed, _, text = item.partition("=")
-        key = _key(typed.strip(), "")
+        key = _key(typed.strip(), "", task)
         pieces = [text] if key in free else text.split(",")
         if len(pieces) > 1 and any(not p.strip() for p in pieces):
             raise ConfigError(f"{typed.strip()}: an empty value in {text!r}")
         # a key given again replaces its earlier values, as in birth train
-        values[key] = [parse_overrides([f"{key}={p}"])[key] for p in pieces]
+        values[key] = [parse_overrides([f"{key}={p}"], task)[key] for p in pieces]
         _distinct(key, values[key], "")
     return values
 
@@ -156,26 +123,26 @@ def _flatten(mapping: Any, where: str, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _lists(mapping: Any, where: str) -> dict[str, list]:
+def _lists(mapping: Any, where: str, task: Optional[str] = None) -> dict[str, list]:
     """A grid or zip section: canonical key -> its non-empty list of values."""
     out = {}
     for typed, values in _flatten(mapping, where).items():
-        key = _key(typed, f"{where}: ")
+        key = _key(typed, f"{where}: ", task)
         if not isinstance(values, list):
             raise ConfigError(f"{where}: {key}: expected a list of values, got {values!r}")
         if not values:
             raise ConfigError(f"{where}: {key}: an empty list of values")
         _distinct(key, values, f"{where}: ")
-        out[key] = [_yaml_value(key, v) for v in values]
+        out[key] = [_yaml_value(key, v, task) for v in values]
     if not out:
         raise ConfigError(f"{where}: empty; give each key a list of values")
     return out
 
 
-def _yaml_value(key: str, value: Any) -> Any:
+def _yaml_value(key: str, value: Any, task: Optional[str] = None) -> Any:
     """A value of a spec file as ``birth train`` reads it from the command line: YAML 1.1 leaves
     ``1e-4`` a string, which a number key reads as the number; a string key keeps it as it is."""
-    return _override_value(value, all_keys()[key]) if isinstance(value, str) else value
+    return override_value(value, all_keys(task)[key]) if isinstance(value, str) else value
 
 
 def _seeds(raw: Any, where: str) -> tuple[int, int]:
@@ -192,7 +159,7 @@ def _seeds(raw: Any, where: str) -> tuple[int, int]:
     return raw
 
 
-def read_spec(path: str | Path) -> dict:
+def read_spec(path: str | Path, task: Optional[str] = None) -> dict:
     """A spec file as ``{'preset', 'base', 'grid', 'zips', 'seeds'}`` (canonical keys); every problem
     is one ConfigError line naming the file and the section or key."""
     path = Path(path)
@@ -209,16 +176,20 @@ def read_spec(path: str | Path) -> dict:
         raise ConfigError(f"{path}: unknown section {unknown[0]!r}; known: {', '.join(SECTIONS)}")
     base = _flatten(raw.get("base") or {}, f"{path}: base")
     preset = base.pop("preset", None)
-    base = {_key(k, f"{path}: base: "): v for k, v in base.items()}
-    spec = {"preset": preset, "base": {k: _yaml_value(k, v) for k, v in base.items()}, "grid": {},
-            "zips": [], "seeds": None}
+    # the task first (the spec's own, else the command line's, else the preset's): its keys are then known
+    task = next((v for k, v in base.items() if canonical(k) == "data_args.task"), None) or task \
+        or PRESETS.get(preset, {}).get("data_args.task")
+    import_plugins(next((v for k, v in base.items() if k == "plugins"), ""))
+    base = {_key(k, f"{path}: base: ", task): v for k, v in base.items()}
+    spec = {"preset": preset, "base": {k: _yaml_value(k, v, task) for k, v in base.items()}, "grid": {},
+            "zips": [], "seeds": None, "task": task}
     if "grid" in raw:
-        spec["grid"] = _lists(raw["grid"], f"{path}: grid")
+        spec["grid"] = _lists(raw["grid"], f"{path}: grid", task)
     if "zip" in raw:
         groups = raw["zip"] if isinstance(raw["zip"], list) else [raw["zip"]]
         for i, group in enumerate(groups):
             where = f"{path}: zip" + (f"[{i}]" if isinstance(raw["zip"], list) else "")
-            lists = _lists(group, where)
+            lists = _lists(group, where, task)
             lengths = {k: len(v) for k, v in lists.items()}
             if len(set(lengths.values())) > 1:
                 shown = ", ".join(f"{k} has {n}" for k, n in lengths.items())
@@ -240,11 +211,17 @@ def from_command_line(words: Sequence[str], preset: Optional[str] = None, seeds:
     specs = [w for w in words if is_spec_file(w)]
     if len(specs) > 1:
         raise ConfigError(f"{specs[1]}: one spec file per sweep (got {', '.join(specs)})")
-    spec = read_spec(specs[0]) if specs else {"preset": None, "base": {}, "grid": {}, "zips": [], "seeds": None}
     items = [w for w in words if not is_spec_file(w)]
+    # the task the items name, else the spec's, else the preset's: its data_args keys are then known
+    named = {canonical(i.partition("=")[0].strip()): i.partition("=")[2] for i in items if "=" in i}
+    import_plugins(named.get("plugins", ""))
+    task = named.get("data_args.task")
+    spec = read_spec(specs[0], task) if specs else {"preset": None, "base": {}, "grid": {}, "zips": [],
+                                                     "seeds": None, "task": None}
+    task = task or spec["task"] or PRESETS.get(preset or spec["preset"], {}).get("data_args.task")
     zipped = {k for group in spec["zips"] for k in group}
     base, grid = dict(spec["base"]), dict(spec["grid"])
-    for key, values in parse_items(items).items():
+    for key, values in parse_items(items, task).items():
         if key in grid or key in zipped:
             raise ConfigError(f"{key}: swept in {specs[0]} already; change it there")
         if len(values) == 1:
@@ -267,47 +244,14 @@ def from_command_line(words: Sequence[str], preset: Optional[str] = None, seeds:
 
 
 # ---------------------------------------------------------------------------------------------
-# Planning, running and the index
-
-def label_of(values: dict, seed: int) -> str:
-    return " ".join(f"{k}={v}" for k, v in values.items()) + (" " if values else "") + f"seed {seed}"
+# The index, and the sweep's launch
 
 
-def plan(sweep: Sweep, out: str | Path) -> list[Planned]:
-    """Every run of the sweep, each config resolved and validated; a one-line ConfigError for the
-    first bad one (naming the key and the run), and for two runs that are one (same config)."""
-    planned, seen = [], {}
-    for point in sweep.points():
-        for seed in range(sweep.first_seed, sweep.first_seed + sweep.seeds):
-            try:
-                job = make_job(Path(out) / "runs", {**seed_overrides(seed), **sweep.base, **point}, sweep.preset)
-            except ConfigError as err:
-                raise ConfigError(f"{err} (run {label_of(point, seed)})") from None
-            flat = flat_dict(from_dict(job.config))
-            values = {k: flat[k] for k in point}  # as resolved: 0.01 whether typed 1e-2 or 0.01
-            job = dataclasses.replace(job, label=label_of(values, seed))
-            if job.run_dir in seen:
-                raise ConfigError(f"sweep: runs '{seen[job.run_dir]}' and '{job.label}' have the same config "
-                                  f"({job.run_dir}); is a value given twice?")
-            seen[job.run_dir] = job.label
-            planned.append(Planned(values, seed, job))
-    return planned
 
 
-def show_config(sweep: Sweep, out: str | Path) -> str:
-    """The resolved config of every run, as YAML documents headed by the run's label and directory."""
-    planned = plan(sweep, out)
-    parts = [f"# sweep: {len(planned)} runs"]
-    for p in planned:
-        body = yaml.safe_dump(p.job.config, sort_keys=False).rstrip()
-        parts.append(f"--- # {p.job.label} ({p.job.run_dir})\n{body}")
-    return "\n".join(parts) + "\n"
 
 
-def command_line(sweep: Sweep, out: str | Path) -> str:
-    """The command that makes (and, rerun, continues) this sweep into ``out``."""
-    words = [*sweep.origin, "--seeds", str(sweep.seeds), "--first-seed", str(sweep.first_seed), "--out", str(out)]
-    return "birth sweep " + shlex.join(words)
+
 
 
 def write_index(sweep: Sweep, out: Path, planned: Sequence[Planned]) -> Path:
@@ -331,7 +275,7 @@ def write_index(sweep: Sweep, out: Path, planned: Sequence[Planned]) -> Path:
 
 def read_index(out: str | Path) -> dict:
     """OUT/sweep.json; a one-line ConfigError when it is missing or unreadable."""
-    import json
+
     path = Path(out) / INDEX
     try:
         return json.loads(path.read_text())
@@ -339,43 +283,32 @@ def read_index(out: str | Path) -> dict:
         raise ConfigError(f"{path}: cannot read the sweep index ({err})") from None
 
 
-@dataclass
-class Report:
-    """What a sweep did."""
+def command_line(sweep: Sweep, out: str | Path) -> str:
+    """The command that makes (and, rerun, continues) this sweep into ``out``."""
+    return plans.command_line(["sweep", *sweep.origin, "--seeds", sweep.seeds, "--first-seed", sweep.first_seed,
+                               "--out", out])
 
-    exit_code: int
-    results: list[Result] = field(default_factory=list)
-    index: Optional[Path] = None
 
-    @property
-    def trained(self) -> int:
-        return sum(r.status != "cached" for r in self.results)
+def show_config(sweep: Sweep, out: str | Path) -> str:
+    """The resolved config of every run of the sweep (``--show-config``)."""
+    return plans.show_config(plans.plan(sweep, out), "sweep")
 
 
 def run_sweep(sweep: Sweep, out: str | Path, backend: Backend, *, dry_run: bool = False,
-              log: Log = lambda s: print(s, file=sys.stderr)) -> Report:
+              log: Log = plans.stderr) -> Report:
     """Plans (validating everything), then trains what is not complete and writes the index."""
     out = Path(out)
-    planned = plan(sweep, out)
-    jobs = [p.job for p in planned]
-    done = {p.job.run_dir for p in planned if is_complete(p.job.run_dir)}
-    log(f"birth: sweep of {len(planned)} runs ({len(done)} already complete, {len(planned) - len(done)} to train) "
-        f"with {getattr(backend, 'workers', '?')} worker(s); runs in {out / 'runs'}")
+    planned = plans.plan(sweep, out)
     if dry_run:
-        for p in planned:
-            log(f"  {'done' if p.job.run_dir in done else 'todo'}  {p.job.run_dir}  {p.job.label}")
+        plans.launch(planned, backend, "sweep", out / "runs", dry_run=True, log=log)
         return Report(0)
     t0 = time.perf_counter()
     write_index(sweep, out, planned)
     try:
-        results = run_jobs(jobs, backend, progress(jobs, log))
+        results = plans.launch(planned, backend, "sweep", out / "runs", log=log)
     finally:  # stopped too: the index says which runs completed and which were interrupted
         index = write_index(sweep, out, planned)
-    failed = [r for r in results if not r.ok]
-    for r in failed:
-        log(f"birth: run failed: {r.job.label} ({r.job.run_dir}): {r.status}: "
-            f"{(r.error.strip().splitlines() or [''])[-1]}")
-    report = Report(1 if failed else 0, results, index)
-    log(f"birth: sweep: {report.trained} runs trained, {len(results) - report.trained} reused, {len(failed)} failed "
-        f"in {time.perf_counter() - t0:.0f}s; index {index}")
+    report = Report(1 if any(not r.ok for r in results) else 0, results, index)
+    log(f"birth: sweep: {report.trained} runs trained, {len(results) - report.trained} reused, "
+        f"{len(report.failed)} failed in {time.perf_counter() - t0:.0f}s; index {index}")
     return report

@@ -193,7 +193,7 @@ def owners(key: str) -> list[str]:
     return [t for t in tasks.names() if name in {f.name for f in dataclasses.fields(tasks.args_class(t))}]
 
 
-def _canonical(key: str) -> str:
+def canonical(key: str) -> str:
     for short, full in ALIASES.items():
         if short.endswith(".") and key.startswith(short):
             key = full + key[len(short):]
@@ -202,13 +202,13 @@ def _canonical(key: str) -> str:
     return ALIASES.get(key, key)
 
 
-def _field_type(f: dataclasses.Field) -> type:
+def field_type(f: dataclasses.Field) -> type:
     t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
     return {"int": int, "float": float, "bool": bool, "str": str, "Optional[str]": str}[t]
 
 
 def _coerce(key: str, raw: Any, f: dataclasses.Field) -> Any:
-    kind = _field_type(f)
+    kind = field_type(f)
     if raw is None and f.default is None:
         return None
     if kind is bool:
@@ -248,9 +248,9 @@ def _parse_value(text: str) -> Any:
     return text  # lists/maps are not config values here: keep the text, type checks will tell
 
 
-def _override_value(text: str, f: dataclasses.Field) -> Any:
+def override_value(text: str, f: dataclasses.Field) -> Any:
     """String keys take the text verbatim (YAML would turn '1:30' into 90 and '0x10' into 16)."""
-    if _field_type(f) is str and text.strip() not in ("null", "~", "Null", "NULL"):
+    if field_type(f) is str and text.strip() not in ("null", "~", "Null", "NULL"):
         return text
     return _parse_value(text)
 
@@ -267,7 +267,7 @@ def parse_overrides(items: list[str], task: Optional[str] = None) -> dict[str, A
         if "=" not in item:
             raise ConfigError(f"{item!r}: overrides are KEY=VALUE (e.g. data_args.k=5)")
         typed, _, text = item.partition("=")
-        pairs.append((typed.strip(), _canonical(typed.strip().lstrip("+")), text, item))
+        pairs.append((typed.strip(), canonical(typed.strip().lstrip("+")), text, item))
     named = {key: text for _, key, text, _ in pairs}
     import_plugins(named.get("plugins", ""))
     task = named.get("data_args.task", task)
@@ -281,7 +281,7 @@ def parse_overrides(items: list[str], task: Optional[str] = None) -> dict[str, A
             shown = typed if typed and typed.isprintable() else repr(item)  # the error stays one readable line
             of = f" of task {task}" if task is not None and key.startswith("data_args.") else ""
             raise ConfigError(f"{shown}: unknown key{of}{suffix}")
-        out[key] = _override_value(text, keys[key])
+        out[key] = override_value(text, keys[key])
     return out
 
 
@@ -358,7 +358,7 @@ def from_dict(d: dict) -> TrainConfig:
 def _assign(cfg: TrainConfig, flat: dict[str, Any], where: str) -> TrainConfig:
     """Sets dotted keys of ``cfg`` in place, each value type-checked against its field; a
     ``data_args.task`` among them first gives ``cfg`` that task's data arguments."""
-    flat = {_canonical(k): v for k, v in flat.items()}
+    flat = {canonical(k): v for k, v in flat.items()}
     import_plugins(flat.get("plugins", ""))
     if "data_args.task" in flat:
         _set_task(cfg, flat["data_args.task"], where)
