@@ -41,7 +41,9 @@ def train_commands(name: str, scale: str, seeds: int, root: Path) -> list[list[s
             if job.run_dir in seen:  # a run shared by two recipes trains once, as in `birth reproduce`
                 continue
             seen.add(job.run_dir)
-            overrides = [f"{k}={v}" for k, v in non_default(from_dict(job.config)).items()]
+            cfg = from_dict(job.config)  # its task first: the task's own keys are read once it is known
+            keys = {"data_args.task": cfg.data_args.task, **non_default(cfg)}
+            overrides = [f"{k}={v}" for k, v in keys.items()]
             commands.append([sys.executable, "-m", "birth", "train", *overrides, "--quiet",
                              "--out", str(root / "alone" / Path(job.run_dir).name)])
     return commands

@@ -244,6 +244,10 @@ def test_stack_bench_trains_both_ways_to_the_same_metrics():
     from birth.bench import stack_times
     r = stack_times(runs=3, steps=21, batch=8, seq_len=32, dim=32, repeats=1, device=torch.device("cpu"))
     assert r["metric_gap"] < 1e-3 and r["alone_s"] > 0 and r["stacked_s"] > 0
+    for preset in ("markov-quick", "repeat-quick"):  # every task stacks (its own sizes)
+        r = stack_times(runs=2, steps=21, batch=0, seq_len=0, dim=0, repeats=1, device=torch.device("cpu"),
+                        preset=preset)
+        assert r["metric_gap"] < 1e-3 and r["preset"] == preset and r["accuracy"] == "eval_acc_in_context"
 
 
 @slow

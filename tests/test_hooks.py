@@ -60,7 +60,7 @@ def test_every_point_sees_the_same_tensor_in_every_pass_of_the_simplified_model(
         h.remove()
     # a stack of this model and another: the same tensors in its slice
     other = _setup(seed=1, **model)
-    stack = stacked._Stack([setup.model, other.model])
+    stack = stacked._Stack([setup.model, other.model], setup.cfg)
     in_stack: dict[str, torch.Tensor] = {}
 
     def keep(name):

@@ -70,6 +70,7 @@ def test_completed_runs_are_skipped_and_duplicates_run_once(tmp_path):
 
 
 def test_a_failed_run_is_recorded_and_the_others_carry_on(tmp_path, monkeypatch):
+    import birth.launching.jobs
     import birth.training.loop
     good, bad = make_job(tmp_path, TINY, "quick", "good"), make_job(tmp_path, {**TINY, "seed": 1}, "quick", "bad")
     real = birth.training.loop.train
@@ -79,7 +80,7 @@ def test_a_failed_run_is_recorded_and_the_others_carry_on(tmp_path, monkeypatch)
             raise RuntimeError("boom in training")
         return real(cfg, run_dir, **kw)
 
-    monkeypatch.setattr(birth.training.loop, "train", flaky)
+    monkeypatch.setattr(birth.launching.jobs, "train", flaky)
     results = {r.job.label: r for r in run_jobs([bad, good], LocalBackend(jobs=1, in_process=True))}
     assert results["good"].status == "completed" and results["good"].ok
     assert results["bad"].status == "failed" and not results["bad"].ok
@@ -87,7 +88,7 @@ def test_a_failed_run_is_recorded_and_the_others_carry_on(tmp_path, monkeypatch)
     summary = json.loads((Path(bad.run_dir) / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["error"] == "RuntimeError: boom in training"
     # a rerun retries the failed run (it is not complete) and leaves the good one alone
-    monkeypatch.setattr(birth.training.loop, "train", real)
+    monkeypatch.setattr(birth.launching.jobs, "train", real)
     backend = Recorder()
     again = {r.job.label: r for r in run_jobs([bad, good], backend)}
     assert backend.calls == [["bad"]]

@@ -36,13 +36,19 @@ def _lines(run_dir) -> list[dict]:
     return [{k: v for k, v in row.items() if k != "elapsed"} for row in RunDir(run_dir).read_metrics()]
 
 
+def _tolerance(key: str) -> float:
+    """An accuracy counts argmaxes: float noise may flip a near-tie, one position of the hundred
+    first occurrences an attention probe counts (the full model's 4 heads tie often early on)."""
+    return 0.03 if "acc" in key else 1e-4
+
+
 def _assert_close_lines(ours: list[dict], alone: list[dict]) -> None:
     assert [r["iter"] for r in ours] == [r["iter"] for r in alone]
     for a, b in zip(ours, alone):
         assert a.keys() == b.keys()
         for key, value in a.items():
             if isinstance(value, float):
-                assert value == pytest.approx(b[key], rel=1e-3, abs=1e-4), (a["iter"], key)
+                assert value == pytest.approx(b[key], rel=1e-3, abs=_tolerance(key)), (a["iter"], key)
             else:
                 assert value == b[key], (a["iter"], key)
 
@@ -57,7 +63,7 @@ def test_each_run_of_a_stack_gets_its_own_loss_and_gradient():
                 p.add_(0.3 * torch.randn_like(p))
     batches = [s.train_batch(0) for s in setups]
     assert len({int((b.outs >= 2).sum()) for b in batches}) > 1  # the padding to the longest run is exercised
-    stack = stacked._Stack([s.model for s in setups])
+    stack = stacked._Stack([s.model for s in setups], cfgs[0])
     stack.prepare()
     stacked_batch = [torch.stack([b.x for b in batches]), torch.stack([b.y for b in batches]),
                      torch.stack([b.masks["in_context"] for b in batches])]
@@ -131,8 +137,9 @@ def test_only_runs_of_equal_shapes_share_a_stack():
                                                                       "optim_args.learning_rate": 0.5}))
     for other in ({"model_args.dim": 64}, {"optim_args.batch_size": 8}, {"max_iters": 60}, {"eval_delta": 5}):
         assert stack_key(build_config("paper-readme", {**SMALL, **other})) != stack_key(base)
-    assert stack_key(build_config("paper-readme", {**SMALL, "loss_head_only": False})) is None
-    assert stack_key(build_config("full", {"device": "cpu"})) is None
+    full_loss = stack_key(build_config("paper-readme", {**SMALL, "loss_head_only": False}))
+    assert full_loss.key is not None and full_loss != stack_key(base)  # every run stacks, with runs of its loss
+    assert stack_key(build_config("full", {"device": "cpu"})).key is not None
 
 
 def test_stack_units_keep_every_worker_busy(tmp_path):
@@ -172,3 +179,34 @@ def test_birth_reproduce_with_stacks_trains_what_it_trains_without(tmp_path):
     assert runs == sorted(p.name for p in (outs["4"] / "runs").iterdir()) and len(runs) == 12
     for name in runs:
         _assert_close_lines(_lines(outs["4"] / "runs" / name), _lines(outs["1"] / "runs" / name))
+
+
+@pytest.mark.parametrize("preset, per_run", [
+    ("markov-quick", [{}, {"data_args.doubly_stochastic": True}]),
+    ("repeat-quick", [{}, {"data_args.random_period": False}]),
+    # SGD: AdamW's normalised steps amplify float noise in the full model's near-zero gradients
+    ("full", [{"data_args.k": 3, "optim_args.use_sgd": True, "optim_args.learning_rate": 0.05},
+              {"data_args.k": 3, "data_args.fixed_special_toks": True, "optim_args.use_sgd": True,
+               "optim_args.learning_rate": 0.05}]),
+], ids=["markov", "repeat", "full-architecture"])
+def test_every_task_and_architecture_stacks_and_learns_what_it_learns_alone(preset, per_run, tmp_path):
+    small = {"max_iters": 30, "eval_delta": 10, "optim_args.batch_size": 16, "eval_batch_size": 32, "device": "cpu"}
+    cfgs = [build_config(preset, {**small, **over, "seed": 42 + i, "init_seed": i}) for i, over in enumerate(per_run)]
+    assert len({stack_key(c) for c in cfgs}) == 1 and stack_key(cfgs[0]).key is not None
+    jobs = [Job(to_dict(c), str(tmp_path / f"stack{i}")) for i, c in enumerate(cfgs)]
+    assert [len(u) for u in stack_units(jobs, size=4, workers=1)] == [2]       # one stack of both
+    summaries = train_stacked(cfgs, [j.run_dir for j in jobs], [False] * 2)
+    assert [s["status"] for s in summaries] == ["completed"] * 2
+    for i, cfg in enumerate(cfgs):
+        train(cfg, tmp_path / f"alone{i}", quiet=True)
+        _assert_close_lines(_lines(tmp_path / f"stack{i}"), _lines(tmp_path / f"alone{i}"))
+    first, last = _lines(tmp_path / "stack0")[0], _lines(tmp_path / "stack0")[-1]
+    assert last["eval_loss"] < first["eval_loss"]  # it learned something on the way
+
+
+def test_a_run_that_cannot_stack_says_why_once(tmp_path):
+    lines = []
+    jobs = [Job({"data_args": {"task": "nosuch"}}, str(tmp_path / f"bad{i}")) for i in range(2)]
+    units = stack_units(jobs, size=4, workers=1, log=lines.append)
+    assert units == [[jobs[0]], [jobs[1]]]
+    assert len(lines) == 1 and lines[0].startswith("birth: 2 run(s) train alone, not in a stack: its config does not")

@@ -123,16 +123,22 @@ def step_times(batch: int, seq_len: int, dim: int, repeats: int, device: torch.d
             "batch": batch, "seq_len": seq_len, "dim": dim, "device": str(device), "threads": torch.get_num_threads()}
 
 
-def stack_times(runs: int, steps: int, batch: int, seq_len: int, dim: int, repeats: int, device: torch.device) -> dict:
-    """Wall seconds to train ``runs`` runs of the README command's model (seeds and freeze schedules
-    differ, as in Fig. 3) one by one, and as one stack (``birth.launching.stacked``), alternately
-    ``repeats`` times each in this process; medians, and the largest gap between their metrics."""
+def stack_times(runs: int, steps: int, batch: int, seq_len: int, dim: int, repeats: int, device: torch.device,
+                preset: str = "paper-readme") -> dict:
+    """Wall seconds to train ``runs`` runs of ``preset`` (seeds differ; the README command's model
+    also its freeze schedules, as in Fig. 3) one by one, and as one stack (``birth.launching.stacked``),
+    alternately ``repeats`` times each in this process; medians, and the largest gap between their
+    final loss, evaluation loss and in-context accuracy. The README command takes ``batch``,
+    ``seq_len`` and ``dim``; another preset keeps its own sizes."""
     schedules = ["", f"{steps // 2}:W_O2", f"{steps // 2}:W_K1,W_K2", f"{steps // 2}:W_K1", f"{steps // 2}:W_K2"]
-    cfgs = [build_config("paper-readme", {"data_args.seq_length": seq_len, "model_args.max_length": seq_len,
-                                          "model_args.dim": dim, "optim_args.batch_size": batch, "device": str(device),
-                                          "max_iters": steps, "eval_delta": 20, "eval_batch_size": 128, "seed": 42 + i,
-                                          "init_seed": i, "freeze_until": schedules[i % len(schedules)]})
+    sizes = {"data_args.seq_length": seq_len, "model_args.max_length": seq_len, "model_args.dim": dim,
+             "optim_args.batch_size": batch} if preset == "paper-readme" else {}
+    freeze = (lambda i: {"freeze_until": schedules[i % len(schedules)]} if preset == "paper-readme" else {})
+    cfgs = [build_config(preset, {**sizes, "device": str(device), "max_iters": steps, "eval_delta": 20,
+                                  "eval_batch_size": 128, "seed": 42 + i, "init_seed": i, **freeze(i)})
             for i in range(runs)]
+    setup = build_setup(cfgs[0])
+    acc = "eval_" + setup.task.metric_key("acc", "in_context")
     times: dict[str, list[float]] = {"alone": [], "stacked": []}
     gap = 0.0
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,11 +153,13 @@ def stack_times(runs: int, steps: int, batch: int, seq_len: int, dim: int, repea
             times["stacked"].append(time.perf_counter() - t)
             for a, b in zip(dirs["alone"], dirs["stacked"]):
                 last = [json.loads((d / "metrics.jsonl").read_text().splitlines()[-1]) for d in (a, b)]
-                gap = max([gap] + [abs(last[0][k] - last[1][k]) for k in ("loss", "eval_loss", "eval_acc_end")])
+                gap = max([gap] + [abs(last[0][k] - last[1][k]) for k in ("loss", "eval_loss", acc)])
     alone, stacked = (float(np.median(times[w])) for w in ("alone", "stacked"))
+    c = cfgs[0]
     return {"alone_s": alone, "stacked_s": stacked, "speedup": alone / stacked, "metric_gap": gap, "runs": runs,
-            "steps": steps, "batch": batch, "seq_len": seq_len, "dim": dim, "device": str(device),
-            "threads": torch.get_num_threads()}
+            "steps": steps, "batch": c.optim_args.batch_size, "seq_len": c.data_args.seq_length,
+            "dim": c.model_args.dim, "device": str(device), "threads": torch.get_num_threads(), "preset": preset,
+            "accuracy": acc}
 
 
 def _in_bf16(cfg, device: torch.device, loss):
@@ -331,12 +339,12 @@ def main(args) -> int:
     if args.what == "induction":
         return _induction(args)
     if args.what == "stack":
-        r = stack_times(args.runs, args.steps, args.batch, args.seq_len, args.dim, args.repeats, device)
-        print(f"stack  {r['runs']} runs x {r['steps']} steps, batch={r['batch']} T={r['seq_len']} d={r['dim']}, "
-              f"{r['threads']} thread(s), {device}, median of {args.repeats}")
+        r = stack_times(args.runs, args.steps, args.batch, args.seq_len, args.dim, args.repeats, device, args.preset)
+        print(f"stack  {r['preset']}: {r['runs']} runs x {r['steps']} steps, batch={r['batch']} T={r['seq_len']} "
+              f"d={r['dim']}, {r['threads']} thread(s), {device}, median of {args.repeats}")
         print(f"  one by one:  {r['alone_s']:8.1f} s")
         print(f"  one stack:   {r['stacked_s']:8.1f} s   {r['speedup']:.2f}x  (largest gap in final loss, "
-              f"eval_loss, eval_acc_end: {r['metric_gap']:.1e})")
+              f"eval_loss, {r['accuracy']}: {r['metric_gap']:.1e})")
         return 0
     if args.what in ("all", "step"):
         r = step_times(args.batch, args.seq_len, args.dim, args.repeats, device)

@@ -101,6 +101,9 @@ def _add_bench(sub) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--runs", type=int, default=6, help="stack: how many runs")
     p.add_argument("--steps", type=int, default=100, help="stack: steps per run")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="paper-readme",
+                   help="stack: the runs' preset (default %(default)s, sized by --batch, --seq-len, --dim; "
+                        "another keeps its own sizes, e.g. markov-quick, repeat-quick)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: the process's own; the sampler ratio is meant for 1)")

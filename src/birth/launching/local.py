@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -13,8 +14,8 @@ from typing import Callable, Optional, Sequence
 from birth.launching import stopping
 from birth.launching.jobs import (ERROR_FILE, Job, Result, train_job,
                                    record_failure, locked, prepare_run_dir, torch_threads, is_complete)
-from birth.launching.stacked import stack_key, train_stacked
-from birth.training.config import from_dict
+from birth.launching.stacked import StackKey, stack_key, train_stacked
+from birth.training.config import ConfigError, from_dict
 from birth.training.runs import RunDir
 
 
@@ -93,19 +94,27 @@ class LocalBackend:
         return res
 
 
-def stack_units(jobs: Sequence[Job], size: int, workers: int) -> list[list[Job]]:
+def stack_units(jobs: Sequence[Job], size: int, workers: int,
+                log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> list[list[Job]]:
     """The jobs in units of work: single jobs, or up to ``size`` jobs of one stack key trained as one
-    stack. A key's jobs are dealt round-robin into as many stacks as keep every worker busy."""
+    stack. A key's jobs are dealt round-robin into as many stacks as keep every worker busy; the
+    jobs that cannot stack train alone, and ``log`` says why, once per reason."""
     if size <= 1:
         return [[job] for job in jobs]
     groups: dict[Optional[str], list[Job]] = {}
+    alone: dict[str, list[Job]] = {}
     for job in jobs:
         try:
             key = stack_key(from_dict(job.config))
-        except Exception:  # noqa: BLE001 - not a valid config: it trains alone, and fails there with its error
-            key = None
-        groups.setdefault(key, []).append(job)
-    units = [[job] for job in groups.pop(None, [])]
+        except ConfigError as err:  # a hand-made job: it fails alone, with this error
+            key = StackKey(None, f"its config does not resolve ({err})")
+        if key.key is None:
+            alone.setdefault(key.why, []).append(job)
+        else:
+            groups.setdefault(key.key, []).append(job)
+    for why, group in alone.items():
+        log(f"birth: {len(group)} run(s) train alone, not in a stack: {why}")
+    units = [[job] for group in alone.values() for job in group]
     for group in groups.values():
         n = max(min(workers, len(group)), -(-len(group) // size))
         units += [group[i::n] for i in range(n)]

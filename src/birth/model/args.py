@@ -6,15 +6,9 @@ otherwise. The run-level keys (optimiser, steps, seeds, output) are ``birth.trai
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-
-def documented(default: Any, help: str, **kw) -> Any:
-    """A dataclass field with its one-line description (and e.g. ``choices``) in its metadata."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
-    return field(default=default, metadata={"help": help, **kw})
+from birth.fields import documented
 
 
 _f = documented

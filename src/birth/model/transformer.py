@@ -171,6 +171,9 @@ class Transformer(nn.Module):
             self.output_scale = 1.0 / d if simplified else 1.0
         self.hook_logits = HookPoint("hook_logits")
         self.step: Optional[int] = None  # the training step whose passes run: hooks read it (hook.context.step)
+        # the explicit softmax even where the fused kernel would run: a stack mapped with vmap
+        # (birth.model.stacked_pass), since the fused CPU kernel has no batching rule
+        self.explicit_attention = False
         self._hook_points = self._collect_hook_points()
         self._freeze(simplified)
         if simplified and args.zero_init:
@@ -290,6 +293,8 @@ class Transformer(nn.Module):
         computation), unless a module is hooked or traced (``module_by_module``): then, as the full
         architecture always does, the pass calls every module, so that a PyTorch hook on any of
         them fires and its replacement acts. The hook points' hooks act in both passes."""
+        if self.explicit_attention:
+            explicit = True
         if self.args.arch == "simplified" and not self.module_by_module():
             return simplified_pass.forward(self, tokens, targets, return_attn=return_attn, explicit=explicit)
         hooks = model_hooks(self._hook_points, tokens, self.step)
@@ -299,7 +304,8 @@ class Transformer(nn.Module):
             h = h + pos.unsqueeze(0)
         patterns = []
         for i, layer in enumerate(self.layers):
-            h, attn = layer(h, getattr(self, "freqs", None), return_attn, hooks, f"blocks.{i}.")
+            h, attn = layer(h, getattr(self, "freqs", None), return_attn or self.explicit_attention, hooks,
+                            f"blocks.{i}.")
             patterns.append(attn)
         if self.norm is not None:
             h = self.norm(h)

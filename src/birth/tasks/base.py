@@ -14,12 +14,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Sequence
+from typing import Callable, ClassVar, Optional, Sequence
 
 import numpy as np
 import torch
 
-from birth.model.args import documented
+from birth.fields import documented
 from birth.measures.predictions import mask_metrics
 
 # Independent random streams derived from one seed: batch i of stream s is seeded by (seed, s, i).
@@ -99,6 +99,9 @@ class Task:
     masks: ClassVar[tuple[str, ...]] = ("in_context",)
     # strategies drawn against the model in the figures, first = the Bayes predictor (the floor)
     reference_strategies: ClassVar[tuple[str, ...]] = ()
+    # the data_args keys that runs trained as one stack must share (birth.launching.stacked): those
+    # that fix a batch's shape and the vocabulary; None (the default): every key
+    stack_keys: ClassVar[Optional[tuple[str, ...]]] = None
 
     def __init__(self, args, device: torch.device | str = "cpu"):
         self.args = args

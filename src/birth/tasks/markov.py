@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from birth.model.args import documented as _f
+from birth.fields import documented as _f
 from birth.measures import strategies as S
 from birth.tasks import register
 from birth.tasks.base import Batch, Task, TaskArgs
@@ -158,6 +158,7 @@ class MarkovTask(Task):
     """
 
     name = "markov"
+    stack_keys = ("seq_length", "num_states")  # a stack's batches: one shape, one vocabulary
     Args = MarkovArgs
     masks = ("in_context",)
     reference_strategies = ("ngram", "unigram", "uniform")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from birth.model.args import documented as _f
+from birth.fields import documented as _f
 from birth.measures import strategies as S
 from birth.tasks import register
 from birth.tasks.base import Batch, Task, TaskArgs
@@ -45,6 +45,7 @@ class RepeatTask(Task):
     """Uniform random tokens repeated with period h, one block or several (module docstring)."""
 
     name = "repeat"
+    stack_keys = ("seq_length", "vocab_size")  # a stack's batches: one shape, one vocabulary
     Args = RepeatArgs
     masks = ("in_context", "global", "first")
     reference_strategies = ("bayes", "uniform")

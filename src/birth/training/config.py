@@ -19,7 +19,8 @@ from typing import Any, Optional
 import yaml
 
 from birth import tasks
-from birth.model.args import ModelArgs, documented as _f
+from birth.fields import documented as _f
+from birth.model.args import ModelArgs
 from birth.tasks.base import TaskArgs
 from birth.tasks.triggers.task import DataArgs
 

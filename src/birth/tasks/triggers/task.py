@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from birth.model.args import documented as _f
+from birth.fields import documented as _f
 from birth.tasks.triggers.corpus import CorpusError, CorpusStats, load_stats
 from birth.tasks import register
 from birth.tasks.base import Batch, Task, TaskArgs
@@ -98,6 +98,7 @@ class TriggersTask(Task):
     """
 
     name = "triggers"
+    stack_keys = ("seq_length", "corpus")  # a stack's batches: one shape, one vocabulary
     Args = DataArgs
     masks = ("in_context", "global", "first")  # reported; batches also carry "trigger" (outs >= 1)
     reference_strategies = ("bayes", "counts", "bigram", "uniform")
