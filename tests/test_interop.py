@@ -61,7 +61,7 @@ def test_export_command_writes_a_file_transformer_lens_loads(tmp_path):
 def test_births_head_scores_equal_transformer_lens_detect_head(which):
     """birth's native head scores (the head_* metrics) against TransformerLens' detect_head on the
     exported model, every layer and head, on the run's repeated-random-tokens batch."""
-    from birth.measures.predictions import HEAD_SCORES, head_scores
+    from birth.measures.heads import HEAD_SCORES, head_scores
     from birth.training.evaluation import Evaluator
     run = birth.load_run(quick_run() if which == "quick" else full_run())
     setup = run.setup

@@ -27,7 +27,7 @@ from birth.launching import plan as plans
 from birth.launching.jobs import Backend
 from birth.launching.plan import Log, Planned, Report, Sweep
 from birth.training.config import (PRESETS, ConfigError, all_keys, canonical, field_type, import_plugins,
-                                   override_value, parse_overrides)
+                                   known_key, override_value, parse_overrides)
 from birth.training.lock import directory_lock
 from birth.training.runs import RunDir, atomic_write_json
 
@@ -72,7 +72,7 @@ def _key(typed: str, where: str, task: Optional[str] = None) -> str:
     """The canonical name of a key typed by the user (of ``task``'s data_args, when known); a
     one-line error naming it when unknown."""
     try:
-        [key] = parse_overrides([f"{typed}=0"], task)  # the same aliases, suggestions and error as birth train
+        key = known_key(typed, task)  # the same aliases, suggestions and error as birth train
     except ConfigError as err:
         raise ConfigError(f"{where}{err}") from None
     if key in REFUSED:

@@ -268,22 +268,34 @@ def parse_overrides(items: list[str], task: Optional[str] = None) -> dict[str, A
         if "=" not in item:
             raise ConfigError(f"{item!r}: overrides are KEY=VALUE (e.g. data_args.k=5)")
         typed, _, text = item.partition("=")
-        pairs.append((typed.strip(), canonical(typed.strip().lstrip("+")), text, item))
-    named = {key: text for _, key, text, _ in pairs}
+        pairs.append((typed.strip(), text, item))
+    named = {canonical(typed.lstrip("+")): text for typed, text, _ in pairs}
     import_plugins(named.get("plugins", ""))
     task = named.get("data_args.task", task)
     if task is not None:
-        _task_args(task, "")  # an unknown task: its one line, before its keys are read
+        task_args(task, "")  # an unknown task: its one line, before its keys are read
     keys = all_keys(task)
     out: dict[str, Any] = {}
-    for typed, key, text, item in pairs:
-        if key not in keys:
-            suffix = f"; did you mean {hint}?" if (hint := suggest(key, task)) else "; see birth train --help"
-            shown = typed if typed and typed.isprintable() else repr(item)  # the error stays one readable line
-            of = f" of task {task}" if task is not None and key.startswith("data_args.") else ""
-            raise ConfigError(f"{shown}: unknown key{of}{suffix}")
+    for typed, text, item in pairs:
+        key = known_key(typed, task, item)
         out[key] = override_value(text, keys[key])
     return out
+
+
+def known_key(typed: str, task: Optional[str] = None, item: Optional[str] = None) -> str:
+    """The canonical name of a key as typed (``optim.lr`` -> ``optim_args.learning_rate``), its
+    ``data_args.*`` those of ``task`` when given (else of any registered task); one-line
+    ConfigError for an unknown task or key, with the closest key."""
+    if task is not None:
+        task_args(task, "")  # an unknown task: its one line, before its keys are read
+    key = canonical(typed.strip().lstrip("+"))
+    if key not in all_keys(task):
+        suffix = f"; did you mean {hint}?" if (hint := suggest(key, task)) else "; see birth train --help"
+        typed = typed.strip()
+        shown = typed if typed and typed.isprintable() else repr(item or typed)  # the error stays one readable line
+        of = f" of task {task}" if task is not None and key.startswith("data_args.") else ""
+        raise ConfigError(f"{shown}: unknown key{of}{suffix}")
+    return key
 
 
 def import_plugins(spec: str) -> None:
@@ -382,14 +394,14 @@ def _assign(cfg: TrainConfig, flat: dict[str, Any], where: str) -> TrainConfig:
 def _set_task(cfg: TrainConfig, raw: Any, where: str) -> None:
     """Replaces ``cfg.data_args`` by the data arguments of task ``raw``, keeping the keys every
     task has (sequence length)."""
-    cls = _task_args(raw, where)
+    cls = task_args(raw, where)
     if type(cfg.data_args) is not cls:
         shared = {f.name: getattr(cfg.data_args, f.name) for f in dataclasses.fields(TaskArgs)}
         cfg.data_args = cls(**shared)
     cfg.data_args.task = raw
 
 
-def _task_args(raw: Any, where: str) -> type:
+def task_args(raw: Any, where: str) -> type:
     """The data-arguments class of task ``raw``; one-line ConfigError for a name that is none."""
     if not isinstance(raw, str) or not raw:
         raise ConfigError(f"data_args.task: expected a task name, got {raw!r}{where}")

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from birth.measures import metric_functions
+from birth.measures import heads as heads_of
 from birth.measures import predictions as M
 from birth.model.simplified_pass import explicit_attention
 from birth.tasks import Batch, stream_generator
@@ -191,7 +192,7 @@ def heads(ev: Evaluation) -> dict:
     """Previous-token, induction (prefix-matching) and duplicate-token scores of every head on a
     fixed batch of repeated random tokens."""
     _, patterns = ev.outputs("heads")
-    return M.head_scores(patterns, ev.evaluator.heads_tokens)
+    return heads_of.head_scores(patterns, ev.evaluator.heads_tokens)
 
 
 METRICS: tuple[Metric, ...] = (training_batch, weights, out_of_distribution, evaluation_batch, gradient_norms,
@@ -213,7 +214,7 @@ class Evaluator:
             self.strategy_probs = {name: fn(self.batches["eval"]).float()
                                    for name, fn in setup.task.strategies().items()}
         gen = stream_generator(cfg.eval_seed, "heads", 0, setup.device)
-        self.heads_tokens = M.repeated_random_tokens(setup.task.num_tokens, HEAD_SEQUENCES,
+        self.heads_tokens = heads_of.repeated_random_tokens(setup.task.num_tokens, HEAD_SEQUENCES,
                                                      cfg.data_args.seq_length, gen)
 
     def strategy_table(self) -> dict[str, dict]:

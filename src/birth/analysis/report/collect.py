@@ -22,7 +22,7 @@ from birth.training.runs import RunDir
 from birth.analysis.sweep_plots import plot_sweep
 from birth.analysis.transformer_lens import tl_head_scores, to_transformer_lens
 from birth.launching.sweep import read_index
-from birth.measures.predictions import HEAD_SCORES, head_scores
+from birth.measures.heads import HEAD_SCORES, head_scores
 from birth.training.build import build_setup
 from birth.training.evaluation import Evaluator
 from birth.training.interventions import Interventions

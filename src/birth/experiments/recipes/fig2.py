@@ -19,7 +19,7 @@ from birth.experiments.recipe import (
     SCALE_STATUS, Output, Recipe, Results, Size, describe, load_model, simplified, smaller_than_paper, paper_size,
     tiny_size)
 from birth.experiments.rules import Checks, FinalAtLeast
-from birth.measures.predictions import detection_patterns
+from birth.measures.heads import detection_patterns
 from birth.analysis.plots import draw_attention, repeat_boxes
 from birth.tasks.base import pick_sequence
 

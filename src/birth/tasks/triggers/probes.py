@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from birth.measures.predictions import detection_patterns
+from birth.measures.heads import detection_patterns
 from birth.model.transformer import Transformer
 
 NAN = float("nan")
