@@ -8,11 +8,12 @@ from birth import commands
 from birth.experiments import ORDER as RECIPE_ORDER
 from birth.experiments.theory import NAMES as THEORY_NAMES
 from birth.launching.options import add_arguments as add_launch_arguments
+from birth.launching.plan import MAX_RUNS
 from birth.launching.sweep import syntax_help
 from birth.experiments.recipe import DEFAULT_FIRST_SEED, DEFAULT_HELD_OUT, DEFAULT_SCALE, DEFAULT_SEEDS, SCALES
 from birth.measures.llc import LLCSettings
 from birth.training.config import PRESETS, ConfigError
-from birth.training.exits import EXIT_NO_SPACE, EXIT_USAGE, NoSpace
+from birth.training.exits import EXIT_DAMAGED, EXIT_NO_SPACE, EXIT_USAGE, NoSpace, NoWholeCheckpoint
 from birth.training.validation import config_fields_help
 
 SCALE_HELP = ("laptop (default): every claim checked, 'all' within the hour on 2 CPU cores (docs/laptop-scale.md); "
@@ -73,6 +74,8 @@ def _add_sweep(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether they are complete; train nothing")
     p.add_argument("--show-config", action="store_true", help="print the resolved config of every run (YAML); "
                                                                "train nothing")
+    p.add_argument("--max-runs", type=int, default=MAX_RUNS,
+                   help="refuse a grid of more runs than this, before planning it (default %(default)s)")
     add_launch_arguments(p)  # --jobs, --threads, --stack, --backend and the Slurm options, as birth reproduce
     p.set_defaults(func=commands.cmd_sweep)
 
@@ -243,11 +246,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     leftover is an error of the subcommand, pointing to that subcommand's --help."""
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
+    takes_overrides = isinstance(getattr(args, "overrides", None), list)
+    unknown = [e for e in extras if not (takes_overrides and _is_override(e))]
+    if unknown:  # only what is not an override: the overrides are valid words of the command
+        _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
     if extras:
-        if isinstance(getattr(args, "overrides", None), list) and all(map(_is_override, extras)):
-            args.overrides += extras
-        else:
-            _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(extras)}")
+        args.overrides += extras
     return args
 
 
@@ -261,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     except NoSpace as err:
         print(f"birth: error: {err}; free space, then run the command again", file=sys.stderr)
         return EXIT_NO_SPACE
+    except NoWholeCheckpoint as err:
+        print(f"birth: error: {err}", file=sys.stderr)
+        return EXIT_DAMAGED
 
 
 if __name__ == "__main__":

@@ -127,12 +127,14 @@ def _accuracy(fm: dict, task: dict) -> str:
 
 def cmd_sweep(args) -> int:
     spec = sweep.from_command_line(args.overrides, args.preset, args.seeds, args.first_seed)
+    if args.max_runs < 1:
+        raise ConfigError(f"--max-runs: must be >= 1, got {args.max_runs}")
     if args.show_config:
-        print(sweep.show_config(spec, args.out), end="")
+        print(sweep.show_config(spec, args.out, args.max_runs), end="")
         return 0
     backend = backend_from_args(args)
     try:
-        report = sweep.run_sweep(spec, args.out, backend, dry_run=args.dry_run)
+        report = sweep.run_sweep(spec, args.out, backend, dry_run=args.dry_run, max_runs=args.max_runs)
     except KeyboardInterrupt as stop:  # SIGINT or SIGTERM, as birth reproduce
         return report_stopped(stop, sweep.command_line(spec, args.out))
     return report.exit_code

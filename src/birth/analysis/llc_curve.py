@@ -98,13 +98,15 @@ def llc_over_checkpoints(run_dir: str | Path, settings: LLCSettings = LLCSetting
     except LLCError as err:
         raise ConfigError(str(err)) from None
     setup = sampled_setup(run.path)
+    # before any estimate: a damaged checkpoint is named and left out; none whole ends here (exit 5)
+    states = run.whole_checkpoints(setup.device, [step for step, _ in chosen], warn=log)
     s = settings.resolved(setup.cfg.optim_args.batch_size)
     sampled = sum(p.numel() for p in setup.model.parameters() if p.requires_grad)
     header = {"settings": asdict(s), "sampled_parameters": sampled, "devinterp": version_of("devinterp"),
               "objective": "loss_head_only" if setup.cfg.loss_head_only else "all positions"}
     rows = []
-    for step, path in chosen:
-        setup.model.load_state_dict(RunDir.load_checkpoint(path, setup.device)["model"])
+    for step, state in states:
+        setup.model.load_state_dict(state["model"])
         loader = stream_loader(setup, s.burnin + s.draws, s.batch_size)
         row = {"step": step, **estimate(setup.model, loader, _objective(setup.cfg.loss_head_only), s, setup.device)}
         log(f"birth: llc step {step}: {row['llc_mean']:.3f} ± {row['llc_std']:.3f}")

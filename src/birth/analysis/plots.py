@@ -238,6 +238,8 @@ def plot_run(run_dir: str | Path, out: Optional[str | Path] = None) -> list[Path
     """Writes probes.png (accuracy, probes, head scores), losses.png (losses against the strategies,
     KL to each), positions.png (the loss at each position over training) and attention.png."""
     run = RunDir(run_dir)
+    # the weights first: a run whose checkpoints are all damaged gets no figure at all (exit 5)
+    setup = trained_setup(run.path) if run.checkpoints() else None
     out = Path(out) if out else run.path / "figures"
     out.mkdir(parents=True, exist_ok=True)
     rows = run.read_metrics()
@@ -251,8 +253,8 @@ def plot_run(run_dir: str | Path, out: Optional[str | Path] = None) -> list[Path
         iters, losses = run.read_positions(cfg.data_args.seq_length)
         if len(iters):
             paths.append(_plot_positions(iters, losses, out / "positions.png"))
-        if run.latest_checkpoint() is not None:
-            paths.append(_plot_attention(run, out / "attention.png"))
+        if setup is not None:
+            paths.append(_plot_attention(setup, out / "attention.png"))
     return paths
 
 
@@ -295,8 +297,8 @@ def attention_example(setup, length: int = 64) -> dict:
             "box_label": BOX_LABELS[True] if triggers is not None else TARGET_LABEL}
 
 
-def _plot_attention(run: RunDir, path: Path, length: int = 64) -> Path:
-    fig = attention_figure(trained_setup(run.path), length)
+def _plot_attention(setup, path: Path, length: int = 64) -> Path:
+    fig = attention_figure(setup, length)
     fig.savefig(path)
     plt.close(fig)
     return path

@@ -69,16 +69,17 @@ class Run:
         return build_setup(self.config, self.device)
 
     def model(self, step: Optional[int] = None) -> Transformer:
-        """A new model with the weights saved at ``step`` (default: the latest checkpoint)."""
+        """A new model with the weights saved at ``step`` (default: the newest whole checkpoint; a
+        damaged newer one is named in one warning line)."""
         ckpts = dict(self.dir.checkpoints())
         if not ckpts:
             raise ConfigError(f"load_run: {self.dir.ckpt_dir} holds no checkpoint")
-        step = max(ckpts) if step is None else step
-        if step not in ckpts:
+        if step is not None and step not in ckpts:
             raise ConfigError(f"load_run: no checkpoint at step {step} in {self.dir.ckpt_dir} (saved: {sorted(ckpts)})")
+        _, state = self.dir.newest_whole_checkpoint(self.device, step)
         with torch.random.fork_rng(devices=[]):
             model = Transformer(self.config.model_args, self.setup.task.num_tokens)
-        model.load_state_dict(RunDir.load_checkpoint(ckpts[step], self.device)["model"])
+        model.load_state_dict(state["model"])
         return model.to(self.device).eval()
 
     def eval_batch(self, name: str = "eval") -> Batch:

@@ -117,7 +117,7 @@ def reproduce(name: str, *, scale: str = DEFAULT_SCALE, seeds: Seeds | int | Non
             state["last_training"] = dict(state["last"], made=time.strftime("%Y-%m-%d %H:%M"))
         _write_index(out, state)
     report.files += [out.root / "claims.md", out.root / "claims.json", out.root / "README.md"]
-    report.exit_code = 1 if report.failed or errors else 0
+    report.exit_code = plans.exit_code(results) or (1 if errors else 0)
     log(f"birth: {name}: {report.trained} runs trained, {len(results) - report.trained} reused, "
         f"{len(report.failed)} failed; {report.wall_seconds:.0f}s wall, {report.cpu_seconds:.0f}s CPU; claims: "
         + C.summary_line(report.claims) + f"; see {out.root / 'README.md'}")

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Callable, Optional, Protocol, Sequence
 
 from birth.launching import stopping
-from birth.training.config import TrainConfig, from_dict, to_dict
+from birth.training.config import TrainConfig, flat_dict, from_dict, to_dict
+from birth.training.exits import NoSpace
 from birth.training.lock import clear_directory, directory_lock
 from birth.training.loop import train
 from birth.training.naming import config_hash, legacy_hash
@@ -46,20 +47,29 @@ class Job:
         return Path(self.run_dir).name
 
 
-def make_job(root: str | Path, overrides: dict, preset: Optional[str] = None, label: str = "") -> Job:
-    """Resolves (and validates) ``preset`` + ``overrides``; the run lives in ``root/<hash>``."""
-    cfg = resolve_config(preset, dict(overrides))
-    return Job(config=to_dict(cfg), run_dir=str(run_dir_of(root, cfg)), label=label)
+def make_job(root: str | Path, overrides: dict, preset: Optional[str] = None, label: str = "",
+             warn=lambda line: print(line, file=sys.stderr), memo: Optional[dict] = None,
+             existing: Optional[set] = None) -> Job:
+    """Resolves (and validates) ``preset`` + ``overrides``; the run lives in ``root/<hash>``.
+    ``memo``: the checks of one planning, shared by its jobs (``birth.training.validation.validate``);
+    ``existing``: the names in ``root`` when the planning began (see ``run_dir_of``)."""
+    cfg = resolve_config(preset, dict(overrides), warn, memo)
+    return Job(config=to_dict(cfg), run_dir=str(run_dir_of(root, cfg, existing)), label=label)
 
 
-def run_dir_of(root: str | Path, cfg: TrainConfig) -> Path:
+def run_dir_of(root: str | Path, cfg: TrainConfig, existing: Optional[set] = None) -> Path:
     """``root/<config_hash>``, or the directory a run of ``cfg`` was saved in under its name of
-    before (``birth.training.naming.legacy_hash``), so that existing runs are found, not retrained."""
-    path = Path(root) / config_hash(cfg)
-    old = legacy_hash(cfg)
-    if not path.exists() and old and RunDir(Path(root) / old).holds_run():
-        return Path(root) / old
-    return path
+    before (``birth.training.naming.legacy_hash``), so that existing runs are found, not retrained.
+    ``existing``: the names in ``root`` (read once for many runs), else each is looked for."""
+    root = Path(root)
+    flat = flat_dict(cfg)
+    name = config_hash(cfg, flat)
+    if existing is not None and not existing:
+        return root / name  # an empty or new folder holds no run of before
+    if name in existing if existing is not None else (root / name).exists():
+        return root / name
+    old = legacy_hash(cfg, flat)
+    return root / old if old and RunDir(root / old).holds_run() else root / name
 
 
 @dataclass
@@ -168,6 +178,8 @@ def train_job(job: Job) -> Result:
             summary = train(cfg, run.path, resume=resume, quiet=True)
             (run.path / ERROR_FILE).unlink(missing_ok=True)
         return Result(job, summary["status"], summary, summary.get("reason", ""), time.perf_counter() - t0)
+    except NoSpace as err:  # before the run could start (its lock, its config): nothing more can be written
+        return Result(job, "no_space", {"status": "no_space", "reason": str(err)}, str(err), time.perf_counter() - t0)
     except Exception:  # noqa: BLE001 - a failed run is recorded, the others carry on
         return record_failure(job, traceback.format_exc(), time.perf_counter() - t0)
 
@@ -180,6 +192,9 @@ def locked(paths: Sequence[str | Path]):
     with contextlib.ExitStack() as locks:
         with stopping.waiting():
             for path in sorted(str(p) for p in paths):  # one order for every process: no deadlock
+                stop = stopping.launch_stopped()  # right before a lock: a dead launcher's run never starts
+                if stop:
+                    raise stopping.Stopped(stop)
                 locks.enter_context(directory_lock(path, wait=True))
         stop = stopping.launch_stopped()
         if stop:  # the launch stopped during the wait: start nothing

@@ -7,7 +7,9 @@ import signal
 import sys
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import itertools
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -16,6 +18,7 @@ from birth.launching.jobs import (ERROR_FILE, Job, Result, train_job,
                                    record_failure, locked, prepare_run_dir, torch_threads, is_complete)
 from birth.launching.stacked import StackKey, stack_key, train_stacked
 from birth.training.config import ConfigError, from_dict
+from birth.training.exits import NoSpace
 from birth.training.runs import RunDir
 
 
@@ -63,8 +66,7 @@ class LocalBackend:
             pool = ProcessPoolExecutor(max_workers=min(self.workers, len(units)), mp_context=ctx,
                                        initializer=stopping.init_worker, initargs=initargs)
             try:
-                futures = {pool.submit(execute_unit, unit, self.threads): unit for unit in units}
-                self._collect(futures, results, on_result)
+                self._collect(pool, units, results, on_result)
             except stopping.Stopped as stop:
                 guard.stopping = stop.signum  # a second Ctrl-C now waits with the first
                 # the pool's processes: no public name for them (a dict pid -> Process since Python 3.2)
@@ -75,17 +77,26 @@ class LocalBackend:
                 pool.shutdown(wait=True, cancel_futures=True)
         return results
 
-    def _collect(self, futures: dict, results: list, on_result) -> None:
-        from concurrent.futures.process import BrokenProcessPool
-        for fut in as_completed(futures):
-            unit = futures[fut]
-            try:
-                done = fut.result()
-            except BrokenProcessPool as err:  # a worker died (killed, out of memory): record, go on
-                done = [record_failure(job, f"worker process died: {err}", 0.0) for job in unit]
-            except Exception as err:  # noqa: BLE001 - anything the worker could not report itself
-                done = [record_failure(job, f"{type(err).__name__}: {err}", 0.0) for job in unit]
-            results += [self._report(res, on_result) for res in done]
+    def _collect(self, pool: ProcessPoolExecutor, units: list[list[Job]], results: list, on_result) -> None:
+        """Hands out one unit per free worker, and the next only once a result is collected: a
+        worker never holds a queued unit that it could start after this process died."""
+        pending = iter(units)
+        futures = {pool.submit(execute_unit, unit, self.threads): unit
+                   for unit in itertools.islice(pending, self.workers)}
+        while futures:
+            finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                unit = futures.pop(fut)
+                try:
+                    done = fut.result()
+                except BrokenProcessPool as err:  # a worker died (killed, out of memory): record, go on
+                    done = [record_failure(job, f"worker process died: {err}", 0.0) for job in unit]
+                except Exception as err:  # noqa: BLE001 - anything the worker could not report itself
+                    done = [record_failure(job, f"{type(err).__name__}: {err}", 0.0) for job in unit]
+                results += [self._report(res, on_result) for res in done]
+                following = next(pending, None)
+                if following is not None:
+                    futures[pool.submit(execute_unit, following, self.threads)] = following
 
     @staticmethod
     def _report(res: Result, on_result) -> Result:
@@ -167,6 +178,10 @@ def _execute_stack(unit: Sequence[Job]) -> list[Result]:
                     (Path(job.run_dir) / ERROR_FILE).unlink(missing_ok=True)
                     results.append(Result(job, summary["status"], summary, summary.get("reason", ""), seconds))
         return results
+    except NoSpace as err:  # before the stack could start: nothing more can be written
+        reported = {r.job.run_dir for r in results}
+        return results + [Result(job, "no_space", {"status": "no_space", "reason": str(err)}, str(err),
+                                 time.perf_counter() - t0) for job in unit if job.run_dir not in reported]
     except Exception:  # noqa: BLE001 - a failed stack is recorded, the other units carry on
         error, reported = traceback.format_exc(), {r.job.run_dir for r in results}
         seconds = time.perf_counter() - t0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ import yaml
 
 from birth.launching.jobs import Backend, Job, Result, is_complete, make_job, run_jobs
 from birth.launching.options import progress
-from birth.training.config import ConfigError, flat_dict, from_dict, seed_overrides
+from birth.training.config import ConfigError, seed_overrides
+from birth.training.exits import EXIT_NO_SPACE
 
 Log = Callable[[str], None]
 
@@ -54,6 +56,15 @@ class Sweep:
     def swept(self) -> list[str]:
         return list(self.grid) + [k for group in self.zips for k in group]
 
+    def count(self) -> int:
+        """How many runs it makes, computed without making them."""
+        n = len(self.conditions) if self.conditions is not None else 1
+        for values in self.grid.values():
+            n *= len(values)
+        for group in self.zips:
+            n *= len(next(iter(group.values())))
+        return n * self.seeds
+
     def points(self) -> list[dict]:
         """Every combination of swept values (grid keys vary slowest, in the order given)."""
         axes = [[{key: v} for v in values] for key, values in self.grid.items()]
@@ -79,21 +90,35 @@ def label_of(sweep: Sweep, condition: str, values: dict, seed: int) -> str:
     return " ".join(f"{k}={v}" for k, v in values.items()) + (" " if values else "") + f"seed {seed}"
 
 
-def plan(sweep: Sweep, out: str | Path) -> list[Planned]:
+MAX_RUNS = 100_000  # a sweep plans at most this many runs unless told otherwise (--max-runs)
+
+
+def plan(sweep: Sweep, out: str | Path, log: Log = stderr, max_runs: int = MAX_RUNS) -> list[Planned]:
     """Every run of the sweep, each config resolved and validated; a one-line ConfigError for the
     first bad one (naming the key and the run), and for two points of a grid that are one run (the
-    same config; two conditions may share one: it trains once)."""
-    planned, seen = [], {}
+    same config; two conditions may share one: it trains once). A sweep of more than ``max_runs`` runs
+    is refused in one line before any is made."""
+    total = sweep.count()
+    if total > max_runs:
+        raise ConfigError(f"sweep: this grid makes {total:,} runs, more than --max-runs {max_runs:,}; sweep fewer "
+                          "values, or raise --max-runs")
+    planned, seen, said, memo = [], {}, set(), {}
+    runs = Path(out) / "runs"
+    existing = set(os.listdir(runs)) if runs.is_dir() else set()  # read once: a sweep may plan 10^5 runs
+
+    def warn(line: str) -> None:  # a warning the runs share is said once
+        if line not in said:
+            said.add(line)
+            log(line)
     conditions = (("", {}),) if sweep.conditions is None else sweep.conditions
     for (condition, overrides), point in itertools.product(conditions, sweep.points()):
         for seed in range(sweep.first_seed, sweep.first_seed + sweep.seeds):
             try:
-                job = make_job(Path(out) / "runs", {**seed_overrides(seed), **sweep.base, **overrides, **point},
-                               sweep.preset)
+                job = make_job(runs, {**seed_overrides(seed), **sweep.base, **overrides, **point},
+                               sweep.preset, warn=warn, memo=memo, existing=existing)
             except ConfigError as err:
                 raise ConfigError(f"{err} (run {label_of(sweep, condition, point, seed)})") from None
-            flat = flat_dict(from_dict(job.config))
-            values = {k: flat[k] for k in point}  # as resolved: 0.01 whether typed 1e-2 or 0.01
+            values = {k: resolved(job.config, k) for k in point}  # as resolved: 0.01 whether typed 1e-2 or 0.01
             job = dataclasses.replace(job, label=label_of(sweep, condition, values, seed))
             if job.run_dir in seen and sweep.conditions is None:  # two curves of a recipe may share a run
                 raise ConfigError(f"sweep: runs '{seen[job.run_dir]}' and '{job.label}' have the same config "
@@ -101,6 +126,12 @@ def plan(sweep: Sweep, out: str | Path) -> list[Planned]:
             seen[job.run_dir] = job.label
             planned.append(Planned(values, seed, job, condition))
     return planned
+
+
+def resolved(config: dict, key: str):
+    """The value of dotted ``key`` in a nested config dict."""
+    group, _, name = key.rpartition(".")
+    return config[group][name] if group else config[name]
 
 
 def show_config(planned: Sequence[Planned], title: str) -> str:
@@ -140,6 +171,14 @@ class Report:
         return [r for r in self.results if not r.ok]
 
 
+def exit_code(results: Sequence[Result]) -> int:
+    """4 when a run stopped for lack of space (free space, then run the command again: it resumes),
+    1 when another failed, 0 when every run completed."""
+    if any(r.status == "no_space" for r in results):
+        return EXIT_NO_SPACE
+    return 1 if any(not r.ok for r in results) else 0
+
+
 def launch(planned: Sequence[Planned], backend: Backend, what: str, runs: Path, *, dry_run: bool = False,
            log: Log = stderr, status: str = "") -> Optional[list[Result]]:
     """Announces the distinct runs (``what``: 'sweep', 'fig3 at scale laptop', ...), lists them with
@@ -161,4 +200,8 @@ def launch(planned: Sequence[Planned], backend: Backend, what: str, runs: Path, 
         if not r.ok:
             log(f"birth: run failed: {r.job.label} ({r.job.run_dir}): {r.status}: "
                 f"{(r.error.strip().splitlines() or [''])[-1]}")
+    full = [r for r in results if r.status == "no_space"]
+    if full:
+        log(f"birth: {len(full)} run(s) stopped for lack of space ({', '.join(r.job.label for r in full)}); "
+            "free space, then run the same command again: they resume from their checkpoints")
     return results

@@ -85,11 +85,12 @@ class Guard:
         return signal.SIGTERM if self.orphaned() else 0
 
     def orphaned(self) -> bool:
-        """The launcher is gone: its pipe ended, or this process has another parent. (The pipe is
-        the sure sign: a parent that dies thread by thread keeps its pid a moment, and the kernel
-        may send the parent-death signal already.)"""
+        """The launcher is gone: its pipe ended, or this process has another parent, or the kernel
+        already holds a SIGKILL for it or reaps it. (The pipe is the sure sign: a parent that dies
+        thread by thread keeps its pid a moment, and the kernel may send the parent-death signal
+        already; the pending SIGKILL is the earliest.)"""
         if not self.gone and self.parent_pid is not None:
-            self.gone = os.getppid() != self.parent_pid
+            self.gone = os.getppid() != self.parent_pid or _dying(self.parent_pid)
         if not self.gone and self.parent is not None:
             with contextlib.suppress(OSError, ValueError):
                 self.gone = self.parent.poll()  # the launcher never writes: readable means closed
@@ -279,6 +280,18 @@ def init_worker(shared, parent, parent_pid: int, parent_death_signal: bool) -> N
         _parent_death_signal(signal.SIGTERM)
     # after the prctl: the watcher then sees a launcher that died before it
     Guard(launcher=False, shared=shared, parent=parent, parent_pid=parent_pid).install()
+
+
+def _dying(pid: int) -> bool:
+    """Whether process ``pid`` has a SIGKILL pending or is exiting (Linux ``/proc``; False elsewhere)."""
+    try:
+        status = open(f"/proc/{pid}/status").read()
+    except OSError:
+        return sys.platform.startswith("linux")  # no such process any more
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    kill = 1 << (signal.SIGKILL - 1)
+    pending = any(int(fields.get(k, "0").strip() or "0", 16) & kill for k in ("SigPnd", "ShdPnd"))
+    return pending or fields.get("State", "").strip()[:1] in ("Z", "X")
 
 
 def _parent_death_signal(signum: int) -> None:

@@ -156,19 +156,52 @@ def _seeds(raw: Any, where: str) -> tuple[int, int]:
         raw = (raw, 0)
     if any(isinstance(v, bool) or not isinstance(v, int) for v in raw):
         raise ConfigError(f"{where}: expected a seed count or {{count: N, first: S}} (whole numbers), got {raw!r}")
+    if raw[0] < 1:
+        raise ConfigError(f"{where}: the count must be >= 1, got {raw[0]}")
+    if raw[1] < 0:
+        raise ConfigError(f"{where}: the first seed must be >= 0, got {raw[1]}")
     return raw
 
 
-def read_spec(path: str | Path, task: Optional[str] = None) -> dict:
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader that says when a mapping gives one key twice (YAML keeps the last value)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                self.repeated.append(f"{key!r} (line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _load_yaml(path: Path, warn) -> Any:
+    """The spec file's YAML; each key given twice in one mapping is said in one warning line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the spec file ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    loader = _Loader(text)
+    loader.repeated = []
+    try:
+        raw = loader.get_single_data()
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    finally:
+        loader.dispose()
+    for where in loader.repeated:
+        warn(f"birth: warning: {path}: key {where} is given twice in one mapping; its last value is used")
+    return raw
+
+
+def read_spec(path: str | Path, task: Optional[str] = None, warn: Log = plans.stderr) -> dict:
     """A spec file as ``{'preset', 'base', 'grid', 'zips', 'seeds'}`` (canonical keys); every problem
     is one ConfigError line naming the file and the section or key."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read the spec file ({err.strerror or err})") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    raw = _load_yaml(path, warn)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with the sections {', '.join(SECTIONS)}")
     unknown = [s for s in raw if s not in SECTIONS]
@@ -176,6 +209,8 @@ def read_spec(path: str | Path, task: Optional[str] = None) -> dict:
         raise ConfigError(f"{path}: unknown section {unknown[0]!r}; known: {', '.join(SECTIONS)}")
     base = _flatten(raw.get("base") or {}, f"{path}: base")
     preset = base.pop("preset", None)
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"{path}: base: preset: unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     # the task first (the spec's own, else the command line's, else the preset's): its keys are then known
     task = next((v for k, v in base.items() if canonical(k) == "data_args.task"), None) or task \
         or PRESETS.get(preset, {}).get("data_args.task")
@@ -194,6 +229,10 @@ def read_spec(path: str | Path, task: Optional[str] = None) -> dict:
             if len(set(lengths.values())) > 1:
                 shown = ", ".join(f"{k} has {n}" for k, n in lengths.items())
                 raise ConfigError(f"{where}: lists of unequal lengths ({shown}); zip pairs them by position")
+            swept = set(spec["grid"]).union(*spec["zips"]) & set(lists)
+            if swept:
+                raise ConfigError(f"{where}: {min(swept)} is swept in grid or in another zip group already; "
+                                  "sweep each key in one place")
             spec["zips"].append(lists)
     if raw.get("seeds") is not None:
         spec["seeds"] = _seeds(raw["seeds"], f"{path}: seeds")
@@ -289,16 +328,16 @@ def command_line(sweep: Sweep, out: str | Path) -> str:
                                "--out", out])
 
 
-def show_config(sweep: Sweep, out: str | Path) -> str:
+def show_config(sweep: Sweep, out: str | Path, max_runs: int = plans.MAX_RUNS) -> str:
     """The resolved config of every run of the sweep (``--show-config``)."""
-    return plans.show_config(plans.plan(sweep, out), "sweep")
+    return plans.show_config(plans.plan(sweep, out, max_runs=max_runs), "sweep")
 
 
 def run_sweep(sweep: Sweep, out: str | Path, backend: Backend, *, dry_run: bool = False,
-              log: Log = plans.stderr) -> Report:
+              log: Log = plans.stderr, max_runs: int = plans.MAX_RUNS) -> Report:
     """Plans (validating everything), then trains what is not complete and writes the index."""
     out = Path(out)
-    planned = plans.plan(sweep, out)
+    planned = plans.plan(sweep, out, log, max_runs)
     if dry_run:
         plans.launch(planned, backend, "sweep", out / "runs", dry_run=True, log=log)
         return Report(0)
@@ -308,7 +347,7 @@ def run_sweep(sweep: Sweep, out: str | Path, backend: Backend, *, dry_run: bool 
         results = plans.launch(planned, backend, "sweep", out / "runs", log=log)
     finally:  # stopped too: the index says which runs completed and which were interrupted
         index = write_index(sweep, out, planned)
-    report = Report(1 if any(not r.ok for r in results) else 0, results, index)
+    report = Report(plans.exit_code(results), results, index)
     log(f"birth: sweep: {report.trained} runs trained, {len(results) - report.trained} reused, "
         f"{len(report.failed)} failed in {time.perf_counter() - t0:.0f}s; index {index}")
     return report

@@ -102,6 +102,8 @@ class Task:
     # the data_args keys that runs trained as one stack must share (birth.launching.stacked): those
     # that fix a batch's shape and the vocabulary; None (the default): every key
     stack_keys: ClassVar[Optional[tuple[str, ...]]] = None
+    # the key that sets the number of tokens N, named when a config is too large for the machine
+    vocab_key: ClassVar[str] = "data_args"
 
     def __init__(self, args, device: torch.device | str = "cpu"):
         self.args = args
@@ -155,6 +157,14 @@ class Task:
     def weight_metrics(self, model) -> dict[str, float]:
         """Probes of the weights alone (none by default)."""
         return {}
+
+    def strategy_bytes(self, batch_size: int) -> int:
+        """About the memory the strategies take on an evaluation batch of ``batch_size`` sequences:
+        each one's (B, T, N) probabilities, kept in float32, made in float64 with about three (B, T, N)
+        intermediates, and (B, T, T) comparisons. A task whose strategies need more says so here."""
+        cells = batch_size * self.args.seq_length
+        n, t = self.num_tokens, self.args.seq_length
+        return len(self.strategies()) * cells * n * (4 + 8 * 3) + 3 * cells * (n + t) * 8
 
     def ood_accuracy_mask(self, arch: str) -> str:
         """The mask whose accuracy an OOD batch reports (the in-context targets)."""

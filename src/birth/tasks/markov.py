@@ -158,6 +158,7 @@ class MarkovTask(Task):
     """
 
     name = "markov"
+    vocab_key = "data_args.num_states"  # what sets N
     stack_keys = ("seq_length", "num_states")  # a stack's batches: one shape, one vocabulary
     Args = MarkovArgs
     masks = ("in_context",)

@@ -45,6 +45,7 @@ class RepeatTask(Task):
     """Uniform random tokens repeated with period h, one block or several (module docstring)."""
 
     name = "repeat"
+    vocab_key = "data_args.vocab_size"  # what sets N
     stack_keys = ("seq_length", "vocab_size")  # a stack's batches: one shape, one vocabulary
     Args = RepeatArgs
     masks = ("in_context", "global", "first")

@@ -165,9 +165,11 @@ def build_setup(cfg: TrainConfig, device: Optional[torch.device] = None) -> Setu
 
 
 def trained_setup(run_dir, device: torch.device | str = "cpu") -> Setup:
-    """The Setup of a saved run with the weights of its latest checkpoint (for analysis)."""
+    """The Setup of a saved run with the weights of its newest whole checkpoint (for analysis; a
+    damaged newer one is named in one warning line, NoWholeCheckpoint when none is whole)."""
     run = RunDir(run_dir)
     setup = build_setup(run.read_config(), torch.device(device))
-    setup.model.load_state_dict(RunDir.load_checkpoint(run.latest_checkpoint(), device)["model"])
+    _, state = run.newest_whole_checkpoint(device)
+    setup.model.load_state_dict(state["model"])
     setup.model.eval()
     return setup

@@ -8,6 +8,7 @@ field's help says otherwise.
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
 import dataclasses
 import difflib
@@ -118,6 +119,17 @@ ALIASES = {
 def all_keys(task: Optional[str] = None) -> dict[str, dataclasses.Field]:
     """Every settable dotted key with its field: of a config of ``task``, or (None) of any task
     (for --help, parsing and suggestions)."""
+    if task is not None:
+        return dict(_keys_of(task, tasks.args_class(task)))
+    return _keys(None)
+
+
+@functools.lru_cache(maxsize=64)  # per task and its data-arguments class: a sweep reads them for every run
+def _keys_of(task: str, args_class: type) -> dict[str, dataclasses.Field]:
+    return _keys(task)
+
+
+def _keys(task: Optional[str]) -> dict[str, dataclasses.Field]:
     keys: dict[str, dataclasses.Field] = {}
     for f in dataclasses.fields(TrainConfig):
         if f.name == "data_args":
@@ -139,6 +151,7 @@ def owners(key: str) -> list[str]:
     return [t for t in tasks.names() if name in {f.name for f in dataclasses.fields(tasks.args_class(t))}]
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of the typed name; a sweep reads the same keys again and again
 def canonical(key: str) -> str:
     for short, full in ALIASES.items():
         if short.endswith(".") and key.startswith(short):
@@ -177,7 +190,8 @@ def _coerce(key: str, raw: Any, f: dataclasses.Field) -> Any:
     value = raw if isinstance(raw, str) else ("" if raw is None else str(raw))
     choices = f.metadata.get("choices")
     if choices and value not in choices:
-        raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {value!r}")
+        shown = ", ".join(repr(c) if c == "" else c for c in choices)  # '' (off) shown as such
+        raise ConfigError(f"{key}: expected one of {shown}, got {value!r}")
     return value
 
 
@@ -279,7 +293,7 @@ def build_config(preset: str | None = None, overrides: list[str] | dict | None =
     merged: dict[str, Any] = dict(PRESETS[preset]) if preset else {}
     task = merged.get("data_args.task")
     merged.update(parse_overrides(overrides, task) if isinstance(overrides, list) else dict(overrides or {}))
-    return apply(TrainConfig(), merged)
+    return _assign(TrainConfig(), merged, "")  # a fresh config: nothing to copy
 
 
 def apply(cfg: TrainConfig, values: dict[str, Any]) -> TrainConfig:
@@ -288,7 +302,14 @@ def apply(cfg: TrainConfig, values: dict[str, Any]) -> TrainConfig:
 
 
 def to_dict(cfg: TrainConfig) -> dict:
-    return dataclasses.asdict(cfg)
+    """The config as nested plain data (``dataclasses.asdict``, without its deep copies: every value
+    is a scalar)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        out[f.name] = ({g.name: getattr(value, g.name) for g in dataclasses.fields(value)}
+                       if dataclasses.is_dataclass(value) else value)
+    return out
 
 
 def flat_dict(cfg: TrainConfig) -> dict[str, Any]:

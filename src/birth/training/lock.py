@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from birth.training.config import ConfigError
+from birth.training.exits import SPACE_ERRORS, as_no_space
 
 LOCK_FILE = ".lock"
 
@@ -45,15 +46,40 @@ def directory_lock(path: str | Path, *, wait: bool = False, what: str = "--out")
     it; nothing is written then. ``wait=True``: blocks until the holder is done.
     """
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    make_folder(path, what)
+    lock = path / LOCK_FILE
+    created = not lock.exists()
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise as_no_space(lock, err) if err.errno in SPACE_ERRORS else ConfigError(
+            f"{what}: cannot create {lock}: {err.strerror}") from None
     try:
         _flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB), path, what)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as err:  # a full disk: no empty lock file is left behind by us
+            if created:
+                lock.unlink(missing_ok=True)
+            raise as_no_space(lock, err) from None
         yield path
     finally:
         os.close(fd)  # releases the lock
+
+
+def make_folder(path: Path, what: str = "--out") -> None:
+    """Creates the folder ``path`` (and its parents); one-line ConfigError when it, or a parent, is
+    a file, or it cannot be made; NoSpace on a full disk."""
+    for place in (path, *path.parents):
+        if place.exists() and not place.is_dir():
+            raise ConfigError(f"{what}: {place} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        if err.errno in SPACE_ERRORS:
+            raise as_no_space(path, err) from None
+        raise ConfigError(f"{what}: cannot create the folder {path}: {err.strerror}") from None
 
 
 def check_free(path: str | Path, what: str = "--out") -> None:

@@ -254,11 +254,13 @@ def _restore(run: RunDir, setup: Setup, optimizer) -> Optional[tuple[int, dict, 
     then starts over). Damaged checkpoints are skipped with one warning line."""
     damaged = []
     for _, path in reversed(run.checkpoints()):
+        state, why = run.try_checkpoint(path, setup.device)
         try:
-            state = run.load_checkpoint(path, setup.device)
+            if state is None:
+                raise ValueError(why)
             _check_state(state, setup.model)
-        except Exception as err:  # noqa: BLE001 - torch raises many kinds for a damaged file
-            damaged.append(f"{path.name} ({_why(err)})")
+        except ValueError as err:
+            damaged.append(f"{path.name} ({err})")
             continue
         if damaged:
             print(f"birth: warning: damaged checkpoint {'; '.join(damaged)}; resuming from {path.name}",
@@ -278,13 +280,6 @@ def _restore(run: RunDir, setup: Setup, optimizer) -> Optional[tuple[int, dict, 
         print(f"birth: warning: no valid checkpoint in {run.path} (damaged: {'; '.join(damaged)}); "
               "starting over from step 0", file=sys.stderr)
     return None
-
-
-def _why(err: Exception) -> str:
-    # torch's own weights-only message is many lines of advice to load unsafely: not ours to give
-    if "Weights only" in str(err):
-        return "damaged, or holds objects that weights-only loading refuses"
-    return (str(err).splitlines() or [type(err).__name__])[0][:160]
 
 
 def _check_state(state, model: torch.nn.Module) -> None:

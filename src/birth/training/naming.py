@@ -8,6 +8,7 @@ under it.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Any, Optional
@@ -44,31 +45,37 @@ def _digest(data: Any) -> str:
 
 def defaults_of(cfg: TrainConfig) -> dict[str, Any]:
     """Every dotted key of a default config of ``cfg``'s task, with its default value."""
+    return dict(_defaults(cfg.data_args.task, tasks.args_class(cfg.data_args.task)))
+
+
+@functools.lru_cache(maxsize=64)  # per task: a sweep names thousands of runs of one task
+def _defaults(task: str, args_class: type) -> dict[str, Any]:
     base = TrainConfig()
-    base.data_args = tasks.args_class(cfg.data_args.task)()
-    base.data_args.task = cfg.data_args.task
+    base.data_args = args_class()
+    base.data_args.task = task
     return flat_dict(base)
 
 
-def non_default(cfg: TrainConfig) -> dict[str, Any]:
-    """The dotted keys of ``cfg`` whose values differ from their defaults."""
-    defaults = defaults_of(cfg)
-    return {k: v for k, v in flat_dict(cfg).items() if defaults.get(k, object()) != v}
+def non_default(cfg: TrainConfig, flat: Optional[dict] = None) -> dict[str, Any]:
+    """The dotted keys of ``cfg`` (``flat``: its ``flat_dict``, when at hand) whose values differ from
+    their defaults."""
+    defaults = _defaults(cfg.data_args.task, tasks.args_class(cfg.data_args.task))
+    return {k: v for k, v in (flat or flat_dict(cfg)).items() if defaults.get(k, object()) != v}
 
 
-def config_hash(cfg: TrainConfig) -> str:
+def config_hash(cfg: TrainConfig, flat: Optional[dict] = None) -> str:
     """First 12 hex digits of the sha256 of the non-default keys: equal configs, equal names."""
-    return _digest(non_default(cfg))
+    return _digest(non_default(cfg, flat))
 
 
-def legacy_hash(cfg: TrainConfig) -> Optional[str]:
+def legacy_hash(cfg: TrainConfig, flat: Optional[dict] = None) -> Optional[str]:
     """The name ``cfg`` had before ``config_hash`` hashed only non-default keys, or None for a
     config that schema could not express (another task, or a later key set)."""
     if cfg.data_args.task != "triggers":
         return None
-    defaults = defaults_of(cfg)
+    defaults = _defaults(cfg.data_args.task, tasks.args_class(cfg.data_args.task))
     legacy: dict[str, Any] = {}
-    for key, value in flat_dict(cfg).items():
+    for key, value in (flat or flat_dict(cfg)).items():
         name = LEGACY_NAMES.get(key, key)
         if name not in LEGACY_KEYS:
             if value != defaults.get(key):

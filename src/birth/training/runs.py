@@ -29,7 +29,7 @@ import torch
 import yaml
 
 from birth.training.config import ConfigError, TrainConfig, dump_yaml, load_yaml
-from birth.training.exits import as_no_space
+from birth.training.exits import NoWholeCheckpoint, as_no_space
 
 CKPT_RE = re.compile(r"step_(\d{8})\.pt$")
 
@@ -168,7 +168,7 @@ class RunDir:
             return load_yaml(self.config_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError, TypeError) as err:
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise ConfigError(f"--resume: cannot read {self.config_path}: {first}") from None
+            raise ConfigError(f"{self.config_path}: cannot read the run's config: {first}") from None
 
     def write_task(self, info: dict) -> None:
         atomic_write_json(self.task_path, info)
@@ -242,3 +242,61 @@ class RunDir:
     @staticmethod
     def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict:
         return torch.load(path, map_location=device, weights_only=True)
+
+    def try_checkpoint(self, path: Path, device: str | torch.device = "cpu") -> tuple[Optional[dict], str]:
+        """(state, '') of a whole checkpoint, or (None, why it is not): damaged, cut short, or not one."""
+        try:
+            state = self.load_checkpoint(path, device)
+        except Exception as err:  # noqa: BLE001 - torch raises many kinds for a damaged file
+            return None, damage_reason(err)
+        if not isinstance(state, dict) or not {"step", "model"} <= set(state) or not isinstance(state["model"], dict):
+            return None, "not a birth checkpoint (keys missing)"
+        return state, ""
+
+    def whole_checkpoints(self, device: str | torch.device = "cpu", steps: Optional[Iterable[int]] = None,
+                          warn=lambda line: print(line, file=sys.stderr)) -> list[tuple[int, dict]]:
+        """(step, state) of every checkpoint (or those at ``steps``) that loads whole, in order; the
+        damaged ones named in one warning line; NoWholeCheckpoint (one line) when none does."""
+        wanted = None if steps is None else set(steps)
+        found, damaged = [], []
+        for step, path in self.checkpoints():
+            if wanted is not None and step not in wanted:
+                continue
+            state, why = self.try_checkpoint(path, device)
+            if state is None:
+                damaged.append(f"{path.name} ({why})")
+            else:
+                found.append((step, state))
+        if damaged and found:
+            warn(f"birth: warning: {self.path}: damaged checkpoint {'; '.join(damaged)}; read the others")
+        if damaged and not found:
+            raise NoWholeCheckpoint(f"{self.path}: no whole checkpoint to read (damaged: {'; '.join(damaged)})")
+        return found
+
+    def newest_whole_checkpoint(self, device: str | torch.device = "cpu", step: Optional[int] = None,
+                                warn=lambda line: print(line, file=sys.stderr)) -> tuple[int, dict]:
+        """(step, state) of the newest checkpoint that loads whole (or the one at ``step``), each
+        damaged newer one named in one warning line; NoWholeCheckpoint (one line) when there is none."""
+        candidates = [(s, p) for s, p in self.checkpoints() if step is None or s == step]
+        if not candidates:
+            saved = ", ".join(str(s) for s, _ in self.checkpoints()) or "none"
+            at = "" if step is None else f" at step {step}"
+            raise NoWholeCheckpoint(f"{self.path}: no checkpoint{at} to read (saved: {saved})")
+        damaged = []
+        for s, path in reversed(candidates):
+            state, why = self.try_checkpoint(path, device)
+            if state is None:
+                damaged.append(f"{path.name} ({why})")
+                continue
+            if damaged:
+                warn(f"birth: warning: {self.path}: damaged checkpoint {'; '.join(damaged)}; reading {path.name}")
+            return s, state
+        raise NoWholeCheckpoint(f"{self.path}: no whole checkpoint to read (damaged: {'; '.join(damaged)})")
+
+
+def damage_reason(err: Exception) -> str:
+    """Why a checkpoint did not load, in one short line."""
+    # torch's own weights-only message is many lines of advice to load unsafely: not ours to give
+    if "Weights only" in str(err):
+        return "damaged, or holds objects that weights-only loading refuses"
+    return (str(err).splitlines() or [type(err).__name__])[0][:160]

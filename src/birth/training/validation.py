@@ -3,6 +3,9 @@ the key and the allowed values."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
+from typing import Optional
 
 import torch
 
@@ -35,8 +38,10 @@ def _positive(cfg: TrainConfig, keys: list[str]) -> None:
         _require(value > 0, f"{key}: must be > 0, got {value}")
 
 
-def validate(cfg: TrainConfig) -> None:
-    """Raises ConfigError for the first problem found; returns None when the config can run."""
+def validate(cfg: TrainConfig, memo: Optional[dict] = None) -> None:
+    """Raises ConfigError for the first problem found; returns None when the config can run.
+    ``memo``: the checks of one planning (a sweep's runs), each done once per distinct input."""
+    memo = {} if memo is None else memo
     d, m, o = cfg.data_args, cfg.model_args, cfg.optim_args
     _positive(cfg, ["optim_args.learning_rate", "optim_args.batch_size", "optim_args.eps", "model_args.dim",
                     "model_args.max_length", "model_args.n_heads", "model_args.n_layers", "data_args.seq_length",
@@ -53,7 +58,8 @@ def validate(cfg: TrainConfig) -> None:
     _require(d.seq_length <= m.max_length,
              f"data_args.seq_length: {d.seq_length} exceeds model_args.max_length={m.max_length}")
     _model(m)
-    n = _task(cfg).num_tokens
+    task = _once(memo, ("task", repr(d), cfg.loss_head_only), lambda: _task(cfg))
+    n = task.num_tokens
     device = resolve_device(cfg.device)
     _require(cfg.precision != "bf16" or device.type == "cuda" or bf16_cpu(),
              "precision: bf16 needs CUDA or a CPU with bf16 instructions (AVX512-BF16 or AMX), which this one "
@@ -61,18 +67,82 @@ def validate(cfg: TrainConfig) -> None:
     rows = max(n, m.max_length, 4 * m.dim)  # the largest weight is rows x dim
     key = "model_args.max_length" if rows == m.max_length > m.dim else "model_args.dim"  # the bigger culprit
     _require(rows * m.dim < 2 ** 62, f"{key}: a {rows} x {m.dim} weight is too large to represent")
+    stand_in = dataclasses.replace(m, dim=2, n_heads=1, max_length=1)
+    names_only = _once(memo, ("names", repr(stand_in), n), lambda: _names_only(stand_in, n))
+    _once(memo, ("freeze", cfg.freeze_until, repr(stand_in)), lambda: freeze_schedule(cfg.freeze_until, names_only))
+    _once(memo, ("interventions", cfg.interventions, repr(m), n), lambda: _interventions(cfg, names_only, n))
+    _once(memo, ("metrics", cfg.metrics), lambda: _metrics(cfg.metrics))
+    _once(memo, ("memory", repr(d), repr(m), o.batch_size, cfg.eval_batch_size, device),
+          lambda: _memory(cfg, task, device))
+    if cfg.wandb:  # a missing extra: one line now, not a traceback once the run directory exists
+        _require(problem() is None, f"wandb={cfg.wandb}: {problem()}")
+
+
+def _once(memo: dict, key, check):
+    """``check()``, once per ``key`` in ``memo`` (its result kept); a failing check raises each time."""
+    if key not in memo:
+        memo[key] = check()
+    return memo[key]
+
+
+def _names_only(stand_in: ModelArgs, n: int) -> Transformer:
     # Parameter names depend on the architecture flags and depth, not on the sizes: a dim-2 stand-in
     # names them at no cost (a meta-device model would import torch._dynamo, 2 s, for its init).
     with torch.random.fork_rng(devices=[]):
-        names_only = Transformer(dataclasses.replace(m, dim=2, n_heads=1, max_length=1), n)
-    freeze_schedule(cfg.freeze_until, names_only)
-    _interventions(cfg, names_only, n)
+        return Transformer(stand_in, n)
+
+
+def _metrics(spec: str) -> None:
     try:
-        metric_functions(cfg.metrics)
+        metric_functions(spec)
     except UnknownPlugin as err:
         raise ConfigError(f"metrics: {err}") from None
-    if cfg.wandb:  # a missing extra: one line now, not a traceback once the run directory exists
-        _require(problem() is None, f"wandb={cfg.wandb}: {problem()}")
+
+
+def memory_need(cfg: TrainConfig, task: tasks.Task) -> dict[str, int]:
+    """About the bytes a training step, the evaluation and the task's strategies hold at once, by
+    part: a bound to refuse what cannot fit, not a measurement (float32 weights, their gradients
+    and two optimizer moments; logits, their softmax and gradient; attention scores and patterns)."""
+    m, o = cfg.model_args, cfg.optim_args
+    n, t = task.num_tokens, cfg.data_args.seq_length
+    heads = m.n_heads if m.arch == "full" else 1
+    layers = m.n_layers if m.arch == "full" else 2
+    weights = 4 * 4 * (n * m.dim * 2 + m.max_length * m.dim + layers * 12 * m.dim * m.dim)
+    step = o.batch_size * t * (3 * 4 * n + layers * (3 * 4 * heads * t + 10 * 4 * m.dim))
+    # the evaluation batch's logits, and their KL to the strategies: six float64 temporaries at once
+    evaluation = cfg.eval_batch_size * t * (4 + 8 * 6) * n
+    return {"weights": weights, "step": step, "evaluation": evaluation,
+            "strategies": task.strategy_bytes(cfg.eval_batch_size)}
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes free for a run: the GPU's free memory, or the machine's available RAM."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def _memory(cfg: TrainConfig, task: tasks.Task, device: torch.device) -> None:
+    """ConfigError (one line, naming the key that sets the biggest part) for a run that cannot fit:
+    checked before anything is allocated."""
+    need = memory_need(cfg, task)
+    have = available_memory(device)
+    total = sum(need.values())
+    if total <= 0.9 * have:  # the estimate is rough (measured within 5% at N = 8192 on the repeat task)
+        return
+    biggest = max(need, key=need.get)
+    key = {"weights": "model_args.dim", "step": "optim_args.batch_size", "evaluation": "eval_batch_size",
+           "strategies": task.vocab_key}[biggest]
+    gib = lambda b: f"{b / 2 ** 30:.1f} GiB"
+    raise ConfigError(f"{key}: a run of this size needs about {gib(total)} ({biggest} {gib(need[biggest])}, with "
+                      f"N = {task.num_tokens} tokens, T = {cfg.data_args.seq_length}), more than the {gib(have)} "
+                      f"free on {device.type}; lower it (or the batch sizes)")
 
 
 def _interventions(cfg: TrainConfig, names_only: Transformer, n: int) -> None:
@@ -124,11 +194,33 @@ def _model(m: ModelArgs) -> None:
              "(set model_args.freeze_embeddings too)")
 
 
-def resolve_config(preset: str | None, overrides: list[str] | dict | None = None) -> TrainConfig:
-    """Builds and validates a config: the one entry point for user input."""
+def resolve_config(preset: str | None, overrides: list[str] | dict | None = None,
+                   warn=lambda line: print(line, file=sys.stderr), memo: Optional[dict] = None) -> TrainConfig:
+    """Builds and validates a config: the one entry point for user input. What is valid but likely
+    unintended (``notices``) is said through ``warn``, one line each; ``memo``: see ``validate``."""
     cfg = build_config(preset, overrides)
-    validate(cfg)
+    validate(cfg, memo)
+    for line in notices(cfg):
+        warn(line)
     return cfg
+
+
+def notices(cfg: TrainConfig) -> list[str]:
+    """Warnings for settings that run but may not do what was meant: a checkpoint step or an
+    intervention window past the end of training."""
+    out = []
+    late = sorted(s for s in checkpoint_steps(cfg.checkpoint_steps, cfg.max_iters) if s > cfg.max_iters)
+    if late:
+        out.append(f"birth: warning: checkpoint_steps: {', '.join(map(str, late))} past max_iters={cfg.max_iters}: "
+                   "never saved")
+    for iv in interventions.parse(cfg.interventions):
+        if iv.start >= cfg.max_iters:
+            out.append(f"birth: warning: interventions: {iv.text()} starts at or after max_iters={cfg.max_iters}: "
+                       "it never acts")
+        elif iv.end is not None and iv.end > cfg.max_iters:
+            out.append(f"birth: warning: interventions: {iv.text()} ends after max_iters={cfg.max_iters}: it acts "
+                       "until the end of training")
+    return out
 
 
 def config_fields_help() -> list[tuple[str, str, str]]:

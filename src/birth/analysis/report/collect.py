@@ -12,12 +12,14 @@ import html
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
 import torch
 
 from birth.training.config import ConfigError, dump_yaml
 from birth.analysis.plots import attention_example, glyph, metric_names, repeat_boxes, run_panels
+from birth.training.exits import NoWholeCheckpoint
 from birth.training.runs import RunDir
 from birth.analysis.sweep_plots import plot_sweep
 from birth.analysis.transformer_lens import tl_head_scores, to_transformer_lens
@@ -62,19 +64,18 @@ def _reproduction(root: Path) -> dict:
     figures = [{"name": p.stem, "src": "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()}
                for p in sorted((root / "figures").glob("*.png"))]
     run_dirs = [p for p in sorted((root / "runs").glob("*")) if RunDir(p).holds_run() and RunDir(p).checkpoints()]
+    shown, damaged = _readable([(p, p.name) for p in run_dirs[:MAX_RUNS]])
     return {"kind": "reproduction", "title": f"birth reproduction {root.name}",
             "command": state.get("last", {}).get("command", ""),
             "claims": [{k: str(c.get(k, ""))
                         for k in ("id", "claim", "figure", "rule", "measured", "verdict", "reason")}
                        for c in claims],
-            "figures": figures, "runs_total": len(run_dirs),
-            "runs": [run_payload(p) for p in run_dirs[:MAX_RUNS]]}
+            "figures": figures, "runs_total": len(run_dirs), "runs": shown, "damaged": damaged}
 
 
 def _sweep(root: Path) -> dict:
     """A sweep output (``birth sweep``) as a reproduction's page: its figures, drawn afresh by each
     swept key (``birth plot OUT --by KEY``), and the run view of its runs, named by their labels."""
-    import sys
     index = read_index(root)
     files: list[Path] = []
     for key in index["swept"]:
@@ -85,10 +86,23 @@ def _sweep(root: Path) -> dict:
     figures = [{"name": p.stem, "src": "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()}
                for p in files]
     runs = [r for r in index["runs"] if RunDir(root / r["run_dir"]).checkpoints()]  # trained, or resumable
+    shown, damaged = _readable([(root / r["run_dir"], f"{r['label']} ({Path(r['run_dir']).name})")
+                                for r in runs[:MAX_RUNS]])
     return {"kind": "reproduction", "title": f"birth sweep {root.name}", "command": index.get("command", ""),
-            "claims": [], "figures": figures, "runs_total": len(runs),
-            "runs": [{**run_payload(root / r["run_dir"]), "name": f"{r['label']} ({Path(r['run_dir']).name})"}
-                     for r in runs[:MAX_RUNS]]}
+            "claims": [], "figures": figures, "runs_total": len(runs), "runs": shown, "damaged": damaged}
+
+
+def _readable(runs: list[tuple[Path, str]]) -> tuple[list[dict], list[str]]:
+    """The run view of each (run directory, name), and the names of the runs skipped because no
+    checkpoint of theirs is whole (each said in one line)."""
+    shown, damaged = [], []
+    for path, name in runs:
+        try:
+            shown.append({**run_payload(path), "name": name})
+        except NoWholeCheckpoint as err:
+            print(f"birth: report: skipped {name}: {err}", file=sys.stderr)
+            damaged.append(name)
+    return shown, damaged
 
 
 def run_payload(path: Path) -> dict:
@@ -125,9 +139,9 @@ def _summary_keys(task: dict) -> list[str]:
 
 def _attention(run: RunDir, length: int = 64) -> dict:
     """Attention maps of every layer and head at every checkpoint, on one evaluation sequence."""
-    ckpts = run.checkpoints()
-    if not ckpts:
+    if not run.checkpoints():
         return {"attention": None, "tl": {"error": "no checkpoint"}}
+    ckpts = run.whole_checkpoints()  # a damaged one is named and left out; NoWholeCheckpoint when none is whole
     cfg = run.read_config()
     setup = build_setup(cfg, torch.device("cpu"))
     ex = attention_example(setup, length)
@@ -135,8 +149,8 @@ def _attention(run: RunDir, length: int = 64) -> dict:
     # the patterns the run used: its clamps act on them in their windows (the step that made a checkpoint)
     clamps = Interventions(cfg.interventions, setup.model, setup.triggers, cfg.data_args.seq_length)
     maps, clamped = [], []
-    for step, ckpt in ckpts:
-        setup.model.load_state_dict(RunDir.load_checkpoint(ckpt)["model"])
+    for step, state in ckpts:
+        setup.model.load_state_dict(state["model"])
         setup.model.eval()
         clamps.step = max(step - 1, 0)
         with torch.no_grad():

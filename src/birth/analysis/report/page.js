@@ -236,6 +236,9 @@ function reproductionTop(top) {
   el("h2", {}, top, "Figures");
   for (const f of P.figures) { el("p", {}, top, f.name); el("img", { class: "figure", src: f.src, alt: f.name }, top); }
   el("h2", {}, top, `Runs (${P.runs.length} of ${P.runs_total} shown)`);
+  if (P.damaged && P.damaged.length) {
+    el("p", { id: "damaged" }, top, `Skipped, no whole checkpoint to read: ${P.damaged.join(", ")}`);
+  }
   const sel = el("select", { id: "run-select" }, el("label", {}, top, "run "));
   P.runs.forEach((r, i) => el("option", { value: i }, sel, r.name));
   sel.addEventListener("change", () => runView(P.runs[+sel.value], document.getElementById("run")));

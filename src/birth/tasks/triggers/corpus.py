@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import functools
 import json
 import os
 import sys
@@ -206,8 +207,10 @@ def _from_json(raw: dict, source: str) -> CorpusStats:
                        bigram_counts=np.asarray(raw["bigram_counts"], dtype=np.float64), source=source)
 
 
+@functools.lru_cache(maxsize=1)
 def bundled_stats() -> CorpusStats:
-    """The tiny Shakespeare table shipped with the package (N = 65)."""
+    """The tiny Shakespeare table shipped with the package (N = 65); read once per process (it never
+    changes, and every config check reads it)."""
     raw = json.loads(resources.files("birth.tasks.triggers").joinpath(BUNDLED_TABLE).read_text(encoding="utf-8"))
     return _from_json(raw, source=raw["source"])
 

@@ -98,6 +98,7 @@ class TriggersTask(Task):
     """
 
     name = "triggers"
+    vocab_key = "data_args.corpus"  # what sets N
     stack_keys = ("seq_length", "corpus")  # a stack's batches: one shape, one vocabulary
     Args = DataArgs
     masks = ("in_context", "global", "first")  # reported; batches also carry "trigger" (outs >= 1)
@@ -119,9 +120,7 @@ class TriggersTask(Task):
         self.cond = cond.to(self.device)
         # Inverse-CDF tables; the last entry of each row is forced to 1 so that u < 1 always finds a token.
         self.cdf_u = _cdf(marginal).to(self.device)
-        threshold, index = alias_tables(stats.cond)
-        self.alias_threshold = torch.as_tensor(threshold).to(self.device)             # (N, N)
-        self.alias_index = torch.as_tensor(index).to(self.device)                     # (N, N)
+        self._alias: tuple[torch.Tensor, torch.Tensor] | None = None  # made on the first batch (``_tables``)
         self._table_cache: tuple[int, torch.Tensor, torch.Tensor] | None = None
         self.fixed = (fixed_triggers(stats.marginal, data.k, data.special_toks_offset)
                       if data.fixed_special_toks else None)
@@ -272,11 +271,15 @@ class TriggersTask(Task):
         The thresholds never change (forced rows have threshold 0), so they are built once per
         table size; the alias table is reused and its forced rows overwritten by each batch.
         """
+        if self._alias is None:  # pi_b's own rows, once (a config check builds the task and never samples)
+            threshold, index = alias_tables(self.stats.cond)
+            self._alias = torch.as_tensor(threshold).to(self.device), torch.as_tensor(index).to(self.device)
         if self._table_cache is None or self._table_cache[0] != forced_rows:
             n, dev = self.num_tokens, self.device
-            threshold = torch.cat([self.alias_threshold, torch.zeros(forced_rows, n, dtype=torch.float64, device=dev)])
+            base_threshold, base_alias = self._alias                                   # (N, N) each
+            threshold = torch.cat([base_threshold, torch.zeros(forced_rows, n, dtype=torch.float64, device=dev)])
             threshold = (threshold + torch.arange(n, device=dev)).flatten()           # j + threshold[r, j]
-            alias = torch.cat([self.alias_index, torch.zeros(forced_rows, n, dtype=torch.long, device=dev)]).flatten()
+            alias = torch.cat([base_alias, torch.zeros(forced_rows, n, dtype=torch.long, device=dev)]).flatten()
             self._table_cache = (forced_rows, threshold, alias)
         return self._table_cache[1], self._table_cache[2]
 
