@@ -26,7 +26,7 @@ from birth.launching.local import LocalBackend
 from birth.launching.plan import Log, Planned, Report
 from birth.plugins import UnknownPlugin
 from birth.training.config import ConfigError
-from birth.training.lock import directory_lock
+from birth.training.lock import check_folder, directory_lock
 
 
 def resolve(name: str) -> list[Recipe]:
@@ -85,6 +85,7 @@ def reproduce(name: str, *, scale: str = DEFAULT_SCALE, seeds: Seeds | int | Non
     """The recipes' sweeps (one launch), then their computations, figures and claims."""
     recipes = resolve(name)
     seeds = as_seeds(seeds)
+    check_folder(out)
     out = Output(Path(out))
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
     planned = plan(recipes, scale, seeds, out, precision)

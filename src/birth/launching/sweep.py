@@ -28,7 +28,7 @@ from birth.launching.jobs import Backend
 from birth.launching.plan import Log, Planned, Report, Sweep
 from birth.training.config import (PRESETS, ConfigError, all_keys, canonical, field_type, import_plugins,
                                    known_key, override_value, parse_overrides)
-from birth.training.lock import directory_lock
+from birth.training.lock import check_folder, directory_lock
 from birth.training.runs import RunDir, atomic_write_json
 
 INDEX = "sweep.json"
@@ -337,6 +337,7 @@ def run_sweep(sweep: Sweep, out: str | Path, backend: Backend, *, dry_run: bool 
               log: Log = plans.stderr, max_runs: int = plans.MAX_RUNS) -> Report:
     """Plans (validating everything), then trains what is not complete and writes the index."""
     out = Path(out)
+    check_folder(out)
     planned = plans.plan(sweep, out, log, max_runs)
     if dry_run:
         plans.launch(planned, backend, "sweep", out / "runs", dry_run=True, log=log)

@@ -68,12 +68,17 @@ def directory_lock(path: str | Path, *, wait: bool = False, what: str = "--out")
         os.close(fd)  # releases the lock
 
 
+def check_folder(path: str | Path, what: str = "--out") -> None:
+    """One-line ConfigError when ``path``, or a folder above it, is a file; creates nothing."""
+    for place in (Path(path), *Path(path).parents):
+        if place.exists() and not place.is_dir():
+            raise ConfigError(f"{what}: {place} is a file, not a folder")
+
+
 def make_folder(path: Path, what: str = "--out") -> None:
     """Creates the folder ``path`` (and its parents); one-line ConfigError when it, or a parent, is
     a file, or it cannot be made; NoSpace on a full disk."""
-    for place in (path, *path.parents):
-        if place.exists() and not place.is_dir():
-            raise ConfigError(f"{what}: {place} is a file, not a folder")
+    check_folder(path, what)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -30,5 +30,6 @@ def write_report(path: str | Path, out: str | Path | None = None) -> Path:
     """Writes ``report.html`` into the run or reproduction directory ``path`` (or ``out``)."""
     payload = collect(Path(path))
     target = Path(out) if out else Path(path) / "report.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(render(payload), encoding="utf-8")
     return target
