@@ -40,7 +40,10 @@ def cmd_train(args) -> int:
         if args.overrides or args.preset or args.out or args.overwrite:
             raise ConfigError("--resume: takes no overrides, --preset, --out or --overwrite; "
                               "the run's own config.yaml and directory are used")
-        cfg = run.read_config()
+        try:
+            cfg = run.read_config()
+        except ConfigError as err:  # the option the user wrote, then the file
+            raise ConfigError(f"--resume: {err}") from None
         validate(cfg)
         if args.print_config:
             return _print_config(cfg)
