@@ -16,6 +16,13 @@ LONGEST_FIRST = ("test_fault_injection.py", "test_slurm.py", "test_stopping.py",
                  "test_train.py", "test_interop_notebook.py", "test_stacked.py", "test_resume.py")
 
 
+def pytest_configure(config):
+    # one torch thread per test process: 3 workers of 2 threads each on 2 cores spin against each
+    # other (the tests that measure threads set their own)
+    import torch
+    torch.set_num_threads(1)
+
+
 def pytest_xdist_auto_num_workers(config):
     return min(4, max(2, (os.cpu_count() or 1) * 3 // 2))
 

@@ -190,7 +190,9 @@ def test_birth_reproduce_with_stacks_trains_what_it_trains_without(tmp_path):
                "optim_args.learning_rate": 0.05}]),
 ], ids=["markov", "repeat", "full-architecture"])
 def test_every_task_and_architecture_stacks_and_learns_what_it_learns_alone(preset, per_run, tmp_path):
-    small = {"max_iters": 30, "eval_delta": 10, "optim_args.batch_size": 16, "eval_batch_size": 32, "device": "cpu"}
+    small = {"max_iters": 30, "eval_delta": 10, "optim_args.batch_size": 16, "eval_batch_size": 32, "device": "cpu",
+             **({"data_args.seq_length": 32, "model_args.max_length": 32, "model_args.dim": 32} if preset == "full"
+                else {})}
     cfgs = [build_config(preset, {**small, **over, "seed": 42 + i, "init_seed": i}) for i, over in enumerate(per_run)]
     assert len({stack_key(c) for c in cfgs}) == 1 and stack_key(cfgs[0]).key is not None
     jobs = [Job(to_dict(c), str(tmp_path / f"stack{i}")) for i, c in enumerate(cfgs)]
