@@ -5,9 +5,17 @@ __version__ = "0.1.0"
 
 
 def load_run(path, device: str = "cpu"):
-    """A saved run directory as a ``birth.analysis.run.Run``: config, models at saved steps, samplers, metrics."""
+    """A saved run directory as a ``birth.analysis.run.Run``: config, models at saved steps, samplers,
+    metrics; or a folder of ``birth export hf`` (``birth.analysis.hf_checkpoints.ExportedRun``)."""
+    from birth.analysis.hf_checkpoints import ExportedRun, is_export  # deferred: `import birth` stays light
     from birth.analysis.run import load_run as _load_run  # deferred: `import birth` stays light
-    return _load_run(path, device)
+    return ExportedRun(path, device) if is_export(path) else _load_run(path, device)
+
+
+def from_pretrained(path, step=None, device: str = "cpu"):
+    """The model of a ``birth export hf`` folder at ``step`` (default: its last), or of one step's folder."""
+    from birth.analysis.hf_checkpoints import from_pretrained as _from  # deferred: `import birth` stays light
+    return _from(path, step, device)
 
 
 def train(config, out, *, preset=None, callbacks=(), hooks=None, resume: bool = False, overwrite: bool = False,
@@ -36,3 +44,11 @@ def events(df, metric: str, threshold: float, below: bool = False):
     (``below=True``: falls to it), NaN if never; one row per run with its swept columns."""
     from birth.analysis.table import events as _events  # deferred: pandas
     return _events(df, metric, threshold, below)
+
+
+def patch(model, clean, corrupted, metric, points=None, positions=None):
+    """Activation patching (``birth.measures.patching.patch``): the change of ``metric`` (logits ->
+    one score per sequence) per (hook point, position, head) when one activation of the
+    ``corrupted`` tokens' run replaces the ``clean`` tokens', as a pandas DataFrame."""
+    from birth.measures.patching import patch as _patch  # deferred: `import birth` stays light
+    return _patch(model, clean, corrupted, metric, points, positions)

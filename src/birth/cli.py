@@ -122,12 +122,16 @@ def _add_bench(sub) -> None:
 
 
 def _add_interop(sub) -> None:
-    p = sub.add_parser("export", help="export a trained run to another toolkit")
-    p.add_argument("format", choices=("transformer-lens",), help="target toolkit")
+    p = sub.add_parser("export", help="export a trained run to another toolkit, or as Hugging Face checkpoints",
+                       description="transformer-lens: one file for TransformerLens; hf: a folder per step, "
+                                   "config.json and model.safetensors each (docs/interop.md)")
+    p.add_argument("format", choices=("transformer-lens", "hf"), help="target")
     p.add_argument("run_dir")
     p.add_argument("--out", required=True,
-                   help="file to write (load it with birth.analysis.transformer_lens.load_transformer_lens)")
-    p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+                   help="transformer-lens: the file to write (birth.analysis.transformer_lens.load_transformer_lens); "
+                        "hf: the folder (birth.from_pretrained)")
+    p.add_argument("--step", type=int, help="transformer-lens: checkpoint step (default: the newest whole one)")
+    p.add_argument("--steps", default="all", help="hf: the checkpoint steps, all (the default) or S,S,...")
     p.set_defaults(func=commands.cmd_export)
     p = sub.add_parser("report", help="self-contained HTML report of a run or a reproduction output")
     p.add_argument("path", metavar="RUN_OR_OUT")
@@ -158,6 +162,23 @@ def _add_llc(sub) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the chains' noise (default %(default)s)")
     p.add_argument("--out", help="folder for llc.csv, llc.json and figures/llc.png (default: RUN)")
     p.set_defaults(func=commands.cmd_llc)
+
+
+def _add_patch(sub) -> None:
+    p = sub.add_parser("patch", help="activation patching of a trained run on its task's natural corruption",
+                       description="Copies one activation of a corrupted input's run into the clean run, per hook "
+                                   "point, position and head, and measures how far the in-context metric moves; "
+                                   "writes RUN/patching/patching.csv and a heatmap per layer (docs/interop.md).")
+    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("--steps", help="checkpoint steps: S,S,... or all (default: the newest whole checkpoint); with "
+                                   "several, patching_over_training.png shows when each component carries the answer")
+    p.add_argument("--sequence", type=int, default=0,
+                   help="which informative sequence of the evaluation batch (default %(default)s)")
+    p.add_argument("--points", default="all",
+                   help="all (every hook point but the logits, the default), patterns (every attention pattern), or "
+                        "comma-separated hook point names")
+    p.add_argument("--out", help="folder for the table and figures (default: RUN/patching)")
+    p.set_defaults(func=commands.cmd_patch)
 
 
 def _add_reproduce(subparsers) -> None:
@@ -227,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_interop(sub)
     _add_llc(sub)
+    _add_patch(sub)
     _add_theory(sub)
     _add_reproduce(sub)
     return parser

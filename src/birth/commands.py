@@ -18,7 +18,7 @@ from birth.measures.llc import LLCSettings
 from birth.training.config import ConfigError, dump_yaml
 from birth.training.lock import check_free, clear_directory, directory_lock
 from birth.training.loop import headline_accuracy, train
-from birth.training.runs import RunDir
+from birth.training.runs import RunDir, steps_of
 from birth.training.threads import choose_threads
 from birth.training.validation import resolve_config, validate
 from birth.training.wandb_log import log_figures
@@ -165,6 +165,13 @@ def cmd_bench(args) -> int:
 
 
 def cmd_export(args) -> int:
+    if args.format == "hf":
+        from birth.analysis.hf_checkpoints import export_hf  # deferred: safetensors, matplotlib
+        if args.step is not None:
+            raise ConfigError("--step: for transformer-lens; hf exports --steps all|S,S,...")
+        for folder in export_hf(args.run_dir, args.out, steps_of(args.run_dir, args.steps)):
+            print(folder)
+        return 0
     from birth.analysis.run import load_run  # deferred: matplotlib, pandas
     from birth.analysis.transformer_lens import save_transformer_lens  # deferred: matplotlib, pandas
     run = load_run(args.run_dir)
@@ -187,6 +194,15 @@ def cmd_llc(args) -> int:
     settings = LLCSettings(chains=args.chains, draws=args.draws, burnin=args.burnin, lr=args.lr, gamma=args.gamma,
                            nbeta=args.nbeta, batch_size=args.batch_size, seed=args.seed)
     for path in run_llc(args.run_dir, settings, steps, args.out, log=lambda s: print(s, file=sys.stderr)):
+        print(path)
+    return 0
+
+
+def cmd_patch(args) -> int:
+    from birth.analysis.patching_figures import patch_run  # deferred: matplotlib, pandas
+    if args.sequence < 0:
+        raise ConfigError(f"--sequence: must be >= 0, got {args.sequence}")
+    for path in patch_run(args.run_dir, steps_of(args.run_dir, args.steps), args.sequence, args.points, args.out):
         print(path)
     return 0
 

@@ -201,6 +201,13 @@ def forward(model: nn.Module, tokens: torch.Tensor, targets: Optional[torch.Tens
     return (logits, [p.unsqueeze(1) for p in patterns]) if return_attn else logits
 
 
+def stacked_logits(w: Weights, tokens: torch.Tensor, hooks: Hooks = NO_HOOKS) -> torch.Tensor:
+    """The logits (R, B, T, N) of each run of a stack on its tokens (R, B, T); ``hooks`` see every
+    tensor with the leading R."""
+    h, mixed, _ = _streams(w, tokens, _explicit(tokens, None, hooks), hooks)
+    return _head(w, h, mixed, hooks)
+
+
 def stacked_losses(w: Weights, tokens: torch.Tensor, y: torch.Tensor, targets: torch.Tensor,
                    explicit: Optional[bool] = None, hooks: Hooks = NO_HOOKS) -> torch.Tensor:
     """The loss at the targets of each run of a stack (R,): run r's weights on its batch (tokens, y,

@@ -9,10 +9,15 @@ leading R) and the tokens of that run's batch in ``hook.context``.
 """
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
+
+from birth.model import simplified_pass
+from birth.model.hooks import Hooks
 
 
 def vmapped_losses(template: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
@@ -30,3 +35,30 @@ def vmapped_losses(template: nn.Module, params: dict[str, torch.Tensor], buffers
         return vmap(one)(params, buffers, tokens, y, targets)
     finally:
         template.explicit_attention = False
+
+
+@torch.no_grad()
+def stacked_run_with_cache(models: Sequence[nn.Module], tokens: torch.Tensor, names: Optional[Sequence[str]] = None
+                           ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``run_with_cache`` of a stack of runs of one shape: the logits (R, B, T, N) of each model on
+    its tokens (R, B, T), and each hook point's tensor with the leading run dimension R. The
+    simplified model takes its rearranged stacked pass where its points allow it (all but
+    ``attn.hook_z``); any other model runs one at a time, stacked after."""
+    template = models[0]
+    names = list(template.hook_points()) if names is None else list(names)
+    if template.args.arch == "simplified" and set(names) <= simplified_pass.HONOURED and not any(
+            m.module_by_module() for m in models):
+        cache: dict[str, torch.Tensor] = {}
+
+        def keep(name):
+            def record(t):
+                cache[name] = t.detach()
+                return t
+            return record
+        own = [dict(m.named_parameters(remove_duplicate=False)) | dict(m.named_buffers()) for m in models]
+        stacked = {n: torch.stack([o[n] for o in own]) for n in own[0] if n != "freqs"}
+        weights = simplified_pass.Weights.stacked(template, stacked)
+        logits = simplified_pass.stacked_logits(weights, tokens, Hooks({n: keep(n) for n in names}))
+        return logits, cache
+    outs = [m.run_with_cache(x, names) for m, x in zip(models, tokens)]
+    return torch.stack([o[0] for o in outs]), {n: torch.stack([o[1][n] for o in outs]) for n in names}

@@ -21,7 +21,7 @@ forward is its reference, the full model's pass, and what analysis code calls.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -243,6 +243,23 @@ class Transformer(nn.Module):
             raise ValueError(f"hook point {name!r}: this {self.args.arch} model has "
                              f"{', '.join(sorted(self._hook_points))}")
         return self._hook_points[name]
+
+    @torch.no_grad()
+    def run_with_cache(self, tokens: torch.Tensor, names: Optional[Sequence[str]] = None
+                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(logits, cache): the logits (B, T, N) and the tensor each hook point saw, by name (every
+        point of the model, or ``names``), in one pass of the model as it is (its interventions and a
+        user's hooks acting). No hook stays behind: an unhooked model pays nothing for the method."""
+        names = list(self._hook_points) if names is None else list(names)
+        cache: dict[str, torch.Tensor] = {}
+        handles = [self.hook_point(name).add_hook(lambda t, hook: cache.__setitem__(hook.name, t.detach()))
+                   for name in names]
+        try:
+            logits = self(tokens)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return logits, cache
 
     def add_hook(self, name: str, fn):
         """A TransformerLens-style hook ``fn(tensor, hook) -> tensor | None`` on the hook point

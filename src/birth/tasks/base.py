@@ -86,6 +86,33 @@ def stream_generator(seed: int, stream: str, index: int, device: torch.device | 
     return gen
 
 
+@dataclass
+class PatchExample:
+    """A task's natural corruption of a batch, for activation patching (``birth.measures.patching``):
+    clean and corrupted tokens (B, T); the metric, the mean log-probability of the next tokens ``y``
+    (B, T) over the positions ``where`` (B, T) of each sequence (higher: more right); and, per
+    sequence, its named positions (for figures: the trigger's two occurrences, ...)."""
+
+    clean: torch.Tensor
+    corrupted: torch.Tensor
+    y: torch.Tensor
+    where: torch.Tensor
+    marks: list[dict[str, int]] = field(default_factory=list)
+
+    def metric(self, logits: torch.Tensor) -> torch.Tensor:
+        """(k B,) scores of logits (k B, T, N): k copies of the batch, as patching runs them."""
+        copies = logits.shape[0] // self.y.shape[0]
+        lp = torch.log_softmax(logits.float(), -1).gather(-1, self.y.repeat(copies, 1)[..., None])[..., 0]
+        w = self.where.repeat(copies, 1).to(lp.dtype)
+        return (lp * w).sum(1) / w.sum(1)
+
+    def select(self, rows: Sequence[int]) -> "PatchExample":
+        """The example of the sequences ``rows`` only."""
+        index = torch.as_tensor(list(rows), dtype=torch.long, device=self.clean.device)
+        return PatchExample(self.clean[index], self.corrupted[index], self.y[index], self.where[index],
+                            [self.marks[i] for i in rows])
+
+
 class Task:
     """One data distribution. Subclasses set ``name``, ``Args`` and ``masks``, and define ``sample``
     (and usually ``strategies``); the rest has defaults.
@@ -157,6 +184,11 @@ class Task:
     def weight_metrics(self, model) -> dict[str, float]:
         """Probes of the weights alone (none by default)."""
         return {}
+
+    def patch_example(self, batch: Batch, gen: torch.Generator) -> Optional[PatchExample]:
+        """The task's natural corruption of ``batch`` (the sequences that have one), for activation
+        patching; None for a task without one (the default)."""
+        return None
 
     def strategy_bytes(self, batch_size: int) -> int:
         """About the memory the strategies take on an evaluation batch of ``batch_size`` sequences:

@@ -22,13 +22,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
 from birth.fields import documented as _f
 from birth.measures import strategies as S
 from birth.tasks import register
-from birth.tasks.base import Batch, Task, TaskArgs
+from birth.tasks.base import Batch, PatchExample, Task, TaskArgs
 
 
 @dataclass
@@ -76,6 +78,18 @@ class RepeatTask(Task):
         t = torch.arange(self.args.seq_length, device=dev)
         masks = {"in_context": t >= h, "global": t < h - 1, "first": t == h - 1}
         return Batch(z[:, :-1], z[:, 1:], masks, {"period": h.squeeze(1)})
+
+    def patch_example(self, b: Batch, gen: torch.Generator) -> Optional[PatchExample]:
+        """The first copy (positions 0 .. h-1) resampled, the rest kept: the second copy can no
+        longer be read off the context; the metric is the mean log-probability of the next token over
+        the second copy (the in-context targets). Marks: the first copy's end and the second copy's start."""
+        h = b.latents["period"]                                                         # (B,)
+        t = torch.arange(b.x.shape[1], device=b.x.device)
+        first = t < h[:, None]
+        fresh = torch.randint(self.num_tokens, b.x.shape, generator=gen, device=b.x.device)
+        corrupted = torch.where(first, fresh, b.x)
+        marks = [{"first copy ends": int(p) - 1, "second copy starts": int(p)} for p in h]
+        return PatchExample(b.x, corrupted, b.y, b.masks["in_context"], marks)
 
     def strategies(self) -> dict:
         """``uniform``; and ``bayes``, the exact posterior predictive (with a fixed period: a copy of

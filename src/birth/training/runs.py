@@ -300,3 +300,15 @@ def damage_reason(err: Exception) -> str:
     if "Weights only" in str(err):
         return "damaged, or holds objects that weights-only loading refuses"
     return (str(err).splitlines() or [type(err).__name__])[0][:160]
+
+
+def steps_of(run_dir: str | Path, spec: Optional[str]) -> Optional[list[int]]:
+    """``--steps``: None (the newest whole checkpoint), ``all`` or comma-separated steps."""
+    if not spec:
+        return None
+    if spec == "all":
+        return [s for s, _ in RunDir(run_dir).checkpoints()]
+    try:
+        return [int(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--steps: {spec!r} is not all or a comma-separated list of steps") from None

@@ -23,7 +23,7 @@ import torch
 from birth.fields import documented as _f
 from birth.tasks.triggers.corpus import CorpusError, CorpusStats, load_stats
 from birth.tasks import register
-from birth.tasks.base import Batch, Task, TaskArgs
+from birth.tasks.base import Batch, PatchExample, Task, TaskArgs
 from birth.measures import strategies as S
 from birth.tasks.triggers.probes import attention_probes, loss_metrics, memory_probes
 
@@ -355,6 +355,30 @@ class TriggersTask(Task):
         score = log_law + falling - shown * self.log_marginal
         score = torch.where(counts >= shown, score, -math.inf)
         return self._by_mask(b, torch.softmax(score, -1))
+
+    def patch_example(self, b: TriggerBatch, gen: torch.Generator) -> Optional[PatchExample]:
+        """Each sequence with an in-context target, at its first one t (a trigger q at its second
+        occurrence): the earlier occurrence of q, at s, is replaced by a token that is no trigger of
+        the sequence, so that nothing in the context tells q's output; the metric is the
+        log-probability of that output at t. Marks: s, s + 1 (the output seen) and t."""
+        has = b.masks["in_context"].any(1)
+        if not has.any():
+            return None
+        x, y, triggers = b.x[has], b.y[has], b.triggers[has]
+        t = b.masks["in_context"][has].float().argmax(1)                                  # (B,) first target
+        q = x.gather(1, t[:, None])                                                       # (B, 1)
+        s = ((x == q) & (torch.arange(x.shape[1], device=x.device) < t[:, None])).float().argmax(1)
+        allowed = torch.ones(len(x), self.num_tokens, dtype=torch.bool, device=x.device)
+        allowed.scatter_(1, torch.cat([triggers, q], 1), False)                          # no trigger, not q
+        weights = allowed.double()
+        replacement = torch.multinomial(weights / weights.sum(1, keepdim=True), 1, generator=gen)[:, 0]
+        corrupted = x.clone()
+        corrupted[torch.arange(len(x)), s] = replacement
+        at = torch.zeros_like(x, dtype=torch.bool)
+        at[torch.arange(len(x)), t] = True
+        marks = [{"first occurrence": int(a), "its output": int(a) + 1, "second occurrence": int(c)}
+                 for a, c in zip(s, t)]
+        return PatchExample(x, corrupted, y, at, marks)
 
     def ood_accuracy_mask(self, arch: str) -> str:
         """The positions acc_end_test counts: outs >= 2 for the simplified script, outs >= 1 for the full one."""
