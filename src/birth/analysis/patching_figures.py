@@ -4,7 +4,7 @@ task's natural corruption, at one checkpoint or over several, as a table and a h
     RUN/patching/patching.csv             step, point, layer, position, head, metric, change, fraction
     RUN/patching/layer<L>.png             the fractions of layer L at the last step: a row per (point,
                                           head), a column per position, the example's marks on top
-    RUN/patching/over_training.png        with several steps: each row's largest fraction per step
+    RUN/patching/over_training.png        with several steps: each row's largest drop of the metric per step
 
 The example is one sequence of the run's fixed evaluation batch: the ``sequence``-th (from 0) of
 those whose corruption moves the metric by at least ``MIN_DROP`` nats at the last step read.
@@ -98,16 +98,18 @@ def _heatmap(rows: pd.DataFrame, marks: dict, title: str, path: Path) -> Path:
 
 
 def _over_training(table: pd.DataFrame, path: Path) -> Path:
-    """Each (point, head)'s largest fraction over the positions, at each step patched."""
-    best = table.assign(row=[_row_label(p, h) for p, h in zip(table["point"], table["head"])]) \
-        .groupby(["row", "step"])["fraction"].max().unstack("row")
+    """Each (point, head)'s largest drop of the metric over the positions, in nats, at each step
+    patched (a fraction needs the corruption to matter; a drop is comparable across steps)."""
+    rows = [p.replace("attn.", "") + (f" h{h}" if h >= 0 else "") for p, h in zip(table["point"], table["head"])]
+    drop = table.assign(row=rows, drop=-table["change"]).groupby(["row", "step"])["drop"].max().unstack("row")
     with paper_style():
-        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH * 1.4, 2.4))
-        for row in best.columns:
-            ax.plot(best.index, best[row], marker="o", ms=3, label=row)
-        ax.set(xlabel="checkpoint step", ylabel="largest fraction over positions",
+        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH * 1.6, 2.6))
+        for k, row in enumerate(drop.columns):
+            ax.plot(drop.index, drop[row], marker="o", ms=3, label=row, ls="-" if "pattern" in row else ":",
+                    color=f"C{k % 10}")
+        ax.set(xlabel="checkpoint step", ylabel="largest drop of the metric (nats)",
                title="when each component carries the in-context answer")
-        ax.legend(frameon=False, fontsize=6)
+        ax.legend(frameon=False, fontsize=5, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         fig.savefig(path, bbox_inches="tight")
         plt.close(fig)
     return path

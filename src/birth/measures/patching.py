@@ -89,17 +89,27 @@ def patch(model, clean: torch.Tensor, corrupted: torch.Tensor, metric: Metric,
     ``corrupted`` tokens' run replaces the ``clean`` tokens' (both (B, T)): a DataFrame with columns
     point, layer, position, head, metric, change, fraction. ``points``: hook point names (default:
     every point but the logits, ``default_points``); ``positions``: default every position."""
-    import pandas as pd  # deferred: pandas is for the table only
     if clean.shape != corrupted.shape:
         raise ValueError(f"patch: clean {tuple(clean.shape)} and corrupted {tuple(corrupted.shape)} tokens differ "
                          "in shape")
     points = default_points(model) if points is None else list(points)
     positions = list(range(clean.shape[1])) if positions is None else list(positions)
-    clean_logits, _ = model.run_with_cache(clean, [])
-    corrupted_logits, cache = model.run_with_cache(corrupted, points)
-    base, worst = metric(clean_logits).mean(), metric(corrupted_logits).mean()
+    model.every_module = True  # one pass for every run below: a patch that changes nothing moves nothing
+    try:
+        return _patch(model, clean, corrupted, metric, points, positions)
+    finally:
+        model.every_module = False
+
+
+def _patch(model, clean: torch.Tensor, corrupted: torch.Tensor, metric: Metric, points: list[str],
+           positions: list[int]):
+    import pandas as pd  # deferred: pandas is for the table only
     batch = clean.shape[0]
     repeated = clean.repeat(len(positions), 1)                                          # (P B, T)
+    base = metric(model(repeated)).view(len(positions), batch).mean(1)                  # (P,): each copy unpatched
+    _, cache = model.run_with_cache(corrupted.repeat(len(positions), 1), points)
+    cache = {name: tensor[:batch] for name, tensor in cache.items()}                   # the corrupted run, once
+    worst = metric(model(corrupted.repeat(len(positions), 1))).view(len(positions), batch).mean(1)[0]
     rows = []
     for name in points:
         for head in _heads(name, cache[name].shape):
@@ -110,12 +120,13 @@ def patch(model, clean: torch.Tensor, corrupted: torch.Tensor, metric: Metric,
             finally:
                 handle.remove()
             layer = int(name.split(".")[1]) if name.startswith("blocks.") else -1
-            for position, value in zip(positions, scores.tolist()):
-                change = value - float(base)
+            for position, value, clean_value in zip(positions, scores.tolist(), base.tolist()):
+                change = value - clean_value
+                effect = float(worst) - clean_value
                 rows.append({"point": name, "layer": layer, "position": position, "head": head, "metric": value,
-                             "change": change, "fraction": change / float(worst - base) if worst != base else 0.0})
+                             "change": change, "fraction": change / effect if effect else 0.0})
     table = pd.DataFrame(rows)
-    table.attrs.update(clean_metric=float(base), corrupted_metric=float(worst))
+    table.attrs.update(clean_metric=float(base[0]), corrupted_metric=float(worst))
     return table
 
 

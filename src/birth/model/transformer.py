@@ -174,6 +174,8 @@ class Transformer(nn.Module):
         # the explicit softmax even where the fused kernel would run: a stack mapped with vmap
         # (birth.model.stacked_pass), since the fused CPU kernel has no batching rule
         self.explicit_attention = False
+        # always the module-by-module pass, explicit attention (activation patching: one pass for all runs)
+        self.every_module = False
         self._hook_points = self._collect_hook_points()
         self._freeze(simplified)
         if simplified and args.zero_init:
@@ -288,7 +290,7 @@ class Transformer(nn.Module):
         or a replaced ``forward`` (nnsight's tracing, a monkeypatch), or a hook point carries a
         hook that the simplified model's rearranged pass does not honour (``attn.hook_z``).
         The full architecture's pass always calls every module."""
-        if _global_module_hooks():
+        if self.every_module or _global_module_hooks():
             return True
         for module in self.modules():
             if module is self:
@@ -321,8 +323,8 @@ class Transformer(nn.Module):
             h = h + pos.unsqueeze(0)
         patterns = []
         for i, layer in enumerate(self.layers):
-            h, attn = layer(h, getattr(self, "freqs", None), return_attn or self.explicit_attention, hooks,
-                            f"blocks.{i}.")
+            explicit = return_attn or self.explicit_attention or self.every_module
+            h, attn = layer(h, getattr(self, "freqs", None), explicit, hooks, f"blocks.{i}.")
             patterns.append(attn)
         if self.norm is not None:
             h = self.norm(h)
