@@ -207,6 +207,9 @@ def _add_reproduce(subparsers) -> None:
     p.add_argument("--show-config", action="store_true",
                    help="print the resolved config of every condition the recipe trains at --scale (YAML); "
                         "train nothing")
+    p.add_argument("--profile", action="store_true",
+                   help="write OUT/profile.md: where the wall time went, per recipe and phase (training steps, "
+                        "each evaluation measure, theory computations, figures, claims)")
     add_launch_arguments(p)  # --jobs, --threads, --stack, --backend and the Slurm options, as birth sweep
     p.set_defaults(func=commands.cmd_reproduce)
 

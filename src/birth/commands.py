@@ -218,7 +218,7 @@ def cmd_reproduce(args) -> int:
     backend = backend_from_args(args, default_jobs=jobs)
     try:
         report = reproduce(args.name, scale=args.scale, seeds=seeds, out=args.out,
-                           backend=backend, dry_run=args.dry_run, precision=args.precision)
+                           backend=backend, dry_run=args.dry_run, precision=args.precision, profile=args.profile)
     except KeyboardInterrupt as stop:  # SIGINT or SIGTERM (birth.launching.stopping.Stopped)
         return report_stopped(stop)
     return report.exit_code

@@ -27,6 +27,7 @@ from birth.launching.plan import Log, Planned, Report
 from birth.plugins import UnknownPlugin
 from birth.training.config import ConfigError
 from birth.training.lock import check_folder, directory_lock
+from birth.training.timings import Timings
 
 
 def resolve(name: str) -> list[Recipe]:
@@ -81,7 +82,7 @@ def show_config(name: str, scale: str = DEFAULT_SCALE, seeds: Optional[Seeds] = 
 def reproduce(name: str, *, scale: str = DEFAULT_SCALE, seeds: Seeds | int | None = None,
               out: str | Path = "reproduce_out",
               backend: Optional[Backend] = None, dry_run: bool = False, precision: str = "float32",
-              log: Log = plans.stderr) -> Report:
+              log: Log = plans.stderr, profile: bool = False) -> Report:
     """The recipes' sweeps (one launch), then their computations, figures and claims."""
     recipes = resolve(name)
     seeds = as_seeds(seeds)
@@ -117,6 +118,8 @@ def reproduce(name: str, *, scale: str = DEFAULT_SCALE, seeds: Seeds | int | Non
         if report.trained:
             state["last_training"] = dict(state["last"], made=time.strftime("%Y-%m-%d %H:%M"))
         _write_index(out, state)
+        if profile:
+            report.files.append(_write_profile(out.root, state, [r.name for r in recipes], log))
     report.files += [out.root / "claims.md", out.root / "claims.json", out.root / "README.md"]
     report.exit_code = plans.exit_code(results) or (1 if errors else 0)
     log(f"birth: {name}: {report.trained} runs trained, {len(results) - report.trained} reused, "
@@ -137,16 +140,19 @@ def _analyse(recipe: Recipe, planned: list[Planned], by_dir: dict, scale: str, s
     held = Results.from_planned(scale, runs, ok, root=out.root, seeds=seeds.held_out) if seeds.held_out else None
     files: list[Path] = []
     error = ""
+    timings = Timings()
     try:
         if recipe.compute:
-            t = time.perf_counter()
-            files += recipe.compute(scale, seeds.all, out, workers=workers)
-            log(f"  {recipe.name}: computations done in {time.perf_counter() - t:.0f}s")
-        files += recipe.plot(res, out)
+            with timings.timed("computations (theory)"):
+                files += recipe.compute(scale, seeds.all, out, workers=workers)
+            log(f"  {recipe.name}: computations done in {timings.seconds['computations (theory)']:.0f}s")
+        with timings.timed("figures"):
+            files += recipe.plot(res, out)
     except Exception as err:  # noqa: BLE001 - one broken figure must not hide the others
         error = f"{recipe.name}: {type(err).__name__}: {err}"
         log(f"birth: {error}")
-    rows = recipe.claims(res, held)
+    with timings.timed("claims"):
+        rows = recipe.claims(res, held)
     info = recipe.info(res)
     precision = planned[0].job.config.get("precision", "float32") if planned else "float32"
     command = command_line(recipe.name, scale, seeds, out.root, precision)
@@ -162,8 +168,54 @@ def _analyse(recipe: Recipe, planned: list[Planned], by_dir: dict, scale: str, s
                   "seconds": by_dir[p.job.run_dir].summary.get("wall_seconds")} for p in planned],
         "claims": {v: sum(r.verdict == v for r in rows) for v in (C.PASS, C.FAIL, C.INCONCLUSIVE)},
         "made": time.strftime("%Y-%m-%d %H:%M"),
+        "profile": _profile(planned, by_dir, timings),
     }
     return entry, rows, files, error
+
+
+def _profile(planned: list[Planned], by_dir: dict, timings: Timings) -> dict[str, float]:
+    """Seconds per phase of one recipe: its runs trained by this command (each run's own profile,
+    added up: CPU seconds of single-threaded workers) and its analysis here."""
+    total = Timings()
+    trained = {p.job.run_dir for p in planned if by_dir[p.job.run_dir].status != "cached"}
+    for run_dir in trained:
+        for phase, seconds in by_dir[run_dir].summary.get("profile", {}).items():
+            total.add(f"runs: {phase}", seconds)
+    for phase, seconds in timings.seconds.items():
+        total.add(f"analysis: {phase}", seconds)
+    return total.rounded()
+
+
+def _write_profile(root: Path, state: dict, names: list[str], log: Log) -> Path:
+    """OUT/profile.md: the command, its wall and CPU seconds, and ``profile_table``; said on stderr too."""
+    last = state["last"]
+    text = (f"# Where the time of `{last['command']}` went\n\n{last['wall_seconds']:.0f} s wall, "
+            f"{last['cpu_seconds']:.0f} s CPU, {last['trained']} runs trained with {last['workers']} worker(s). "
+            "Seconds per phase: the runs' phases are added up over the runs this command trained (each run "
+            "single-threaded in its worker), the analysis phases are this process's.\n\n"
+            + profile_table(state, names))
+    (root / "profile.md").write_text(text)
+    log(text)
+    return root / "profile.md"
+
+
+def profile_table(state: dict, names: Sequence[str]) -> str:
+    """The profile of the recipes ``names`` reproduced in OUT (reproduce.json), as Markdown: each
+    phase's seconds per recipe and in all, the largest first."""
+    phases: dict[str, dict[str, float]] = {}
+    for name in names:
+        for phase, seconds in state["recipes"].get(name, {}).get("profile", {}).items():
+            phases.setdefault(phase, {})[name] = seconds
+    total = sum(sum(v.values()) for v in phases.values()) or 1.0
+    order = sorted(phases, key=lambda ph: -sum(phases[ph].values()))
+    lines = ["| phase | " + " | ".join(names) + " | all | share |", "|---" * (len(names) + 3) + "|"]
+    for phase in order:
+        row = phases[phase]
+        lines.append(f"| {phase} | " + " | ".join(f"{row.get(n, 0):.0f}" for n in names)
+                     + f" | {sum(row.values()):.0f} | {sum(row.values()) / total:.1%} |")
+    sums = [sum(phases[ph].get(n, 0) for ph in phases) for n in names]
+    lines.append("| **all phases** | " + " | ".join(f"{s:.0f}" for s in sums) + f" | {total:.0f} | 100% |")
+    return "\n".join(lines) + "\n"
 
 
 def _seeds_text(seeds) -> str:

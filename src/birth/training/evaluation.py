@@ -25,6 +25,7 @@ from birth.measures import heads as heads_of
 from birth.measures import predictions as M
 from birth.model.simplified_pass import explicit_attention
 from birth.tasks import Batch, stream_generator
+from birth.training.timings import Timings
 
 # Evaluation batches pass through the model in chunks of about this many tokens, so that a chunk's
 # activations and (chunk, T, T) attention scores stay in cache: on 2 cores the probed pass of 512
@@ -203,8 +204,10 @@ class Evaluator:
     """The evaluation of one run: its fixed batches, the strategies' probabilities on the
     evaluation batch, the head-score batch, and the metric functions (package's, then callbacks')."""
 
-    def __init__(self, setup, callbacks: Sequence[Metric] = (), metrics: Sequence[Metric] = METRICS):
+    def __init__(self, setup, callbacks: Sequence[Metric] = (), metrics: Sequence[Metric] = METRICS,
+                 timings: Optional[Timings] = None):
         self.setup = setup
+        self.timings = timings or Timings()
         cfg = setup.cfg
         self.batches = setup.eval_batches()
         # the package's measures, then the config's (``metrics=...``), then a Python caller's callbacks
@@ -229,7 +232,8 @@ class Evaluator:
     def __call__(self, step: int, stepped: Stepped) -> Evaluation:
         ev = Evaluation(step, self, stepped)
         for fn in self.functions:
-            added = fn(ev)
+            with self.timings.timed(f"eval: {getattr(fn, '__name__', type(fn).__name__)}"):
+                added = fn(ev)
             if added:
                 ev.metrics.update(added)
         return ev

@@ -26,6 +26,7 @@ from birth.training.evaluation import Evaluator, Stepped, training_loss
 from birth.training.exits import EXIT_DIVERGED, EXIT_NO_SPACE, NoSpace
 from birth.training.interventions import Interventions
 from birth.training.runs import MetricsWriter, RunDir, VectorWriter, atomic_write_bytes
+from birth.training.timings import Timings
 from birth.training.tensorboard import open_log
 from birth.training.wandb_log import open_run
 
@@ -88,6 +89,8 @@ class Trainee:
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, quiet: bool = False,
                  callbacks: Sequence = (), hooks: Optional[dict] = None):
         self.cfg = cfg
+        self.timings = Timings()
+        started = time.perf_counter()
         self.run = run = RunDir(run_dir)
         run.remove_temporaries()  # left by a process killed in the middle of a write
         self.setup = build_setup(cfg)
@@ -100,7 +103,7 @@ class Trainee:
         self.optimizer = make_optimizer(cfg, self.model)
         restored = _restore(run, self.setup, self.optimizer) if resume else None
         self.start, offsets, self.elapsed_before = restored or (0, {}, 0.0)
-        self.evaluator = Evaluator(self.setup, callbacks)
+        self.evaluator = Evaluator(self.setup, callbacks, timings=self.timings)
         if restored is None:
             run.write_config(cfg)
             run.write_task(task_info(self.setup, self.evaluator))
@@ -120,6 +123,7 @@ class Trainee:
         run.write_summary(self.summary)
         self.last: dict = {}
         self.t0 = time.perf_counter()
+        self.timings.add("start-up (task, strategies, floors, model)", self.t0 - started)
         self.bar = _progress(cfg.max_iters, self.start, quiet)
 
     def _finish(self, step: int, code: int) -> dict:
@@ -131,7 +135,7 @@ class Trainee:
         self.positions.close()
         now = time.perf_counter()
         o, d = self.cfg.optim_args, self.cfg.data_args
-        self.summary.update(steps=step, final_metrics=dict(self.last), exit_code=code,
+        self.summary.update(steps=step, final_metrics=dict(self.last), exit_code=code, profile=self.timings.rounded(),
                             wall_seconds=round(self.elapsed_before + now - self.t0, 3),
                             tokens_per_s=round((step - self.start) * o.batch_size * d.seq_length
                                                / max(now - self.t0, 1e-9)),
@@ -153,6 +157,10 @@ class Trainee:
         self.interventions.before_step(step)
 
     def checkpoint(self, step: int) -> Path:
+        with self.timings.timed("checkpoints"):
+            return self._checkpoint(step)
+
+    def _checkpoint(self, step: int) -> Path:
         self.writer.sync()
         self.positions.sync()
         # copies: in a stack the parameters are views, and saving a view would save the whole stack
@@ -238,7 +246,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, quiet:
                     raise Interrupted(pending[0])
                 # raises on divergence: ``t.last`` stays the last good line
                 t.prepare_step(step)
-                t.record(step, _train_step(t.setup, t.optimizer, step))
+                t.record(step, _train_step(t.setup, t.optimizer, step, t.timings))
             return t.completed()
     except Interrupted as stop:
         return t.interrupted(stop, step)
@@ -296,16 +304,22 @@ def is_eval_step(cfg: TrainConfig, step: int) -> bool:
     return step % cfg.eval_delta == 0 or step == cfg.max_iters - 1
 
 
-def _train_step(setup: Setup, optimizer, step: int) -> Optional[Stepped]:
+def _train_step(setup: Setup, optimizer, step: int, timings: Timings) -> Optional[Stepped]:
     """One update on batch ``step`` (after ``Trainee.prepare_step``); returns what evaluating it needs
     on evaluation steps, else None. Raises FloatingPointError for a non-finite loss, or a non-finite
     parameter on an evaluation step."""
     cfg, model = setup.cfg, setup.model
-    batch = setup.train_batch(step)
+    with timings.timed("data: the training batch"):
+        batch = setup.train_batch(step)
     is_eval = is_eval_step(cfg, step)
+    with timings.timed("training step, evaluation steps (with the probes' pass)" if is_eval else "training step"):
+        return _update(cfg, model, optimizer, batch, is_eval, setup.device)
+
+
+def _update(cfg: TrainConfig, model, optimizer, batch: Batch, is_eval: bool, device) -> Optional[Stepped]:
     optimizer.zero_grad(set_to_none=True)
     float32 = cfg.precision == "float32"
-    with precision(cfg, setup.device):
+    with precision(cfg, device):
         loss, pred, patterns = step_loss(cfg, model, batch, keep=is_eval and float32)
     if is_eval and not float32:  # the probes stay float32: a pass of their own, on the same weights
         pred, patterns = probe_pass(model, batch.x)
