@@ -39,12 +39,14 @@ def test_the_papers_task_gives_the_metrics_of_before_the_plugins(name, tmp_path)
     lines = _lines(tmp_path / "run")
     assert json.loads((tmp_path / "run" / "task.json").read_text())["floors"] == ref["floors"]
     assert [r["iter"] for r in lines] == [r["iter"] for r in ref["metrics"]]
-    exact = _same_machine(ref)
+    # the simplified model's layer 2 at the targets only (and its queries there) sums in another order
+    # than the code of then: float32 rounding, at most 7e-7 relative on these runs when measured
+    exact = _same_machine(ref) and ref["overrides"].get("model_args.arch") == "full"
     for ours, theirs in zip(lines, ref["metrics"]):
         for key, value in theirs.items():  # every metric of then, now; new ones come on top
             if exact or not isinstance(value, float):
                 assert ours[key] == value, (name, ours["iter"], key)
-            else:  # another CPU's kernels may round differently: only then a float tolerance
+            else:  # another CPU's kernels, or another order of sums: only then a float tolerance
                 assert ours[key] == pytest.approx(value, rel=1e-5, abs=1e-6), (name, ours["iter"], key)
 
 
@@ -72,7 +74,8 @@ def test_a_new_key_at_its_default_renames_nothing():
 
 @pytest.mark.slow
 def test_the_commit_before_the_plugins_gives_the_same_bits_on_this_machine(tmp_path):
-    """Exact on any CPU: the code of ``BEFORE`` (from git) and today's, side by side on this machine."""
+    """The code of ``BEFORE`` (from git) and today's, side by side on this machine: the same bits for
+    the full architecture, the same up to the simplified model's order of sums otherwise."""
     root = Path(__file__).resolve().parents[1]
     have = subprocess.run(["git", "-C", str(root), "cat-file", "-e", f"{BEFORE}^{{commit}}"], capture_output=True)
     if have.returncode:
@@ -89,5 +92,6 @@ def test_the_commit_before_the_plugins_gives_the_same_bits_on_this_machine(tmp_p
         then = json.loads((old / "tests" / "data" / "reference" / f"{name}.json").read_text())
         torch.set_num_threads(1)
         train(resolve_config(None, then["overrides"]), tmp_path / name, quiet=True)
+        exact = then["overrides"].get("model_args.arch") == "full"  # see the test above: the simplified sums
         for ours, theirs in zip(_lines(tmp_path / name), then["metrics"]):
-            assert {k: ours[k] for k in theirs} == theirs, name
+            assert {k: ours[k] for k in theirs} == (theirs if exact else pytest.approx(theirs, rel=1e-5, abs=1e-6)), name

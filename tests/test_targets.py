@@ -122,3 +122,30 @@ def test_training_with_the_rearranged_pass_gives_the_metrics_of_the_module_by_mo
                 assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-4), (a["iter"], key)
             else:
                 assert a[key] == b[key], (a["iter"], key)
+
+
+def test_tables_of_frozen_weights_follow_changes_made_in_place():
+    """Layer 1's tables of frozen weights are kept between passes: a change in place (an intervention,
+    a loaded checkpoint) must still reach the next pass, with and without autograd."""
+    _, model, b = _model_and_batch(VARIANTS["readme"])
+    frozen = model.layers[0].attention.wv.weight
+    assert not frozen.requires_grad
+    targets.forward(model, b.x)                                      # the tables are made and kept
+    with torch.no_grad():
+        frozen.mul_(-2.0)
+        model.tok_embeddings.weight.add_(0.5)
+    _close(targets.forward(model, b.x), OfficialSimplified(model)(b.x))
+    with torch.no_grad():
+        _close(targets.forward(model, b.x), OfficialSimplified(model)(b.x))
+        frozen.copy_(torch.randn_like(frozen))
+        _close(targets.forward(model, b.x), OfficialSimplified(model)(b.x))
+
+
+def test_targets_of_uneven_counts_keep_their_order():
+    """Sequences are sorted by their number of targets and padded per group: the logits still come
+    back in the mask's row-major order, for a mask where one sequence has every target and one none."""
+    _, model, b = _model_and_batch(VARIANTS["trained-embeddings"])
+    mask = torch.rand(b.x.shape, generator=torch.Generator().manual_seed(0)) < 0.3
+    mask[0] = True
+    mask[1] = False
+    _close(targets.forward(model, b.x, mask), OfficialSimplified(model)(b.x)[mask])

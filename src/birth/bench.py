@@ -30,11 +30,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from birth.training.config import PRESETS, ConfigError, DataArgs, build_config
 from birth.tasks.triggers.corpus import bundled_stats
 from birth.tasks.triggers.official_sampler import naive_batch
 from birth.training.build import bf16_cpu, build_setup, make_optimizer, resolve_device
+from birth.model import simplified_pass
 from birth.model.simplified_pass import EXPLICIT_SCORES
 from birth.tasks.triggers.task import TriggersTask
 from birth.training.evaluation import training_loss
@@ -117,10 +120,29 @@ def step_times(batch: int, seq_len: int, dim: int, repeats: int, device: torch.d
             sync()
             times[name].append(time.perf_counter() - t)
     med = {name: float(np.median(v)) for name, v in times.items()}
+    # the arithmetic of each step, counted with the attention written out (the fused kernel does the same
+    # products; FlopCounterMode does not see inside it on CPU)
+    m = b.masks["in_context"]
+    flops = {"ours": _flops(lambda: F.cross_entropy(simplified_pass.forward(model, b.x, m, explicit=True), b.y[m])),
+             "official": _flops(losses["official"])}
     return {"ours_s": med["ours"], "full_s": med["full"], "official_s": med["official"], "bf16_s": med.get("bf16"),
+            "ours_flops": flops["ours"], "official_flops": flops["official"], "peak_flops": matmul_peak(device),
             "speedup": med["official"] / med["ours"], "full_speedup": med["official"] / med["full"],
             "loss_gap": gap, "attention": "explicit" if batch * seq_len ** 2 <= EXPLICIT_SCORES else "fused",
             "batch": batch, "seq_len": seq_len, "dim": dim, "device": str(device), "threads": torch.get_num_threads()}
+
+
+def _flops(loss) -> float:
+    """Floating-point operations of the matrix products of one forward and backward pass."""
+    with FlopCounterMode(display=False) as counter:
+        loss().backward()
+    return float(counter.get_total_flops())
+
+
+def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    """The machine's fp32 arithmetic peak as this torch reaches it: FLOP/s of an n x n matrix product."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    return 2 * n ** 3 / _best_time(lambda: a @ b, repeats, _sync(device))
 
 
 def stack_times(runs: int, steps: int, batch: int, seq_len: int, dim: int, repeats: int, device: torch.device,
@@ -359,7 +381,22 @@ def main(args) -> int:
         for label, seconds, ratio in rows:
             print(f"  {label:42s} {seconds * 1e3:9.1f} ms/step  {ratio:.2f}x")
         print(f"  (same weights; largest loss gap {r['loss_gap']:.1e}, relative)")
+        for line in arithmetic_lines(r):
+            print(f"  {line}")
     return 0
+
+
+def arithmetic_lines(r: dict) -> list[str]:
+    """Which part of each step is arithmetic at the machine's matrix-product peak, and which overhead."""
+    peak = r["peak_flops"]
+    lines = [f"arithmetic at the measured peak ({peak / 1e9:.0f} GFLOP/s, a 2048 x 2048 fp32 matrix product):"]
+    for label, flops, seconds in (("birth training step", r["ours_flops"], r["ours_s"]),
+                                  ("official computation", r["official_flops"], r["official_s"])):
+        least = flops / peak
+        lines.append(f"  {label:26s} {flops / 1e9:6.2f} GFLOP = {least * 1e3:7.1f} ms at peak, {least / seconds:4.0%} "
+                     f"of its time; the other {(seconds - least) * 1e3:.1f} ms is overhead (memory traffic, "
+                     "softmax, gathers, calls)")
+    return lines
 
 
 def _induction(args) -> int:
