@@ -12,6 +12,7 @@ import pytest
 
 from birth.experiments import claims as C
 from birth.experiments.recipes import fig2, fig3, fig4, layers, optim
+from birth.experiments.recipes import markov_chains as markov, repeated_tokens as repeat
 from birth.experiments.recipe import Results
 from birth.experiments.rules import ACC, evaluate
 
@@ -71,16 +72,45 @@ def test_first_reach_finds_the_first_crossing_or_never():
     assert C.first_reach([0, 10], [0.1, math.nan], 0.9) == math.inf
 
 
-def test_never_is_not_after_where_a_claim_says_something_is_learned():
-    """The loophole of the old rules: an event that never happened counted as after the others."""
+def test_one_censoring_principle_declared_per_claim():
+    """A never-reached event violates a claim that it happens, and is censored at the run's end (later
+    than any reached event) for a claim that something is faster; two censored events are tied."""
     from birth.experiments.rules import ReachOrder
-    learned = ReachOrder("x", "c", "f", group="g", events=(("a_acc", 0.5), ("b_acc", 0.5)))
-    faster = ReachOrder("y", "c", "f", group="g", events=(("a_acc", 0.5), ("b_acc", 0.5)), censored=True)
-    never_b = {"a": 10.0, "b": math.inf}
-    assert C.order_holds(list(never_b.values())) is True   # what the old rules read
-    assert learned.holds(never_b) is None and "b never reached" in learned.why(never_b)
+    happens = ReachOrder("x", "c", "f", group="g", events=(("a_acc", 0.5), ("b_acc", 0.5)), kind=C.HAPPENS)
+    faster = ReachOrder("y", "c", "f", group="g", events=(("a_acc", 0.5), ("b_acc", 0.5)), kind=C.FASTER)
+    never_b = {"a": 10.0, "b": C.Never(3000)}
+    assert happens.holds(never_b) is False and "b never reached within the run" in happens.why(never_b)
     assert faster.holds(never_b) is True and faster.show(never_b).endswith("(censored)")
-    assert learned.holds({"a": 10.0, "b": 20.0}) is True and learned.slack({"a": 10.0, "b": 20.0}) == {"a to b": 10.0}
+    assert faster.slack(never_b) == {"a to b": 2990.0}            # counted at the run's end: a lower bound
+    assert happens.slack(never_b)["a to b"] != happens.slack(never_b)["a to b"]  # NaN: no margin
+    both = {"a": C.Never(3000), "b": C.Never(3000)}
+    assert faster.holds(both) is None and "censored together" in faster.why(both)
+    assert happens.holds(both) is False
+    assert happens.holds({"a": 10.0, "b": 20.0}) is True and happens.slack({"a": 10.0, "b": 20.0}) == {"a to b": 10.0}
+    with pytest.raises(ValueError, match="kind"):
+        ReachOrder("z", "c", "f", group="g", events=(("a_acc", 0.5),), kind="sooner")
+
+
+def test_a_censored_event_is_no_longer_judged_undecidable():
+    """The loophole of claims 10, M3 and I-c: early positions learned at 120-240, late ones never in the
+    run. The old rule called every seed undecidable (INCONCLUSIVE); a claim that one is faster counts
+    the never-reached one as later and decides."""
+    from birth.experiments.rules import PairedEarlier, ReachOrder
+    seeds = [{"early": 140.0, "late": C.Never(3000)}, {"early": 160.0, "late": C.Never(3000)},
+             {"early": 120.0, "late": C.Never(3000)}]
+    old = [None if any(math.isinf(t) for t in v.values()) else C.order_holds(list(v.values())) for v in seeds]
+    assert C.verdict(old)[0] == C.INCONCLUSIVE
+    ten = ReachOrder("10", "c", "f", group="g", events=(("early_acc", 0.5), ("late_acc", 0.5)), kind=C.FASTER)
+    assert C.verdict([ten.holds(v) for v in seeds])[0] == C.PASS
+    ic = PairedEarlier("I-c", "c", "f", earlier="ideal", later="joint", events=(("k_acc", 0.6),))
+    paired = {"k, ideal": 80.0, "k, joint": C.Never(250)}
+    assert ic.kind == C.FASTER and ic.holds(paired) is True and ic.slack(paired) == {"k": 170.0}
+    assert ic.holds({"k, ideal": C.Never(250), "k, joint": 100.0}) is False
+
+
+def test_first_reach_says_when_the_run_ended():
+    never = C.first_reach([0, 10, 20], [0.1, 0.2, 0.3], 0.9)
+    assert math.isinf(never) and never.end == 20 and C.censored_at(never) == 20 and C.censored_at(5.0) == 5.0
 
 
 def test_order_holds_true_false_and_undecidable():
@@ -121,13 +151,24 @@ def test_claims_table_markdown_lists_every_row(tmp_path):
     rows = [C.make_claim("6", "order", "Fig. 3", "rule | with bar", [True, True], ["a", "b"], "fig3",
                          held_out=[True, True], margin="a to b: 10 steps (spread 30)", thin=True),
             C.make_claim("7", "frozen", "Fig. 3", "rule", [False], ["c"], "fig3", held_out=[False]),
-            C.make_claim("14", "lemma", "Sec. 3", "errors <= 1e-10", [True], ["d"], "theory", kind="check")]
+            C.make_claim("14", "lemma", "Sec. 3", "errors <= 1e-10", [True], ["d"], "theory", role="check"),
+            C.make_claim("6x", "order by a K-way probe", "Fig. 3", "rule", [None], ["e"], "fig3", role="note",
+                         kind=C.FASTER)]
     paths = C.write_claims(rows, tmp_path, "claims", {"scale": "quick"})
     md = (tmp_path / "claims.md").read_text()
+    # the note is shown and never counted: not among the claims' verdicts
     assert "1 PASS, 1 FAIL, 0 INCONCLUSIVE (1 of the PASS thin); implementation checks: 1 of 1 PASS" in md
     assert "rule \\| with bar" in md and "**FAIL**" in md and "| 2/2, 2/2 |" in md and "**thin**" in md
-    assert md.index("Implementation checks") < md.index("| 14 | lemma")
+    assert md.index("Implementation checks") < md.index("| 14 | lemma") < md.index("Notes (") < md.index("| 6x |")
+    assert "| happens |" in md and "| faster |" in md
     assert {p.name for p in paths} == {"claims.json", "claims.md"}
+
+
+def test_claims_json_of_before_the_kinds_is_still_read():
+    old = C.make_claim("14", "lemma", "Sec. 3", "rule", [True], ["d"]).as_dict()
+    old.pop("kind"), old.pop("role")
+    assert C.Claim.from_dict({**old, "kind": "check"}).role == "check"
+    assert C.Claim.from_dict(C.make_claim("2", "c", "f", "r", [True], ["m"], kind=C.FASTER).as_dict()).kind == C.FASTER
 
 
 def test_a_claim_that_passes_on_one_seed_set_only_is_inconclusive():
@@ -158,12 +199,12 @@ class Fig3Results(FakeResults):
 
 
 def fig3_logs(wo_at, wk1_at, wk0_at, wk064_at, frozen_acc_before=0.02, wo_alone=(0.95, 0.3), k1_first=0.8,
-              k2_first=0.5, seeds=3, late_at=None, wk1_full_gain=0.03):
+              k2_first=0.5, seeds=3, late_at=None, wk1_trig_gain=0.03):
     random = {"wo1_acc": ramp(wo_at), "wk1_acc": ramp(wk1_at), "wk0_acc": ramp(wk0_at, hi=0.6)}
     fixed = {"wo1_acc": ramp(20), "wk1_acc": ramp(10), "wk0_acc": ramp(wk0_at, hi=0.6),
              "wk0_early_acc": ramp(wk064_at, hi=0.7), "wk0_late_acc": ramp(late_at or wk0_at, hi=0.6), ACC: ramp(100)}
     wo_frozen = {ACC: [frozen_acc_before if it < F else 0.9 for it in ITERS],
-                 "wk1_full_acc": [0.01 + (wk1_full_gain if it >= 50 else 0) for it in ITERS],
+                 "wk1_trig_auc": [0.5 + (wk1_trig_gain if it >= 50 else 0) for it in ITERS],
                  "wk0_acc": ramp(None, lo=0.01), "wo1_acc": ramp(F)}
     wk_frozen = {"wo1_acc": [wo_alone[0] if it >= 50 else 0.1 for it in ITERS],
                  ACC: [wo_alone[1] if it < F else 0.9 for it in ITERS]}
@@ -186,7 +227,8 @@ def test_fig3_rules_pass_on_a_log_that_satisfies_them():
     assert by_id(rows, "6b").measured.startswith("wo1 20, wk1 40, wk0 120")
     assert "rule chosen after the original claim 6 rule" in by_id(rows, "6b").note and "K-way" in by_id(rows, "6").note
     # the freeze step in the text is the runs' own, read from their configs
-    assert f"until {F}: before {F}" in by_id(rows, "7").rule and "wk1_full_acc" in by_id(rows, "7").rule
+    assert f"until {F}: before {F}" in by_id(rows, "7").rule and "wk1_trig_auc" in by_id(rows, "7").rule
+    assert by_id(rows, "6").role == "note" and "not counted" in by_id(rows, "6").note
     assert by_id(rows, "6b").margin == "wo1 to wk1: 20 steps (spread 0)"  # the tightest step of the order
 
 
@@ -196,17 +238,21 @@ def test_fig3_rules_fail_on_a_log_that_violates_them():
     assert [r.verdict for r in fig3_claims(logs)[0]][1:] == [C.FAIL] * 5
 
 
-def test_claim_6b_and_10_need_every_event_within_the_run():
+def test_claims_6b_and_10_count_a_never_reached_event_as_later():
+    """Both say which is faster: W_K1 (6b) and the late positions (10) never reaching their thresholds
+    within the run are censored at its end, later than the events that came."""
     rows, _ = fig3_claims(fig3_logs(wo_at=20, wk1_at=40, wk0_at=None, wk064_at=60, late_at=None))
     for id_ in ("6b", "10"):
-        assert by_id(rows, id_).verdict == C.INCONCLUSIVE and "never reached its threshold within the run" in \
-            by_id(rows, id_).reason
+        row = by_id(rows, id_)
+        assert row.kind == C.FASTER and row.verdict == C.PASS and "(censored)" in row.measured, id_
+    assert by_id(rows, "10").margin.startswith("wk0_early to wk0_late: 130 steps")  # censored at the run's end, 190
 
 
-def test_claim_7_reads_the_65_way_probe_at_its_resolution():
-    """A drift of the keys by 3 of 65 tokens is near chance; by 13 (0.2, one step of the old 5-way probe) it is not."""
-    ok, _ = fig3_claims(fig3_logs(20, 40, 120, 60, late_at=150, wk1_full_gain=3 / 65))
-    bad, _ = fig3_claims(fig3_logs(20, 40, 120, 60, late_at=150, wk1_full_gain=13 / 65))
+def test_claim_7_reads_w_k2_by_a_probe_that_can_move():
+    """The trigger queries against every key: a drift of 0.03 of AUC is near chance, 0.2 is learning.
+    (The old probe, wk1_full_acc, sat at 0.09 in every arm: its gain could not exceed the bound.)"""
+    ok, _ = fig3_claims(fig3_logs(20, 40, 120, 60, late_at=150, wk1_trig_gain=0.03))
+    bad, _ = fig3_claims(fig3_logs(20, 40, 120, 60, late_at=150, wk1_trig_gain=0.2))
     assert by_id(ok, "7").verdict == C.PASS and by_id(bad, "7").verdict == C.FAIL
 
 
@@ -261,14 +307,19 @@ def test_fig4_rules_pass_on_a_log_that_satisfies_them():
     assert "fixed: most frequent s0: global 20, in-context 60" in by_id(rows, "2").measured
 
 
-def test_claim_2_needs_the_in_context_drop_within_the_run_and_claim_11_is_censored():
-    """Claim 2 says the induction head develops (later): a drop that never came is not 'later'.
-    Claim 11 says which is faster: a rarer trigger that never drops is censored at the run's end."""
+def test_claims_2_and_11_count_a_drop_that_never_came_as_later():
+    """Both say which is faster. Claim 2 reads the random trigger and the two most frequent fixed ones
+    (the 6th most frequent never learns in the run: claim 11 reads it); claim 11 counts a rarer
+    trigger that never drops as later."""
     some = {"fixed: most frequent": 60, "fixed: 2nd most frequent": 120}
     rows = claims(fig4, fig4_logs(global_at=20, incontext_at=some, k_acc={1: 0.2, 3: 0.5, 5: 0.6, 10: 0.8}))
-    assert by_id(rows, "2").verdict == C.INCONCLUSIVE and "never crossed its level" in by_id(rows, "2").reason
+    two = by_id(rows, "2")
+    assert two.kind == C.FASTER and two.verdict == C.PASS and "random trigger s0: global 20, in-context never" \
+        " (censored)" in two.measured and "6th" not in two.measured
     assert by_id(rows, "11").verdict == C.PASS and "censored" in by_id(rows, "11").measured
     assert "increases with data_args.k in [1, 3, 5, 10]" in by_id(rows, "15a").rule  # K read from the configs
+    nothing = claims(fig4, fig4_logs(global_at=None, incontext_at={}, k_acc={1: 0.2, 3: 0.5, 5: 0.6, 10: 0.8}))
+    assert by_id(nothing, "2").verdict == C.INCONCLUSIVE and "censored together" in by_id(nothing, "2").reason
 
 
 def test_fig4_rules_fail_on_a_log_that_violates_them():
@@ -358,3 +409,63 @@ def test_thresholds_tolerate_float32_logging():
     assert C.first_reach([0, 10], [0.1, np.float32(0.9).item()], 0.9) == 10
     assert C.at_least(C.spearman([1, 2, 3, 4], [0.47, 0.60, 0.63, 0.61]), 0.8)  # one swap: rho = 0.8
     assert not C.at_least(0.79, 0.8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Repeated tokens: the causal half of R2
+
+def repeat_logs(icl_final: float, control_final: float) -> dict:
+    icl = [-0.1 if it < 100 else icl_final for it in ITERS]           # the ICL score falls at 100...
+    pm = ramp(100, lo=0.05, hi=0.9)                                    # ...as the best head's prefix matching rises
+    two = {"eval_icl_score": icl, "head_induction_max": pm, "head_induction_l1h0": pm,
+           "head_induction_l0h0": [0.05] * len(ITERS), repeat.REPEATED: [4.1] * 10 + [0.5] * 10,
+           repeat.FIRST: [4.15] * len(ITERS)}
+    one = {"eval_icl_score": [-0.1 if it < 100 else control_final for it in ITERS]}
+    return {repeat.GROUP: [two] * 2, repeat.ONE_LAYER: [one] * 2}
+
+
+def test_r2_a_co_occurrence_with_no_head_to_ablate_fails(monkeypatch):
+    """The co-occurrence half holds in both logs (the same window of steps); only the causal half tells
+    them apart: ablating the best head (layer 1) takes the score back (PASS), or barely moves it (FAIL)."""
+    ablated = {}
+    monkeypatch.setattr(repeat, "ablated_icl_score", lambda path, layer, head: ablated.setdefault((layer, head), -0.2))
+    causal = claims(repeat, repeat_logs(icl_final=-1.1, control_final=-0.15))
+    assert by_id(causal, "R2").verdict == C.PASS and "head L1H0" in by_id(causal, "R2").measured
+    assert list(ablated) == [(1, 0)]                                   # the head with the highest prefix matching
+    monkeypatch.setattr(repeat, "ablated_icl_score", lambda path, layer, head: -1.05)
+    co_only = claims(repeat, repeat_logs(icl_final=-1.1, control_final=-0.15))
+    assert by_id(co_only, "R2").verdict == C.FAIL and "window - |gap| 80" in by_id(co_only, "R2").measured
+    monkeypatch.setattr(repeat, "ablated_icl_score", lambda path, layer, head: -0.2)
+    control_learns = claims(repeat, repeat_logs(icl_final=-1.1, control_final=-1.0))
+    assert by_id(control_learns, "R2").verdict == C.FAIL     # one layer has a phase change too: no control
+
+
+# ---------------------------------------------------------------------------------------------
+# Markov chains: M1's plateau
+
+def markov_kls(unigram_from: int, bigram_from: int) -> dict:
+    """KL from each strategy to the model: uniform closest first, unigram from ``unigram_from``, bigram
+    from ``bigram_from`` on."""
+    pick = lambda it: "bigram" if it >= bigram_from else "unigram" if it >= unigram_from else "uniform"
+    kl = lambda name: [0.01 if pick(it) == name else 0.2 for it in ITERS]
+    return {markov.KL_UNIFORM: kl("uniform"), markov.KL_UNI: kl("unigram"), markov.KL_BI: kl("bigram"),
+            markov.LOSS: [0.95] * len(ITERS)}
+
+
+STRATEGIES = {markov.DIRICHLET: {"strategies": {n: {"in_context": {"loss": v}} for n, v in
+                                                (("ngram", 0.9), ("unigram", 1.0), ("uniform", 1.1))}}}
+
+
+def test_m1_needs_a_plateau_not_a_passing_minimum():
+    """The old M1 rule (the KL to the unigram strategy smallest strictly before the bigram one takes
+    over) passed with the unigram strategy closest at a single evaluation: no plateau at all."""
+    blip = markov_kls(unigram_from=100, bigram_from=110)                # closest at 100 only
+    uni, bi = np.array(blip[markov.KL_UNI]), np.array(blip[markov.KL_BI])
+    old_order = ITERS[next(i for i, (a, b) in enumerate(zip(bi, uni)) if a < b)] - ITERS[int(np.argmin(uni))]
+    assert old_order > 0                                                # what the old rule read: PASS
+    rows = claims(markov, {markov.DIRICHLET: [blip] * 3}, tasks=STRATEGIES)
+    assert by_id(rows, "M1").verdict == C.FAIL and "plateau (steps) 10" in by_id(rows, "M1").measured
+    plateau = claims(markov, {markov.DIRICHLET: [markov_kls(unigram_from=40, bigram_from=120)] * 3}, tasks=STRATEGIES)
+    assert by_id(plateau, "M1").verdict == C.PASS and "plateau (steps) 80" in by_id(plateau, "M1").measured
+    never = claims(markov, {markov.DIRICHLET: [markov_kls(unigram_from=40, bigram_from=1000)] * 3}, tasks=STRATEGIES)
+    assert by_id(never, "M1").verdict == C.FAIL and "never became the closest" in by_id(never, "M1").reason

@@ -73,3 +73,30 @@ def test_rerun_does_no_training(out):
     report = run(root)
     assert report.trained == 0 and report.exit_code == 0
     assert {p: p.stat().st_mtime_ns for p in (root / "runs").glob("*/metrics.jsonl")} == before
+
+
+def test_claim_7_fails_on_a_run_whose_w_k2_learns_before_the_freeze_step(tmp_path):
+    """W_O2 frozen until 60 as claim 7's column, but frozen at its ideal memory: W_K2 gets a useful
+    gradient from step 0 and learns before 60. Claim 7's W_K2 check (wk1_trig_auc, the trigger queries
+    against every key) fails on it; the old check (wk1_full_acc, capped near 0.09 under fixed
+    triggers) passed on the very same run."""
+    from pathlib import Path
+
+    from birth.experiments import claims as C
+    from birth.experiments.recipe import Results, Size, simplified
+    from birth.experiments.rules import BeforeUnfreeze, evaluate
+    from birth.training.loop import train
+    from birth.training.validation import resolve_config
+
+    size = Size(T=64, d=64, batch=32, steps=60, lr=0.2, eval_every=10, eval_batch=64)
+    run = tmp_path / "run"
+    train(resolve_config(None, simplified(size, data_args__k=5, data_args__fixed_special_toks=True,
+                                          freeze_until="60:W_O2", interventions="set:W_O2:ideal@0")), run, quiet=True)
+    res = Results("laptop", {"W_O2 frozen": [(0, Path(run))]}, ["W_O2 frozen"])
+    claim = evaluate(next(r for r in fig3.RULES if r.id == "7"), res)
+    w_k2 = lambda probe: evaluate(BeforeUnfreeze("7", "W_K2 alone", "f", group="W_O2 frozen",
+                                                 gain_at_most=((probe, fig3.NEAR_CHANCE),)), res)
+    assert claim.verdict == C.FAIL and w_k2("wk1_trig_auc").verdict == C.FAIL
+    assert w_k2("wk1_full_acc").verdict == C.PASS, w_k2("wk1_full_acc").measured   # the old probe: blind to it
+    gain = float(claim.measured.split("wk1_trig_auc gain ")[1].split(",")[0])
+    assert gain > 0.2, claim.measured

@@ -36,7 +36,7 @@ def test_theory_claims_read_the_computed_numbers(out):
     rows = {r["id"]: r for r in json.loads((out / "claims" / "theory.json").read_text())["claims"]}
     assert set(rows) == {"6a", "12", "13", "13c", "14", "§3.1a"}
     # exact formulas in float64: Lemma 1 holds whatever the sizes; an implementation check, tabled apart
-    assert rows["14"]["verdict"] == "PASS" and rows["14"]["per_seed"] == [True, True] and rows["14"]["kind"] == "check"
+    assert rows["14"]["verdict"] == "PASS" and rows["14"]["per_seed"] == [True, True] and rows["14"]["role"] == "check"
     lemma = [line for line in (out / "theory" / "seed_0" / "summary.md").read_text().splitlines()
              if "Lemma 1 vs autograd" in line]
     assert lemma and rows["14"]["measured"].startswith("Lemma 1 error ")
@@ -47,3 +47,16 @@ def test_a_rerun_computes_nothing(out):
     before = {p: p.stat().st_mtime_ns for p in (out / "theory").glob("*/*.csv")}
     assert reproduce_tiny("theory", out, seeds=2).exit_code == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "theory").glob("*/*.csv")} == before
+
+
+def test_three_steps_in_pieces_on_two_workers_writes_what_one_pass_writes(tmp_path):
+    """The pieces (one per width and model) are pure functions of the seed: shared out between two
+    worker processes and put back together, they give the one-pass computation's CSV byte for byte."""
+    from birth.experiments.recipe import Output
+    from birth.experiments.theory.computations import run_experiment
+    theory_recipe.compute("tiny", [3], Output(tmp_path / "pieces"), workers=2)
+    run_experiment("three-steps", tmp_path / "one", seed=3, quick=True, log=lambda s: None,
+                   **theory_recipe.TINY["three-steps"])
+    pieces = tmp_path / "pieces" / "theory" / "seed_3"
+    assert (pieces / "three-steps.csv").read_text() == (tmp_path / "one" / "three-steps.csv").read_text()
+    assert not list(pieces.glob("*.piece*.json"))  # the pieces are gone once put together

@@ -14,8 +14,8 @@ pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slur
 
 RECIPES = {  # name -> (its groups, its claim ids)
     "interventions": (tuple(interventions.SCHEDULES), ["I-a", "I-b", "I-c", "I-d"]),
-    "markov": ((markov.DIRICHLET, markov.DOUBLY), ["M1", "M2", "M3"]),
-    "repeat": ((repeat.GROUP,), ["R1", "R2"]),
+    "markov": ((markov.DIRICHLET, markov.DOUBLY, markov.PURE, markov.MIXED), ["M1", "M2", "M3"]),
+    "repeat": ((repeat.GROUP, repeat.ONE_LAYER), ["R1", "R2"]),
 }
 
 

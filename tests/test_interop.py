@@ -34,7 +34,7 @@ def test_export_matches_logits_and_attention(which, capsys):
     else:
         assert rows[-1]["eval_loss"] < rows[0]["eval_loss"] - 0.5  # the full model learned
     model, x = run.model(), run.eval_batch().x
-    # float64 on both sides: the mapping itself, to 1e-5 (our softmax rounds scores to float32)
+    # float64 on both sides: the mapping itself (the softmax too runs in float64)
     d_logit, d_attn, _ = compare(model.double(), to_transformer_lens(model).double(), x)
     assert d_logit <= 1e-5 and d_attn <= 1e-5
     # float32, as users run it: rounding of ~1 ulp of the largest logit

@@ -7,7 +7,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parent.parent / "src"
 LAYERS = ("plugins", "fields", "model", "measures", "tasks", "training", "launching", "analysis", "experiments")
 BASE = {"plugins": 0, "fields": 0}  # the two base modules share the bottom: neither imports the other
-TOP = ("birth", "birth.__main__", "birth.cli", "birth.commands", "birth.bench")
+TOP = ("birth", "birth.__main__", "birth.cli", "birth.commands", "birth.bench", "birth.gpu_check")
 
 
 def _modules() -> dict[str, Path]:

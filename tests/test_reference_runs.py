@@ -94,4 +94,5 @@ def test_the_commit_before_the_plugins_gives_the_same_bits_on_this_machine(tmp_p
         train(resolve_config(None, then["overrides"]), tmp_path / name, quiet=True)
         exact = then["overrides"].get("model_args.arch") == "full"  # see the test above: the simplified sums
         for ours, theirs in zip(_lines(tmp_path / name), then["metrics"]):
-            assert {k: ours[k] for k in theirs} == (theirs if exact else pytest.approx(theirs, rel=1e-5, abs=1e-6)), name
+            expected = theirs if exact else pytest.approx(theirs, rel=1e-5, abs=1e-6)
+            assert {k: ours[k] for k in theirs} == expected, name

@@ -54,7 +54,9 @@ def test_shapes_dtypes_masks_and_latents(order):
     assert b.x.shape == b.y.shape == (6, 20) and b.x.dtype == b.y.dtype == torch.long
     assert torch.equal(b.x[:, 1:], b.y[:, :-1])                                       # y is x shifted by one
     assert int(b.x.min()) >= 0 and int(b.x.max()) < 4
-    assert t.masks == ("in_context",) and set(b.masks) == {"in_context"} and bool(b.masks["in_context"].all())
+    assert t.masks == ("in_context", "last") and set(b.masks) == {"in_context", "last"}
+    assert bool(b.masks["in_context"].all())
+    assert bool(b.masks["last"][:, -1].all()) and int(b.masks["last"].sum()) == 6      # the last position only
     assert b.latents["transition"].shape == (6, rows, 4) and b.latents["transition"].dtype == torch.float64
     assert b.latents["initial"].shape == (6, rows) and b.latents["stationary"].shape == (6, 4)
     for probs in t.strategies().values():

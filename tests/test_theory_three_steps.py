@@ -81,3 +81,21 @@ def test_joint_search_needs_complete_orders():
         run_orders(ThreeStepConfig(search="joint", **SMALL), (("W_O2",),), log=lambda s: None)
     with pytest.raises(ValueError, match="search"):
         ThreeStepConfig(search="both")
+
+
+def test_the_gradient_of_one_matrix_is_the_same_bits_as_through_all_three():
+    """population_gradient takes the backward pass only into the small matrix the weight enters (the
+    speed-up of the theory recipe): bit for bit the gradient of the pass through all three."""
+    ts = ThreeSteps(ThreeStepConfig(ideal=True, **SMALL))
+    _random_weights(ts, seed=1)
+    for name in ("W_O2", "W_K2", "W_K1"):
+        mats = [m.detach().clone().requires_grad_(True) for m in ts.red.small()]
+        n = 0
+        for i in range(0, len(ts.train.x), 16):
+            x, y, mask = ts.train.x[i:i + 16], ts.train.y[i:i + 16], ts.train.outs[i:i + 16] >= 2
+            F.cross_entropy(ts.red.logits(x, mats)[mask], y[mask], reduction="sum").backward()
+            n += int(mask.sum())
+        weights = {k: v.detach().clone().requires_grad_(k == name) for k, v in ts.red.params.items()}
+        pairs = [(m, g.grad / n) for m, g in zip(ts.red.small(weights), mats) if m.requires_grad]
+        (through_all,) = torch.autograd.grad([m for m, _ in pairs], weights[name], [g for _, g in pairs])
+        assert torch.equal(population_gradient(ts.red, ts.train, name, chunk=16), through_all), name

@@ -1,8 +1,8 @@
 """The verdict over seeds and the claims table; the pure building blocks that rules are made of.
 
 Every rule is evaluated on each seed separately, giving True (satisfied), False (violated) or None
-(undecidable: two events at the same evaluation step, or an event of an order that never happened
-within the run). The verdict over one set of seeds:
+(undecidable: two events at the same evaluation step, two events that both never happened within
+the run, a difference within its stated margin). The verdict over one set of seeds:
 
 - PASS: every seed satisfies the rule;
 - FAIL: no seed satisfies it and at least one violates it;
@@ -13,7 +13,16 @@ A claim is judged on the published seeds and on a disjoint set of held-out seeds
 that of both sets when they agree, INCONCLUSIVE when they do not. Each row carries its margin: the
 distance of the worst published seed from the rule's threshold, in the threshold's units, and is
 flagged thin when that margin is smaller than the seed-to-seed spread (standard deviation) of the
-same distance. Rows of ``kind`` 'check' are implementation checks, tabled apart from the claims.
+same distance. Rows of ``role`` 'check' are implementation checks, tabled apart from the claims;
+rows of ``role`` 'note' are shown with their measurements and never counted.
+
+One censoring principle, declared per claim before the runs (its ``kind``):
+
+- ``happens``: the claim says that something happens (is learned, is reached, holds) within the
+  run. An event that never happens within the run violates it.
+- ``faster``: the claim says that one thing happens sooner (or more easily) than another. An
+  event never reached within the run is censored at the run's end: it counts as later than any
+  event that was reached, and the table says "censored"; two censored events are tied.
 
 The building blocks are pure functions of numbers (``first_reach``, ``order_holds``, ...), unit-tested
 on synthetic logs; the rules themselves are in ``birth.experiments.rules``.
@@ -29,6 +38,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
+HAPPENS, FASTER = "happens", "faster"            # the kinds of claims (the censoring principle above)
+ROLES = ("claim", "check", "note")
 INF = math.inf
 # Metrics are logged from float32 (0.2 arrives as 0.2000000030) and rank correlations come out of
 # floating-point arithmetic (0.8 as 0.7999999999): every threshold is compared with this slack, so
@@ -60,12 +71,21 @@ class Claim:
     held_out: list = field(default_factory=list)     # the held-out seeds' outcomes
     margin: str = ""                                 # the worst published seed's distance from the threshold
     thin: bool = False                               # that margin is below the seeds' spread of it
-    kind: str = "claim"                              # 'claim', or 'check' (of the implementation)
+    role: str = "claim"                              # 'claim', 'check' (of the implementation) or 'note'
     note: str = ""                                   # a caveat: a probe's limits, a rule chosen after a result
     measured_held_out: str = ""
+    kind: str = HAPPENS                              # HAPPENS or FASTER: how a never-reached event counts
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, row: dict) -> "Claim":
+        """A row of claims.json (rows written before claims had kinds: 'kind' then held the role)."""
+        row = dict(row)
+        if row.get("kind") in ROLES:
+            row["role"], row["kind"] = row.pop("kind"), ""
+        return cls(**row)
 
     @property
     def published_verdict(self) -> str:
@@ -75,18 +95,34 @@ class Claim:
 # ---------------------------------------------------------------------------------------------
 # Rule building blocks (pure)
 
+class Never(float):
+    """An event never reached within a run: infinite in every comparison (censored), and the run's
+    last evaluated iteration ``end``, the least it would have taken (margins of censored events)."""
+
+    def __new__(cls, end: float):
+        obj = super().__new__(cls, math.inf)
+        obj.end = float(end)
+        return obj
+
+
+def censored_at(t: float) -> float:
+    """An event's time for a margin: its iteration, or the run's end where it never happened."""
+    return t.end if isinstance(t, Never) else t
+
+
 def first_reach(iters: Sequence[float], values: Sequence[float], threshold: float, above: bool = True) -> float:
-    """The first iteration at which ``values`` is >= threshold (<= when ``above`` is False); inf if never."""
+    """The first iteration at which ``values`` is >= threshold (<= when ``above`` is False); ``Never``
+    (inf, with the run's last iteration) if never."""
     for it, v in zip(iters, values):
         if v is None or (isinstance(v, float) and math.isnan(v)):
             continue
         if at_least(v, threshold) if above else at_most(v, threshold):
             return float(it)
-    return INF
+    return Never(iters[-1]) if len(iters) else INF
 
 
 def order_holds(times: Sequence[float]) -> Optional[bool]:
-    """Do events happen in the listed order? inf = never happened.
+    """Do events happen in the listed order? inf = never happened (censored at the run's end).
 
     True when each event happens strictly before the next (an event that never happens comes after
     every one that does); False when some later event happens strictly before an earlier one;
@@ -99,6 +135,14 @@ def order_holds(times: Sequence[float]) -> Optional[bool]:
         elif b < a:
             return False
     return None if undecided else True
+
+
+def ordered(times: Sequence[float], kind: str) -> Optional[bool]:
+    """``order_holds`` under a claim's kind: a ``happens`` claim is violated by an event that never
+    happened within the run; a ``faster`` claim counts it as later (censored)."""
+    if kind == HAPPENS and any(math.isinf(t) for t in times):
+        return False
+    return order_holds(times)
 
 
 def max_before(iters: Sequence[float], values: Sequence[float], until: float) -> float:
@@ -177,7 +221,7 @@ def make_claim(id: str, claim: str, figure: str, rule: str, outcomes: Sequence[O
                measured: Sequence[str] | str, recipe: str = "", extra_reason: str = "",
                unit: str = "seeds", held_out: Optional[Sequence[Optional[bool]]] = None,
                measured_held_out: Sequence[str] | str = "", margin: str = "", thin: bool = False,
-               kind: str = "claim", note: str = "") -> Claim:
+               role: str = "claim", note: str = "", kind: str = HAPPENS) -> Claim:
     """A Claim row from per-seed outcomes and the per-seed measured values (published seeds, and the
     held-out seeds when there are any)."""
     v, reason = verdict(outcomes, unit)
@@ -194,7 +238,8 @@ def make_claim(id: str, claim: str, figure: str, rule: str, outcomes: Sequence[O
     join = lambda m: m if isinstance(m, str) else " | ".join(m)
     return Claim(id=id, claim=claim, figure=figure, rule=rule, measured=join(measured), verdict=v, reason=reason,
                  recipe=recipe, per_seed=[outcome(o) for o in outcomes],
-                 held_out=[outcome(o) for o in held_out or []], margin=margin, thin=thin, kind=kind, note=note,
+                 held_out=[outcome(o) for o in held_out or []], margin=margin, thin=thin, role=role, note=note,
+                 kind=kind,
                  measured_held_out=join(measured_held_out))
 
 
@@ -267,8 +312,7 @@ def claims_markdown(rows: Sequence[Claim], header: dict, info: Sequence[str] = (
     if header:
         lines.append(" · ".join(f"{k}: `{v}`" if k == "command" else f"{k}: {v}" for k, v in header.items()))
         lines.append("")
-    claims = [r for r in rows if r.kind == "claim"]
-    checks = [r for r in rows if r.kind != "claim"]
+    claims, checks, notes = ([r for r in rows if r.role == role] for role in ROLES)
     lines.append(summary_line(rows))
     lines.append("")
     if claims:
@@ -276,6 +320,9 @@ def claims_markdown(rows: Sequence[Claim], header: dict, info: Sequence[str] = (
     if checks:
         lines += ["", "Implementation checks (the code computes what its formulas say; not findings about the "
                       "paper's claims):", ""] + _table(checks)
+    if notes:
+        lines += ["", "Notes (measured and shown, never counted: the rule cannot test its claim, see each note):",
+                  ""] + _table(notes)
     if info:
         lines += ["", "Shown without a verdict:", ""] + [f"- {line}" for line in info]
     return "\n".join(lines)
@@ -283,8 +330,8 @@ def claims_markdown(rows: Sequence[Claim], header: dict, info: Sequence[str] = (
 
 def summary_line(rows: Sequence[Claim]) -> str:
     """'n PASS, n FAIL, n INCONCLUSIVE (n thin)' of the claims, and the implementation checks apart."""
-    claims = [r for r in rows if r.kind == "claim"]
-    checks = [r for r in rows if r.kind != "claim"]
+    claims = [r for r in rows if r.role == "claim"]
+    checks = [r for r in rows if r.role == "check"]
     count = lambda rs, v: sum(r.verdict == v for r in rs)
     text = ", ".join(f"{count(claims, v)} {v}" for v in (PASS, FAIL, INCONCLUSIVE))
     thin = sum(r.thin for r in claims if r.verdict == PASS)
@@ -295,13 +342,13 @@ def summary_line(rows: Sequence[Claim]) -> str:
 
 
 def _table(rows: Sequence[Claim]) -> list[str]:
-    lines = ["| # | claim | figure | rule | measured (published seeds) | seeds satisfying: published, held-out | "
-             "margin (worst published seed) | verdict |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| # | claim | figure | kind | rule | measured (published seeds) | "
+             "seeds satisfying: published, held-out | margin (worst published seed) | verdict |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         claim = r.claim + (f" ({r.note})" if r.note else "")
         margin = (r.margin or "n/a") + (" **thin**" if r.thin else "")
-        cells = [r.id, claim, f"{r.figure} ({r.recipe})" if r.recipe else r.figure, r.rule, r.measured,
+        cells = [r.id, claim, f"{r.figure} ({r.recipe})" if r.recipe else r.figure, r.kind, r.rule, r.measured,
                  f"{satisfied(r.per_seed)}, {satisfied(r.held_out)}", margin,
                  f"**{r.verdict}**" + (f": {r.reason}" if r.verdict != PASS else "")]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")

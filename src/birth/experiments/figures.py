@@ -78,10 +78,12 @@ class CurveTable:
         for i, it in enumerate(iters):
             self.rows.append([panel, condition, metric, int(it), _num(mean[i]), _num(lo[i]), _num(hi[i]), int(n[i])])
 
-    def plot(self, ax, results, panel: str, group: str, key: str, label: str, color: str, ls: str = "-") -> None:
-        """Draws the band of ``key`` for ``group`` and records its numbers."""
+    def plot(self, ax, results, panel: str, group: str, key: str, label: str, color: str, ls: str = "-",
+             x_scale: float = 1.0) -> None:
+        """Draws the band of ``key`` for ``group`` (at x = iteration x ``x_scale``, e.g. sequences seen)
+        and records its numbers (by iteration)."""
         iters, values = results.curve(group, key)
-        band(ax, iters, values, label, color, ls)
+        band(ax, iters * x_scale, values, label, color, ls)
         self.add(panel, group, key, iters, values)
 
     def write(self, path: Path) -> Path:

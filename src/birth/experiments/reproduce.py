@@ -250,7 +250,7 @@ def _write_index(out: Output, state: dict) -> None:
         path = root / "claims" / f"{n}.json"
         if path.exists():
             saved = json.loads(path.read_text())
-            rows += [C.Claim(**r) for r in saved["claims"]]
+            rows += [C.Claim.from_dict(r) for r in saved["claims"]]
             info += saved.get("info", [])
     scales = sorted({state["recipes"][n]["scale"] for n in order})
     status = " ".join(SCALE_STATUS.get(s, "") for s in scales).strip()

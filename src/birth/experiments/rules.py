@@ -22,15 +22,24 @@ ACC = "eval_acc_end"
 
 @dataclass(frozen=True)
 class Rule:
-    """A claim of SPEC §7 and the rule that checks it. Subclasses define the measure and the test;
-    ``kind`` 'check' marks an implementation check (tabled apart), ``note`` a caveat shown with it."""
+    """A claim of SPEC §7 and the rule that checks it. Subclasses define the measure and the test.
+    ``kind``: what the claim asserts, which fixes how an event never reached within the run counts
+    (``birth.experiments.claims``: HAPPENS, it violates the claim; FASTER, it is censored at the
+    run's end). ``role`` 'check' marks an implementation check (tabled apart), 'note' a row shown
+    and never counted; ``note`` a caveat shown with the claim."""
 
     id: str
     claim: str
     figure: str
     note: str = ""                 # a caveat shown with the claim (e.g. a rule chosen after a result)
-    kind: str = "claim"            # or 'check': an implementation check, tabled apart
+    role: str = "claim"            # 'check': an implementation check; 'note': shown, never counted
+    kind: str = C.HAPPENS          # or C.FASTER
     unit = "seeds"
+
+    def __post_init__(self) -> None:
+        if self.kind not in (C.HAPPENS, C.FASTER) or self.role not in C.ROLES:
+            raise ValueError(f"rule {self.id}: kind {self.kind!r} (expected {C.HAPPENS!r} or {C.FASTER!r}), "
+                             f"role {self.role!r} (expected one of {C.ROLES})")
 
     def groups(self) -> tuple[str, ...]:
         """The conditions whose runs the rule reads (all must have completed runs)."""
@@ -72,7 +81,8 @@ def _outcomes(rule: Rule, res) -> tuple[list[dict], list, list[str]]:
     for v in values:
         o = None if any(C.is_nan(x) for x in v.values() if not isinstance(x, str)) else rule.holds(v)
         outcomes.append(o)
-        if o is None:
+        never = any(isinstance(x, float) and math.isinf(x) for x in v.values())
+        if o is None or (o is False and never and rule.kind == C.HAPPENS):  # say which event never came
             reasons.append(rule.why(v))
     return values, outcomes, list(dict.fromkeys(reasons))
 
@@ -86,7 +96,7 @@ def evaluate(rule: Rule, res, recipe: str = "", held_out=None) -> C.Claim:
     return C.make_claim(rule.id, rule.claim, rule.figure, rule.text(res), outcomes,
                         [rule.show(v) for v in values], recipe, extra_reason=extra, unit=rule.unit, held_out=held,
                         measured_held_out=[rule.show(v) for v in held_values], margin=margin, thin=thin,
-                        kind=rule.kind, note=rule.note)
+                        role=rule.role, note=rule.note, kind=rule.kind)
 
 
 def _show(x) -> str:
@@ -136,24 +146,30 @@ class FinalAtLeast(Rule):
         return {m: v[m] - b for m, b in self.bounds}
 
 
+def never_text(never: Sequence[str], kind: str) -> str:
+    """Why events that never happened within the run decide (or not) a claim of ``kind``."""
+    names = ", ".join(never)
+    if kind == C.HAPPENS:
+        return f"{names} never reached within the run: the claim says it happens"
+    return f"{names}: none reached within the run (censored together: tied)"
+
+
 @dataclass(frozen=True)
 class ReachOrder(Rule):
-    """Each metric first reaches its threshold strictly before the next one does. Every event must
-    happen within the run: one that never does leaves the order undecided (a claim that something is
-    learned says it is learned), unless ``censored``, for a claim about which is faster, where an
-    event that never happens comes after the end of the run. Simultaneous events are undecidable."""
+    """Each metric first reaches its threshold strictly before the next one does. An event that never
+    happens within the run violates a ``happens`` claim and is censored at the run's end (later than
+    any reached event) for a ``faster`` one. Simultaneous events are undecidable."""
 
     group: str = ""
     events: tuple[tuple[str, float], ...] = ()
     probe_cutoff: int = 0  # the rule needs T > this (e.g. 64 for wk0_64 vs wk0), else it says why
-    censored: bool = False
 
     def groups(self):
         return (self.group,)
 
     def text(self, res):
         chain = " before ".join(f"{m} reaches {t:g}" for m, t in self.events)
-        within = ("; one never reached counts as after the run's end (censored)" if self.censored
+        within = ("; one never reached counts as after the run's end (censored)" if self.kind == C.FASTER
                   else "; every one within the run")
         return f"{self.group}: {chain} (first evaluation at or above{within})"
 
@@ -164,29 +180,28 @@ class ReachOrder(Rule):
                 for s in range(n)]
 
     def holds(self, v):
-        times = list(v.values())
-        if not self.censored and any(math.isinf(t) for t in times):
-            return None
-        return C.order_holds(times)
+        return C.ordered(list(v.values()), self.kind)
 
     def why(self, v):
-        never = [k for k, t in v.items() if math.isinf(t)]
-        if never and not self.censored:
-            return f"{', '.join(never)} never reached its threshold within the run (a longer run decides)"
-        return "two events at the same evaluation step" if len(set(v.values())) < len(v) else super().why(v)
+        times = list(v.values())
+        if self.kind == C.HAPPENS and any(math.isinf(t) for t in times):
+            return never_text([k for k, t in v.items() if math.isinf(t)], self.kind)
+        ties = [a for a, b, ta, tb in zip(v, list(v)[1:], times, times[1:]) if ta == tb]
+        if ties and all(math.isinf(v[a]) for a in ties):
+            return never_text([k for k, t in v.items() if math.isinf(t)], self.kind)
+        return "two events at the same evaluation step" if ties else super().why(v)
 
     def slack(self, v):
         keys, times = list(v), list(v.values())
-        return {f"{a} to {b}": tb - ta for a, b, ta, tb in zip(keys, keys[1:], times, times[1:])
-                if math.isfinite(ta) and math.isfinite(tb)}
+        return {f"{a} to {b}": steps_between(ta, tb, self.kind)
+                for a, b, ta, tb in zip(keys, keys[1:], times, times[1:])}
 
     def units(self):
         keys = [_short(m) for m, _ in self.events]
         return {f"{a} to {b}": "steps" for a, b in zip(keys, keys[1:])}
 
     def show(self, v):
-        text = super().show(v)
-        return text + (" (censored)" if self.censored and any(math.isinf(t) for t in v.values()) else "")
+        return super().show(v) + censored_mark(v.values(), self.kind)
 
     def note_on(self, res):
         if self.probe_cutoff and res is not None and res.has(self.group):
@@ -196,21 +211,38 @@ class ReachOrder(Rule):
         return ""
 
 
+def steps_between(earlier: float, later: float, kind: str) -> float:
+    """How many steps ``later`` comes after ``earlier``; for a faster claim a censored later event
+    counts at the run's end (a lower bound); NaN where no number can be given."""
+    if math.isinf(earlier) or (math.isinf(later) and kind == C.HAPPENS):
+        return math.nan
+    return C.censored_at(later) - earlier
+
+
+def censored_mark(values, kind: str) -> str:
+    """' (censored)' where a faster claim counted a never-reached event as later."""
+    return " (censored)" if kind == C.FASTER and any(math.isinf(x) for x in values if not isinstance(x, str)) else ""
+
+
 @dataclass(frozen=True)
 class PairedEarlier(Rule):
     """Seed-paired: each metric first reaches its threshold strictly earlier in condition ``earlier``
-    than in condition ``later`` (seed i against seed i); every event must happen within its run."""
+    than in condition ``later`` (seed i against seed i). A ``faster`` claim (the default) counts an
+    event never reached within the run as later (censored); a ``happens`` claim needs every event."""
 
     earlier: str = ""
     later: str = ""
     events: tuple[tuple[str, float], ...] = ()
+    kind: str = C.FASTER
 
     def groups(self):
         return (self.earlier, self.later)
 
     def text(self, res):
         what = " and ".join(f"{m} reaches {t:g}" for m, t in self.events)
-        return f"{what} earlier with {self.earlier} than with {self.later} (seed-paired; every event within the run)"
+        within = ("one never reached within the run counts as later (censored)" if self.kind == C.FASTER
+                  else "every event within the run")
+        return f"{what} earlier with {self.earlier} than with {self.later} (seed-paired; {within})"
 
     def measure(self, res):
         out = []
@@ -229,21 +261,25 @@ class PairedEarlier(Rule):
         return [(keys[i], keys[i + 1]) for i in range(0, len(keys), 2)]
 
     def holds(self, v):
-        if any(math.isinf(x) for x in v.values()):
-            return None
-        outcomes = [C.order_holds([v[a], v[b]]) for a, b in self._pairs(v)]
-        return None if None in outcomes else all(outcomes)
+        outcomes = [C.ordered([v[a], v[b]], self.kind) for a, b in self._pairs(v)]
+        if False in outcomes:
+            return False
+        return None if None in outcomes else True
 
     def why(self, v):
-        never = [k for k, x in v.items() if math.isinf(x)]
-        return (f"{'; '.join(never)}: never reached within the run" if never
-                else "the same evaluation step in both conditions")
+        both = [a.split(",")[0] for a, b in self._pairs(v) if math.isinf(v[a]) and math.isinf(v[b])]
+        if both:
+            return never_text(both, self.kind) + " in both conditions"
+        return "the same evaluation step in both conditions"
 
     def slack(self, v):
-        return {a.split(",")[0]: v[b] - v[a] for a, b in self._pairs(v) if math.isfinite(v[a]) and math.isfinite(v[b])}
+        return {a.split(",")[0]: steps_between(v[a], v[b], self.kind) for a, b in self._pairs(v)}
 
     def units(self):
         return {_short(m): "steps" for m, _ in self.events}
+
+    def show(self, v):
+        return super().show(v) + censored_mark(v.values(), self.kind)
 
 
 def freeze_step(cfg) -> int:

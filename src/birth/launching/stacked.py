@@ -53,6 +53,8 @@ def rearranged(cfg: TrainConfig) -> bool:
 
 def stack_key(cfg: TrainConfig) -> StackKey:
     """What runs of one stack must share, as one string (``StackKey``)."""
+    if cfg.model_args.dropout > 0:  # one stacked pass cannot draw each run the masks it draws alone
+        return StackKey(None, "dropout draws random masks per run")
     d = to_dict(cfg)
     shape = {k: v for k, v in d["model_args"].items() if k not in PER_RUN_MODEL_KEYS[cfg.model_args.arch]}
     declared = tasks.task_class(cfg.data_args.task).stack_keys

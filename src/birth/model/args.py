@@ -46,3 +46,5 @@ class ModelArgs:
     freeze_wo: bool = _f(False, "full: freeze every W_O")
     no_wv: bool = _f(False, "full: W_V = identity")
     no_wo: bool = _f(False, "full: W_O = identity")
+    dropout: float = _f(0.0, "full: dropout probability on the embeddings, the attention probabilities and each "
+                        "residual branch (minGPT's embd/attn/resid_pdrop), training steps only; 0 = none")

@@ -153,6 +153,11 @@ def _rows(w: Weights, tokens: torch.Tensor, name: str) -> torch.Tensor:
     return F.embedding(index, table.flatten(0, -2))
 
 
+def at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """Scores for a softmax: float32 under bf16 or half (their rounding would show), float64 kept."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, explicit: bool,
             hooks: Hooks = NO_HOOKS, point: str = "") -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Causal single-head attention of (..., T, d) queries, keys and values; the pattern (..., T, T)
@@ -163,7 +168,7 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, exp
         out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), is_causal=True, scale=scale)
         return out.view(*q.shape[:-1], v.shape[-1]), None
     later = torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1)
-    attn = F.softmax((q @ k.mT * scale).float().masked_fill(later, float("-inf")), -1).type_as(v)
+    attn = F.softmax(at_least_float32(q @ k.mT * scale).masked_fill(later, float("-inf")), -1).type_as(v)
     if hooks.wants(point):
         attn = hooks(point, attn.unsqueeze(-3)).squeeze(-3)
     return attn @ v, attn
@@ -239,7 +244,7 @@ def _at_targets(w: Weights, tokens: torch.Tensor, targets: torch.Tensor, explici
             continue
         at, real = target_positions(rows)                                              # (R', G, m)
         q = hg.gather(-2, at.unsqueeze(-1).expand(*at.shape, d))                        # (R', G, m, d)
-        scores = (_linear(q, w.K2.mT) @ hg.mT * w.scale).float()                        # (R', G, m, T)
+        scores = at_least_float32(_linear(q, w.K2.mT) @ hg.mT * w.scale)                # (R', G, m, T)
         later = torch.arange(t, device=h.device) > at.unsqueeze(-1)
         mixed = F.softmax(scores.masked_fill(later, float("-inf")), -1).type_as(h) @ hg
         out.append(AtTargets(q, mixed, seqs.unsqueeze(-1) * t + at, real))

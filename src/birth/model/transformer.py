@@ -17,6 +17,13 @@ Attention returns its pattern only when asked (``return_attn=True``, the explici
 otherwise it uses the fused ``scaled_dot_product_attention``. Training and evaluation of the
 simplified model go through ``birth.model.simplified_pass``, the same function in fewer operations; this
 forward is its reference, the full model's pass, and what analysis code calls.
+
+Dropout (full architecture, ``ModelArgs.dropout`` = p, minGPT's placement): on the embeddings before
+the first block, on the attention probabilities, and on each residual branch (attention output,
+feed-forward output) before it joins the residual stream; only in train mode, and with p = 0 there
+is no dropout module and no operation at all. Hook points see the values before dropout: the
+pattern hook the softmax, ``hook_attn_out`` / ``hook_mlp_out`` the branch, and what a hook returns
+is what dropout then acts on.
 """
 from __future__ import annotations
 
@@ -48,12 +55,23 @@ def resolve_param_names(name: str, model: nn.Module) -> list[str]:
     return [n for n in names if n.startswith(name + ".")]
 
 
+def dropout_module(p: float) -> Optional[nn.Dropout]:
+    """``nn.Dropout(p)``, or None for p = 0: no module, so the pass is the one without dropout, op for op."""
+    return nn.Dropout(p) if p > 0 else None
+
+
+def drop(module: Optional[nn.Dropout], x: torch.Tensor) -> torch.Tensor:
+    return x if module is None else module(x)
+
+
 class Attention(nn.Module):
-    """Causal multi-head attention; W_Q is the identity when ``identity_query`` (simplified model)."""
+    """Causal multi-head attention; W_Q is the identity when ``identity_query`` (simplified model);
+    ``dropout`` on the attention probabilities in train mode (after the pattern hook)."""
 
     def __init__(self, dim: int, n_heads: int, *, identity_query: bool, scale: float,
-                 use_rope: bool = False, no_wv: bool = False, no_wo: bool = False):
+                 use_rope: bool = False, no_wv: bool = False, no_wo: bool = False, dropout: float = 0.0):
         super().__init__()
+        self.attn_dropout = dropout_module(dropout)
         self.n_heads, self.head_dim, self.scale, self.use_rope = n_heads, dim // n_heads, scale, use_rope
         self.wq = nn.Identity() if identity_query else nn.Linear(dim, dim, bias=False)
         self.wk = nn.Linear(dim, dim, bias=False)
@@ -72,14 +90,20 @@ class Attention(nn.Module):
         if return_attn or hooks.wants(prefix + "attn.hook_pattern"):
             scores = (q @ k.transpose(-2, -1)) * self.scale                           # (B, H, T, T)
             causal = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
-            attn = F.softmax(scores.float().masked_fill(causal, float("-inf")), dim=-1).type_as(x)
+            scores = simplified_pass.at_least_float32(scores).masked_fill(causal, float("-inf"))
+            attn = F.softmax(scores, dim=-1).type_as(x)
             attn = hooks(prefix + "attn.hook_pattern", attn)
-            out = attn @ v                                                            # (B, H, T, hd)
+            out = drop(self.attn_dropout, attn) @ v                                   # (B, H, T, hd)
         else:
             attn = None
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale,
+                                                 dropout_p=self._dropout_p())
         out = hooks(prefix + "attn.hook_z", out.transpose(1, 2))                      # (B, T, H, hd)
         return self.wo(out.reshape(b, t, -1)), attn
+
+    def _dropout_p(self) -> float:
+        """The fused kernel's dropout probability: the module's in train mode, else 0."""
+        return self.attn_dropout.p if self.attn_dropout is not None and self.training else 0.0
 
 
 class FeedForward(nn.Module):
@@ -99,15 +123,18 @@ def make_ffn(dim: int, linear: bool) -> nn.Module:
 
 
 class Block(nn.Module):
-    """Attention then optional FFN, each added to the residual stream.
+    """Attention then optional FFN, each added to the residual stream (through ``dropout``, in
+    train mode, after its hook point).
 
     norm='pre': h = x + A(LN(x)); out = h + F(LN(h)) (or F(LN(x)) with ``parallel``, the official
     full block); norm='post': h = LN(x + A(x)); out = LN(h + F(h)); norm='none': pre without LN.
     """
 
-    def __init__(self, attention: Attention, ff: Optional[nn.Module], dim: int, norm: str, parallel: bool):
+    def __init__(self, attention: Attention, ff: Optional[nn.Module], dim: int, norm: str, parallel: bool,
+                 dropout: float = 0.0):
         super().__init__()
         self.attention = attention
+        self.resid_dropout = dropout_module(dropout)
         if ff is not None:
             self.ff = ff
         self.norm_mode, self.parallel = norm, parallel
@@ -126,14 +153,16 @@ class Block(nn.Module):
         """The full architecture's block (the simplified model's pass is ``birth.model.simplified_pass``)."""
         ff = getattr(self, "ff", None)
         x = hooks(prefix + "hook_resid_pre", x)
-        mlp = lambda z: hooks(prefix + "hook_mlp_out", ff(z))
+        # each branch as it joins the residual stream: its hook point, then dropout
+        branch = lambda name, z: drop(self.resid_dropout, hooks(prefix + name, z))
+        mlp = lambda z: branch("hook_mlp_out", ff(z))
         if self.norm_mode == "post":
             a, attn = self.attention(x, freqs, return_attn, hooks, prefix)
-            h = self.attention_norm(x + hooks(prefix + "hook_attn_out", a))
+            h = self.attention_norm(x + branch("hook_attn_out", a))
             out = self.ff_norm(h + mlp(h)) if ff is not None else h
             return hooks(prefix + "hook_resid_post", out), attn
         a, attn = self.attention(self._ln("attention_norm", x), freqs, return_attn, hooks, prefix)
-        h = x + hooks(prefix + "hook_attn_out", a)                                    # (B, T, d)
+        h = x + branch("hook_attn_out", a)                                            # (B, T, d)
         if ff is not None:
             h = h + mlp(self._ln("ff_norm", x if self.parallel else h))
         return hooks(prefix + "hook_resid_post", h), attn
@@ -161,6 +190,7 @@ class Transformer(nn.Module):
         if self.use_rope:
             self.register_buffer("freqs", rope_frequencies(d, args.max_length), persistent=False)
         self.layers = nn.ModuleList(self._simplified_layers() if simplified else self._full_layers())
+        self.emb_dropout = None if simplified else dropout_module(args.dropout)  # the simplified model has none
         self.norm = nn.LayerNorm(d, eps=1e-5) if (not simplified and args.pre_norm and not args.no_norm) else None
         self.output = nn.Linear(d, vocab_size, bias=False)
         # Tied output: the simplified code sets W_U = W_E / sqrt(d) and divides the logits by sqrt(d)
@@ -197,10 +227,10 @@ class Transformer(nn.Module):
         blocks = []
         for i in range(a.n_layers):
             attn = Attention(a.dim, a.n_heads, identity_query=False, scale=1.0 / math.sqrt(a.dim // a.n_heads),
-                             no_wv=a.no_wv, no_wo=a.no_wo)
+                             no_wv=a.no_wv, no_wo=a.no_wo, dropout=a.dropout)
             has_ff = not (a.no_ffn or (i == 0 and a.no_first_layer_ffn))
             blocks.append(Block(attn, make_ffn(a.dim, a.linear_ffn) if has_ff else None, a.dim, norm,
-                                parallel=a.parallel_ffn))
+                                parallel=a.parallel_ffn, dropout=a.dropout))
         return blocks
 
     def _freeze(self, simplified: bool) -> None:
@@ -321,6 +351,7 @@ class Transformer(nn.Module):
         pos = self.positions(tokens.shape[1])
         if pos is not None:
             h = h + pos.unsqueeze(0)
+        h = drop(self.emb_dropout, h)
         patterns = []
         for i, layer in enumerate(self.layers):
             explicit = return_attn or self.explicit_attention or self.every_module

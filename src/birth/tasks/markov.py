@@ -1,11 +1,23 @@
 """In-context Markov chains (Edelman et al. 2024, "The evolution of statistical induction heads").
 
 Each sequence draws its own transition table P: one row per context u of n - 1 tokens (order n;
-n = 2 is a Markov chain on N states), each row drawn from Dirichlet(alpha), or, with
-``doubly_stochastic``, an N x N matrix whose columns also sum to one (uniform stationary law: the
-in-context unigram is then no better than uniform). The first n - 1 tokens come from the
-stationary law of the chain of contexts, then x_{t+1} ~ P(. | x_{t-n+2..t}). Every target is
-predicted from in-context statistics, so the one mask is ``in_context`` (every position).
+n = 2 is a Markov chain on N states), from the prior ``data_args.prior``:
+
+- ``dirichlet``: each row i.i.d. Dirichlet(alpha) (with the legacy ``doubly_stochastic`` flag, the
+  rows then balanced by Sinkhorn: doubly stochastic, but not uniform on the Birkhoff polytope);
+- ``doubly-stochastic`` (order 2): an N x N matrix uniform on the Birkhoff polytope, by rejection
+  (``birkhoff_rejection``) up to N = REJECTION_MAX_STATES, Sinkhorn-balanced Dirichlet(1) rows
+  beyond (not uniform above N = 6); alpha is not used. The stationary law is uniform: the in-context
+  unigram is no better than uniform;
+- ``unigram-optimal``: every row the same Dirichlet(alpha) draw p, so the tokens are i.i.d. from p
+  (Edelman et al.'s ``unigram`` data) and the in-context unigram is the Bayes predictor.
+
+``data_args.mixture`` = PRIOR:SHARE draws the last round(B * SHARE) sequences of each *training*
+batch from a second prior (Edelman et al.'s controlled experiment: 75% doubly-stochastic + 25%
+unigram-optimal); the other streams (eval, test, floors) are never mixed. The first n - 1 tokens
+come from the stationary law of the chain of contexts, then x_{t+1} ~ P(. | x_{t-n+2..t}). Every
+target is predicted from in-context statistics: the mask ``in_context`` is every position, ``last``
+the last position only (where Edelman et al. evaluate).
 
 Rows are indexed by ``strategies.context_codes``: the newest token is the most significant digit,
 u = sum_j x_{t-j} N^(n-2-j). Sampling is vectorised over the batch (a few tensor ops per
@@ -17,18 +29,33 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
 from birth.fields import documented as _f
 from birth.measures import strategies as S
 from birth.tasks import register
-from birth.tasks.base import Batch, Task, TaskArgs
+from birth.tasks.base import Batch, Task, TaskArgs, stream_generator
 
 MAX_ROWS = 4096              # N^(n-1): rows of a transition table
 DENSE_STATIONARY = 64        # contexts up to which the stationary law is an exact linear solve
 POWER_TOL, POWER_ITERS = 1e-13, 100_000   # beyond: power iteration to this L1 change
 SINKHORN_TOL, SINKHORN_ITERS = 1e-9, 10_000
+
+PRIORS = ("dirichlet", "doubly-stochastic", "unigram-optimal")
+# Uniform doubly-stochastic matrices by rejection (``birkhoff_rejection``). A block uniform in
+# [0, 1)^((N-1) x (N-1)) is accepted with probability the polytope's volume; measured on 2^20 x 20
+# blocks (N = 5: 10^8): N = 2: 1, 3: 0.1249 (1/8), 4: 9.65e-4 (11/11340), 5: 2.2e-7 (unaffordable).
+# Drawing each row of the block uniform on {x >= 0, sum x < 1} instead (the uniform block given its
+# row sums < 1: the same law after rejection) multiplies these by ((N-1)!)^(N-1). Measured on
+# 2^22 blocks (2^20 x 10 up to N = 5): N = 3: 0.4998 (1/2), 4: 0.2096 (0.2095), 5: 0.0747,
+# 6: 0.0235, 7: 0.0066, 8: 0.0017; on one CPU thread a matrix costs 0.8 us at N = 3, 10 us at
+# N = 5, 70 us at N = 6, 420 us at N = 7. Rejection up to N = 6 (under 5 ms per batch of 64);
+# beyond, Sinkhorn-balanced Dirichlet(1) rows (not uniform).
+REJECTION_MAX_STATES = 6
+BIRKHOFF_ACCEPTANCE = {2: 1.0, 3: 0.5, 4: 0.2095, 5: 0.0747, 6: 0.0235}   # sizes the rounds only
+REJECTION_NUMBERS = 1 << 22   # random numbers drawn per round at most: bounds the memory (32 MB)
 
 
 @dataclass
@@ -39,8 +66,17 @@ class MarkovArgs(TaskArgs):
     alpha: float = _f(1.0, "markov: Dirichlet concentration of each transition row (1: uniform on the simplex); "
                            "also the pseudo-count of the unigram and ngram strategies")
     order: int = _f(2, "markov: n-gram order n, each context of n-1 tokens has its own row (2: a Markov chain)")
-    doubly_stochastic: bool = _f(False, "markov: doubly-stochastic transition matrices (Sinkhorn-balanced "
-                                        "Dirichlet rows): uniform stationary law, no unigram shortcut; order 2 only")
+    doubly_stochastic: bool = _f(False, "markov: legacy (kept for old runs; prefer prior=doubly-stochastic): "
+                                        "Sinkhorn-balanced Dirichlet rows, doubly stochastic but not uniform on "
+                                        "the Birkhoff polytope; prior=dirichlet and order 2 only")
+    prior: str = _f("dirichlet", "markov: the prior of each sequence's table: dirichlet (i.i.d. Dirichlet(alpha) "
+                                 "rows), doubly-stochastic (order 2: uniform on the Birkhoff polytope by rejection "
+                                 f"up to N = {REJECTION_MAX_STATES}, Sinkhorn-balanced Dirichlet(1) rows above, "
+                                 "not uniform there; alpha unused) or unigram-optimal (every row one "
+                                 "Dirichlet(alpha) draw p: i.i.d. tokens from p)", choices=PRIORS)
+    mixture: str = _f("", "markov: PRIOR:SHARE (e.g. unigram-optimal:0.25): the last round(B*SHARE) sequences "
+                          "of every training batch from PRIOR (Python's round: 0 or B rows on a batch too small "
+                          "are allowed); evaluation streams are never mixed; '' (default): none")
 
 
 def log_gamma_samples(shape: tuple[int, ...], alpha: float, gen: torch.Generator) -> torch.Tensor:
@@ -82,7 +118,7 @@ def sinkhorn(p: torch.Tensor) -> torch.Tensor:
     Sinkhorn's balancing, with every column summing to 1 within SINKHORN_TOL (rows to rounding).
 
     Applied to Dirichlet rows this gives a doubly-stochastic matrix, but *not* the uniform law on
-    the Birkhoff polytope (Edelman et al. used rejection sampling for N <= 4 and the same Sinkhorn
+    the Birkhoff polytope (Edelman et al. used rejection sampling for N <= 5 and the same Sinkhorn
     balancing beyond). For N = 2 the limit is closed-form: scaling keeps the cross-ratio
     r = p01 p10 / (p00 p11), and [[1-a, a], [a, 1-a]] has r = a^2 / (1-a)^2. For N >= 3, column then
     row normalisation, each round on the matrices not yet balanced only (at alpha >= 1 the slowest
@@ -103,6 +139,86 @@ def sinkhorn(p: torch.Tensor) -> torch.Tensor:
         pending = pending / pending.sum(-1, keepdim=True)
         p[index] = pending
     raise RuntimeError(f"data_args.doubly_stochastic: Sinkhorn did not balance in {SINKHORN_ITERS} rounds")
+
+
+def complete_doubly_stochastic(block: torch.Tensor) -> torch.Tensor:
+    """The N x N matrices (B, N, N) whose top-left (N-1) x (N-1) blocks are ``block`` and whose rows
+    and columns sum to one: last column 1 - row sums, last row 1 - column sums, and the corner
+    1 - (the last row's sum) = sum(block) - (N - 2)."""
+    b, m, _ = block.shape
+    out = block.new_empty(b, m + 1, m + 1)
+    out[:, :m, :m] = block
+    out[:, :m, m] = 1 - block.sum(-1)
+    out[:, m, :m] = 1 - block.sum(-2)
+    out[:, m, m] = block.sum((-1, -2)) - (m - 1)
+    return out
+
+
+def corner_simplex(shape: tuple[int, ...], m: int, gen: torch.Generator) -> torch.Tensor:
+    """Points (*shape, m) uniform on {x >= 0, sum x < 1}: the first m coordinates of a Dirichlet(1)
+    draw on m + 1 (normalised exponentials), float64."""
+    e = torch.empty(*shape, m + 1, dtype=torch.float64, device=gen.device).exponential_(generator=gen)
+    return (e / e.sum(-1, keepdim=True))[..., :m]
+
+
+def birkhoff_rejection(batch_size: int, n: int, gen: torch.Generator) -> torch.Tensor:
+    """``batch_size`` N x N doubly-stochastic matrices (B, N, N) float64, uniform on the Birkhoff
+    polytope (w.r.t. Lebesgue measure on its (N-1)^2 free coordinates), a pure function of the
+    generator; N <= REJECTION_MAX_STATES.
+
+    Edelman et al.'s rejection: a block uniform in [0, 1)^((N-1) x (N-1)) is kept iff its completion
+    (``complete_doubly_stochastic``) is non-negative, i.e. every partial row and column sum < 1 and
+    the corner sum - (N - 2) > 0; the completion is affine and one-to-one, so the kept matrices are
+    uniform on the polytope. Here each row of the block is drawn uniform on {x >= 0, sum x < 1}
+    (``corner_simplex``): that is the uniform block given its row sums < 1, so only the column and
+    corner conditions are left to reject on, ((N-1)!)^(N-1) times less often (BIRKHOFF_ACCEPTANCE).
+    Each round draws about 1.25x the blocks still needed over the acceptance rate and keeps the
+    first accepted ones in draw order (still i.i.d.).
+    """
+    m, rate = n - 1, BIRKHOFF_ACCEPTANCE[n]
+    kept = [torch.empty(0, m, m, dtype=torch.float64, device=gen.device)]
+    need = batch_size
+    while need > 0:
+        draws = min(REJECTION_NUMBERS // (m * n), math.ceil(1.25 * need / rate) + 16)
+        block = corner_simplex((draws, m), m, gen)                                    # rows sum below 1
+        ok = (block.sum(-2) < 1).all(-1) & (block.sum((-1, -2)) > m - 1)
+        kept.append(block[ok][:need])
+        need -= len(kept[-1])
+    return complete_doubly_stochastic(torch.cat(kept))
+
+
+def doubly_stochastic_matrices(batch_size: int, n: int, gen: torch.Generator) -> torch.Tensor:
+    """The ``doubly-stochastic`` prior: uniform on the Birkhoff polytope up to REJECTION_MAX_STATES
+    states; beyond (not uniform above N = 6), where rejection grows too slow, Sinkhorn-balanced
+    Dirichlet(1) rows, as Edelman et al. do above N = 5."""
+    if n <= REJECTION_MAX_STATES:
+        return birkhoff_rejection(batch_size, n, gen)
+    return sinkhorn(dirichlet_rows((batch_size, n, n), 1.0, gen))
+
+
+def unigram_optimal_tables(batch_size: int, rows: int, n: int, alpha: float, gen: torch.Generator) -> torch.Tensor:
+    """The ``unigram-optimal`` prior: every row of a sequence's table (B, rows, N) the same
+    Dirichlet(alpha) draw p, so that its tokens are i.i.d. from p."""
+    return dirichlet_rows((batch_size, 1, n), alpha, gen).expand(batch_size, rows, n).contiguous()
+
+
+def parse_mixture(text: str) -> Optional[tuple[str, float]]:
+    """``data_args.mixture``: 'PRIOR:SHARE' -> (PRIOR, SHARE); '' -> None; a bad one: ValueError, one
+    line naming the key."""
+    if not text:
+        return None
+    prior, colon, share = text.rpartition(":")
+    if not colon:
+        raise ValueError(f"data_args.mixture: expected PRIOR:SHARE (e.g. unigram-optimal:0.25), got {text!r}")
+    if prior not in PRIORS:
+        raise ValueError(f"data_args.mixture: unknown prior {prior!r} in {text!r} (one of {', '.join(PRIORS)})")
+    try:
+        value = float(share)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise ValueError(f"data_args.mixture: the share must be a number in (0, 1), got {share!r} in {text!r}")
+    return prior, value
 
 
 def context_step(mu: torch.Tensor, p: torch.Tensor, n: int) -> torch.Tensor:
@@ -154,20 +270,24 @@ class MarkovTask(Task):
 
     Latents: ``transition`` (B, N^(n-1), N), ``initial`` (B, N^(n-1)) the law of the first n - 1
     tokens (the stationary law of the contexts) and ``stationary`` (B, N) the chain's stationary
-    law of single tokens.
+    law of single tokens; all three computed from the one table of each sequence, mixed batches
+    included. Masks: ``in_context`` (every position) and ``last`` (the last position).
     """
 
     name = "markov"
     vocab_key = "data_args.num_states"  # what sets N
     stack_keys = ("seq_length", "num_states")  # a stack's batches: one shape, one vocabulary
     Args = MarkovArgs
-    masks = ("in_context",)
+    masks = ("in_context", "last")
     reference_strategies = ("ngram", "unigram", "uniform")
 
     def __init__(self, args: MarkovArgs, device: torch.device | str = "cpu"):
         super().__init__(args, device)
         self.n, self.context = args.num_states, args.order - 1
         self.rows = self.n ** self.context
+        self.mixture = parse_mixture(args.mixture)
+        if args.prior == "unigram-optimal":   # the first reference strategy is the Bayes predictor
+            self.reference_strategies = ("unigram", "ngram", "uniform")
 
     @classmethod
     def check(cls, d: MarkovArgs, *, loss_head_only: bool = False) -> None:
@@ -181,6 +301,17 @@ class MarkovTask(Task):
         require(d.alpha > 0, f"data_args.alpha: must be > 0, got {d.alpha}")
         require(d.seq_length >= d.order, f"data_args.seq_length: must be >= data_args.order={d.order}, "
                                          f"got {d.seq_length}")
+        require(d.prior in PRIORS, f"data_args.prior: expected one of {', '.join(PRIORS)}, got {d.prior!r}")
+        mixture = parse_mixture(d.mixture)
+        require(not d.doubly_stochastic or d.prior == "dirichlet",
+                f"data_args.doubly_stochastic: the legacy Sinkhorn flag goes with data_args.prior=dirichlet only, "
+                f"got data_args.prior={d.prior} (drop data_args.doubly_stochastic)")
+        require(not d.doubly_stochastic or mixture is None,
+                f"data_args.doubly_stochastic: the legacy flag cannot be mixed (data_args.mixture={d.mixture}); "
+                f"use data_args.prior=doubly-stochastic")
+        for key, prior in (("prior", d.prior), ("mixture", mixture and mixture[0])):
+            require(prior != "doubly-stochastic" or d.order == 2,
+                    f"data_args.{key}: doubly-stochastic only for order 2 (a square matrix), got order={d.order}")
         require(not d.doubly_stochastic or d.order == 2,
                 f"data_args.doubly_stochastic: only for order 2 (a square matrix), got order={d.order}")
         require(not d.doubly_stochastic or d.alpha >= 1,
@@ -193,20 +324,47 @@ class MarkovTask(Task):
 
     def info(self) -> dict:
         d = self.args
-        return {**super().info(), "num_states": d.num_states, "order": d.order, "alpha": d.alpha,
-                "doubly_stochastic": d.doubly_stochastic}
+        info = {**super().info(), "num_states": d.num_states, "order": d.order, "alpha": d.alpha,
+                "doubly_stochastic": d.doubly_stochastic, "prior": d.prior,
+                "mixture": self.mixture and {"prior": self.mixture[0], "share": self.mixture[1], "streams": ["train"]}}
+        if "doubly-stochastic" in (d.prior, self.mixture and self.mixture[0]):
+            info["doubly_stochastic_sampler"] = ("uniform on the Birkhoff polytope (rejection)"
+                                                 if d.num_states <= REJECTION_MAX_STATES
+                                                 else "Sinkhorn-balanced Dirichlet(1) rows (not uniform)")
+        return info
 
     # -- sampling -------------------------------------------------------------------------------
-    def transitions(self, batch_size: int, gen: torch.Generator) -> torch.Tensor:
-        """A transition table per sequence, (B, N^(n-1), N) float64, rows summing to one."""
-        p = dirichlet_rows((batch_size, self.rows, self.n), self.args.alpha, gen)
-        return sinkhorn(p) if self.args.doubly_stochastic else p
+    def mixed_rows(self, batch_size: int, stream: str) -> int:
+        """How many sequences of a batch of ``stream`` come from the mixture's prior: round(B * SHARE)
+        in the training stream, none elsewhere (evaluation is on the prior's chains)."""
+        return round(batch_size * self.mixture[1]) if self.mixture and stream == "train" else 0
 
-    def sample(self, batch_size: int, gen: torch.Generator) -> Batch:
-        """T + 1 tokens per sequence: the first n - 1 from ``initial``, then the chain; x, y = z[:-1], z[1:]."""
+    def batch(self, seed: int, stream: str, index: int, batch_size: int) -> Batch:
+        gen = stream_generator(seed, stream, index, self.device)
+        return self.sample(batch_size, gen, self.mixed_rows(batch_size, stream))
+
+    def tables(self, prior: str, batch_size: int, gen: torch.Generator) -> torch.Tensor:
+        """``batch_size`` transition tables of ``prior``, (B, N^(n-1), N) float64, rows summing to one."""
+        if prior == "doubly-stochastic":
+            return doubly_stochastic_matrices(batch_size, self.n, gen)
+        if prior == "unigram-optimal":
+            return unigram_optimal_tables(batch_size, self.rows, self.n, self.args.alpha, gen)
+        p = dirichlet_rows((batch_size, self.rows, self.n), self.args.alpha, gen)
+        return sinkhorn(p) if self.args.doubly_stochastic else p     # legacy: balanced Dirichlet rows
+
+    def transitions(self, batch_size: int, gen: torch.Generator, mixed: int = 0) -> torch.Tensor:
+        """A transition table per sequence, (B, N^(n-1), N) float64: the first B - ``mixed`` from the
+        prior, then ``mixed`` from the mixture's (no draw at all for an unmixed part, so that an
+        unmixed batch takes the same random numbers as before the mixture existed)."""
+        p = self.tables(self.args.prior, batch_size - mixed, gen)
+        return torch.cat([p, self.tables(self.mixture[0], mixed, gen)]) if mixed else p
+
+    def sample(self, batch_size: int, gen: torch.Generator, mixed: int = 0) -> Batch:
+        """T + 1 tokens per sequence: the first n - 1 from ``initial``, then the chain; x, y = z[:-1], z[1:].
+        The last ``mixed`` sequences from the mixture's prior (``batch`` sets it for the training stream)."""
         b, n, ctx, dev = batch_size, self.n, self.context, self.device
         length = self.args.seq_length + 1
-        p = self.transitions(b, gen)                                                  # (B, M, N)
+        p = self.transitions(b, gen, mixed)                                           # (B, M, N)
         initial = context_stationary(p, n)                                            # (B, M)
         u = torch.rand(length - ctx + 1, b, 1, dtype=torch.float64, device=dev, generator=gen)
         code = torch.searchsorted(_cdf(initial), u[0], right=True).squeeze(-1).clamp(max=self.rows - 1)
@@ -222,7 +380,9 @@ class MarkovTask(Task):
             code = code // n + tok * top                                              # drop the oldest, add tok
         x, y = z[:, :-1], z[:, 1:]
         stationary = initial.view(b, n, -1).sum(-1)                                   # marginal of the newest token
-        return Batch(x, y, {"in_context": torch.ones_like(x, dtype=torch.bool)},
+        last = torch.zeros_like(x, dtype=torch.bool)
+        last[:, -1] = True
+        return Batch(x, y, {"in_context": torch.ones_like(x, dtype=torch.bool), "last": last},
                      {"transition": p, "initial": initial, "stationary": stationary})
 
     # -- strategies -----------------------------------------------------------------------------
@@ -237,7 +397,12 @@ class MarkovTask(Task):
           are seen). This is the Bayes predictor given the transitions; it ignores the (weak)
           evidence about P in the stationary-distributed first tokens, as Edelman et al. do
           (tests/test_tasks_markov.py measures that gap by quadrature). Under the doubly-stochastic
-          prior it is not the exact Bayes predictor (the rows are then not independent Dirichlets);
+          prior it is not the exact Bayes predictor (the rows are then not independent Dirichlets).
+          Under ``unigram-optimal`` it is consistent but wasteful (it learns each row apart from
+          the others, which are all the same p): there ``unigram`` is the exact Bayes predictor,
+          the Dirichlet(alpha) posterior mean of i.i.d. tokens (the first ones included, since they
+          are drawn from p too), and it leads ``reference_strategies``. On a mixed training batch
+          no strategy is Bayes for every sequence (the evaluation batches are never mixed);
         - ``stationary``: the chain's true stationary law (an oracle unigram);
         - ``transition``: the true row P(. | context) (an oracle: the loss floor); within the
           first n - 1 tokens, the true conditional law of the initial context.
@@ -265,10 +430,15 @@ class MarkovTask(Task):
         return probs
 
     def floors(self) -> dict[str, float]:
-        """On a fixed batch of 1024 sequences: ``floor_loss_in_context``, the expected loss of the
-        ``transition`` oracle (the entropy rate, plus the entropy of the initial context), and
-        ``nocontext_loss_in_context`` = log N (the prior predictive is uniform by symmetry)."""
+        """On a fixed batch of 1024 sequences of the prior (never mixed), per mask:
+        ``floor_loss_<mask>``, the expected loss of the ``transition`` oracle (the entropy rate, plus
+        the entropy of the initial context), and ``nocontext_loss_<mask>`` = log N (every prior is
+        symmetric in the states, so the prior predictive is uniform)."""
         batch = self.batch(0, "floors", 0, 1024)
-        return {"floor_loss_in_context": float(S.entropy(self.oracle(batch)).mean()),
-                "nocontext_loss_in_context": math.log(self.n), "chance_acc": 1.0 / self.n}
+        entropy = S.entropy(self.oracle(batch))
+        out = {}
+        for mask in self.masks:
+            out[f"floor_loss_{mask}"] = float(entropy[batch.masks[mask]].mean())
+            out[f"nocontext_loss_{mask}"] = math.log(self.n)
+        return {**out, "chance_acc": 1.0 / self.n}
 

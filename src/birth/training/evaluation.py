@@ -7,13 +7,15 @@
 The package's own measures and a user's callbacks (``birth.train(cfg, callbacks=[fn])``) go through
 the same mechanism: ``fn(ev)`` reads ``ev.step``, ``ev.model``, ``ev.batch`` (the training batch of
 the step), ``ev.metrics`` (the line so far) and ``ev.outputs(name)`` (logits and attention of the
-model on a fixed batch, computed once per step), and returns the metrics it adds (or None). The
+model on a fixed batch, computed once per step), and returns the metrics it adds (or None); each
+function, and each pass here, sees the model in eval mode (``evaluating``: no dropout). The
 computations themselves are pure functions of (outputs, batch, task) in ``birth.measures.predictions``
 and in the tasks; here they are only wired to the passes that feed them.
 """
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -45,10 +47,22 @@ def eval_chunks(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return t.split(max(1, EVAL_TOKENS // t.shape[1]))
 
 
+@contextmanager
+def evaluating(model: torch.nn.Module):
+    """``model`` in eval mode (no dropout) for the passes inside, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def probed_pass(model, x: torch.Tensor) -> tuple[torch.Tensor, list]:
     """Logits (B, T, N) and attention patterns of every layer on ``x``, in chunks, no gradient."""
-    parts = [model(chunk, return_attn=True) for chunk in eval_chunks(x)]
+    with evaluating(model):
+        parts = [model(chunk, return_attn=True) for chunk in eval_chunks(x)]
     return torch.cat([p for p, _ in parts]), [torch.cat(layer) for layer in zip(*(a for _, a in parts))]
 
 
@@ -134,12 +148,13 @@ def weights(ev: Evaluation) -> dict:
 def ood_logits(setup, b: Batch, acc_mask: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits of an OOD batch at the in-context targets and at the ``acc_mask`` positions (computed
     at the in-context targets only where the two coincide and the rearranged pass applies)."""
-    if acc_mask == "in_context":
-        explicit = explicit_attention(min(len(b.x), OOD_ATTENTION_CHUNK), b.x.shape[1])
-        head = torch.cat([setup.model(x, targets=m, explicit=explicit)
-                          for x, m in zip(eval_chunks(b.x), eval_chunks(b.masks["in_context"]))])
-        return head, head
-    pred = torch.cat([setup.model(x) for x in eval_chunks(b.x)])
+    with evaluating(setup.model) as model:
+        if acc_mask == "in_context":
+            explicit = explicit_attention(min(len(b.x), OOD_ATTENTION_CHUNK), b.x.shape[1])
+            head = torch.cat([model(x, targets=m, explicit=explicit)
+                              for x, m in zip(eval_chunks(b.x), eval_chunks(b.masks["in_context"]))])
+            return head, head
+        pred = torch.cat([model(x) for x in eval_chunks(b.x)])
     return pred[b.masks["in_context"]], pred[b.masks[acc_mask]]
 
 
@@ -232,7 +247,9 @@ class Evaluator:
     def __call__(self, step: int, stepped: Stepped) -> Evaluation:
         ev = Evaluation(step, self, stepped)
         for fn in self.functions:
-            with self.timings.timed(f"eval: {getattr(fn, '__name__', type(fn).__name__)}"):
+            name = getattr(fn, "__name__", type(fn).__name__)
+            # eval mode around each function: a callback that switches the mode leaves the next unaffected
+            with self.timings.timed(f"eval: {name}"), evaluating(self.setup.model):
                 added = fn(ev)
             if added:
                 ev.metrics.update(added)

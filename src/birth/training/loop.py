@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from birth.tasks.triggers.probes import weight_norms
-from birth.tasks import Batch
+from birth.tasks import Batch, stream_generator
 from birth.training.build import Setup, apply_freeze, build_setup, checkpoint_steps, freeze_schedule, make_optimizer
 from birth.training.config import TrainConfig, to_dict
-from birth.training.evaluation import Evaluator, Stepped, training_loss
+from birth.training.evaluation import Evaluator, Stepped, evaluating, training_loss
 from birth.training.exits import EXIT_DIVERGED, EXIT_NO_SPACE, NoSpace
 from birth.training.interventions import Interventions
 from birth.training.runs import MetricsWriter, RunDir, VectorWriter, atomic_write_bytes
@@ -102,6 +102,8 @@ class Trainee:
         self.interventions = Interventions(cfg.interventions, self.model, self.setup.triggers, cfg.data_args.seq_length)
         self.optimizer = make_optimizer(cfg, self.model)
         restored = _restore(run, self.setup, self.optimizer) if resume else None
+        if restored is None:  # a resumed run continues from its checkpoint's RNG state instead
+            seed_dropout(cfg)
         self.start, offsets, self.elapsed_before = restored or (0, {}, 0.0)
         self.evaluator = Evaluator(self.setup, callbacks, timings=self.timings)
         if restored is None:
@@ -153,6 +155,7 @@ class Trainee:
         """Before the forward pass of ``step``: what trains (freeze schedule, held sets), and the
         interventions of this step (sets on the weights, the clamps' and ablations' window)."""
         self.model.step = step  # what hooks read as hook.context.step
+        self.model.train()  # dropout acts in the step's passes; evaluation takes eval mode and gives it back
         apply_freeze(self.model, self.schedule, step, self.base_trainable, self.interventions.held(step))
         self.interventions.before_step(step)
 
@@ -256,6 +259,14 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, quiet:
         return t.diverged(err, step)
 
 
+def seed_dropout(cfg: TrainConfig) -> None:
+    """Seeds the global torch RNG, which dropout draws its masks from, from the run's data seed (a
+    stream of its own, apart from ``init_seed``'s): the masks are a function of the config. Without
+    dropout nothing in training draws from it, and it is left alone."""
+    if cfg.model_args.dropout > 0:
+        torch.manual_seed(stream_generator(cfg.seed, "dropout", 0, "cpu").initial_seed())
+
+
 def _restore(run: RunDir, setup: Setup, optimizer) -> Optional[tuple[int, dict, float]]:
     """Loads the newest valid checkpoint into the model, optimizer and RNGs; returns (step, the
     offsets of metrics.jsonl and loss_by_position.bin, elapsed), or None when there is none (the run
@@ -318,10 +329,12 @@ def _train_step(setup: Setup, optimizer, step: int, timings: Timings) -> Optiona
 
 def _update(cfg: TrainConfig, model, optimizer, batch: Batch, is_eval: bool, device) -> Optional[Stepped]:
     optimizer.zero_grad(set_to_none=True)
-    float32 = cfg.precision == "float32"
+    # the probes read the training pass itself, unless it is bf16 or drops units: they stay float32
+    # and see no dropout, in a pass of their own on the same weights
+    shared = is_eval and cfg.precision == "float32" and cfg.model_args.dropout == 0
     with precision(cfg, device):
-        loss, pred, patterns = step_loss(cfg, model, batch, keep=is_eval and float32)
-    if is_eval and not float32:  # the probes stay float32: a pass of their own, on the same weights
+        loss, pred, patterns = step_loss(cfg, model, batch, keep=shared)
+    if is_eval and not shared:
         pred, patterns = probe_pass(model, batch.x)
     if not math.isfinite(loss.item()):
         raise FloatingPointError(f"non-finite loss {loss.item()}")
@@ -331,9 +344,10 @@ def _update(cfg: TrainConfig, model, optimizer, batch: Batch, is_eval: bool, dev
 
 @torch.no_grad()
 def probe_pass(model, x: torch.Tensor) -> tuple[torch.Tensor, list]:
-    """Logits and attention patterns of a training batch for its probes, in float32, no gradient
-    (one pass over the whole batch, as its training pass)."""
-    return model(x, return_attn=True)
+    """Logits and attention patterns of a training batch for its probes, in float32, no gradient,
+    eval mode (one pass over the whole batch, as its training pass)."""
+    with evaluating(model):
+        return model(x, return_attn=True)
 
 
 def apply_update(cfg: TrainConfig, model, optimizer, batch: Batch, loss: float, pred, patterns,

@@ -173,7 +173,9 @@ def _task(cfg: TrainConfig) -> tasks.Task:
 
 def _model(m: ModelArgs) -> None:
     defaults = ModelArgs()
+    _require(0 <= m.dropout < 1, f"model_args.dropout: must be in [0, 1), got {m.dropout}")
     if m.arch == "simplified":
+        _require(m.dropout == 0, "model_args.dropout: the simplified model has no dropout (full architecture only)")
         _require(m.n_layers == 2, f"model_args.n_layers: the simplified model has 2 layers, got {m.n_layers} "
                                   "(use model_args.arch=full for other depths)")
         _require(m.n_heads == 1, f"model_args.n_heads: the simplified model has 1 head, got {m.n_heads} "

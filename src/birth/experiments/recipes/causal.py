@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from birth.experiments import RECIPES
+from birth.experiments import claims as C
 from birth.experiments.recipes import fig3
 from birth.experiments.figures import COLORS, CurveTable, save, style
 from birth.experiments.recipes.layers import ORDER_FREE, ORDER_FREE_SLACK
@@ -44,18 +45,28 @@ def conditions(scale: str) -> dict[str, dict]:
     return {label: {**base, **({"interventions": spec} if spec else {})} for label, spec in SCHEDULES.items()}
 
 
+# Claim d over the width: the theory is stated for large d, where the stored keys stand out of the
+# cross-talk (at d = 128, W_K2's stored keys beat unrelated ones by too little: issue 28).
+IDEAL_DIMS = (128, 256, 512, 1024)
+LARGE_D = 512
+
+
 @torch.no_grad()
 def ideal_accuracy(res: Results) -> list[dict]:
-    """Per seed (claim d): the joint condition's model at initialisation with W_K1, W_K2 and W_O2 set
-    to their ideal memories, untrained: in-context accuracy on its fixed evaluation batch."""
+    """Per seed (claim d): the joint condition's model at initialisation, at each width of IDEAL_DIMS,
+    with W_K1, W_K2 and W_O2 set to their ideal memories, untrained: in-context accuracy on its
+    fixed evaluation batch; the Spearman rho over d and the lowest accuracy at d >= LARGE_D."""
     out = []
     for path in res.run_dirs(JOINT):
-        cfg = RunDir(path).read_config()
-        cfg.interventions = IDEAL
-        setup = build_setup(cfg, torch.device("cpu"))
-        Interventions(IDEAL, setup.model, setup.triggers, cfg.data_args.seq_length).before_step(0)
-        metrics = evaluation_batch(Evaluation(0, Evaluator(setup), stepped=None))
-        out.append({"in-context accuracy": metrics[ACC], "score2_acc": metrics["eval_score2_acc"]})
+        acc = {}
+        for d in IDEAL_DIMS:
+            cfg = RunDir(path).read_config()
+            cfg.interventions, cfg.model_args.dim = IDEAL, d
+            setup = build_setup(cfg, torch.device("cpu"))
+            Interventions(IDEAL, setup.model, setup.triggers, cfg.data_args.seq_length).before_step(0)
+            acc[d] = evaluation_batch(Evaluation(0, Evaluator(setup), stepped=None))[ACC]
+        out.append({**{f"d={d}": a for d, a in acc.items()}, "rho over d": C.spearman(list(acc), list(acc.values())),
+                    f"lowest at d >= {LARGE_D}": min(a for d, a in acc.items() if d >= LARGE_D)})
     return out
 
 
@@ -69,19 +80,21 @@ def stays_order_free(res: Results) -> list[dict]:
 
 RULES = (
     PairedEarlier("I-a", "A previous-token head given to layer 1 makes the induction head form sooner", FIGURE,
-                  earlier=PREVIOUS, later=JOINT, events=((ACC, 0.5), ("eval_score2_acc", 0.9))),
+                  earlier=PREVIOUS, later=JOINT, events=((ACC, 0.5), ("eval_score2_acc", 0.9)), kind=C.FASTER),
     Checks("I-b", "Without a previous-token head (layer 1 uniform) no induction head forms: the model stays at "
                   "what an order-free predictor gets", FIGURE, measure_fn=stays_order_free, needs=(UNIFORM,),
            describe="final in-context accuracy with layer 1 clamped to uniform for the whole run, against the counts "
                     "strategy on the same batch", checks=(("clamped - order-free", "<=", ORDER_FREE_SLACK),)),
     PairedEarlier("I-c", "With W_O^2 given its ideal memory, W_K^2 is learned sooner (its phase is removed)", FIGURE,
-                  earlier=W_O2_IDEAL, later=JOINT, events=(("wk1_full_acc", 0.5),),
-                  note="W_K2 read by the 65-way wk1_full_acc: the 5-way wk1_acc reaches 1.0 before wo1_acc even in "
-                       "the official code (SPEC §8.19)"),
-    Checks("I-d", "The theory's three ideal memories give an induction head with no training at all", FIGURE,
-           measure_fn=ideal_accuracy, needs=(JOINT,),
-           describe="W_K1, W_K2, W_O2 set to their ideal memories (gain 10) at initialisation, untrained: in-context "
-                    "accuracy on the evaluation batch", checks=(("in-context accuracy", ">=", 0.9),)),
+                  earlier=W_O2_IDEAL, later=JOINT, events=(("wk1_trig_acc", 0.6),),
+                  note="W_K2 read by wk1_trig_acc, the K trigger queries against all N keys (ceiling 1.0): "
+                       "wk1_full_acc is capped near 0.09 under fixed triggers, and the K-way wk1_acc reaches 1.0 "
+                       "before wo1_acc even in the official code (SPEC §8.19)"),
+    Checks("I-d", "The theory's three ideal memories give an induction head with no training at all (the theory "
+                  "is stated for large d)", FIGURE, measure_fn=ideal_accuracy, needs=(JOINT,),
+           describe=f"W_K1, W_K2, W_O2 set to their ideal memories (gain 10) at initialisation, untrained, at d in "
+                    f"{list(IDEAL_DIMS)}: in-context accuracy on the evaluation batch, Spearman rho over d",
+           checks=((f"lowest at d >= {LARGE_D}", ">=", 0.9), ("rho over d", ">=", 0.8))),
 )
 
 
@@ -89,7 +102,7 @@ def plot(res: Results, out: Output) -> list:
     import matplotlib.pyplot as plt
     table = CurveTable()
     panels = ((ACC, "in-context accuracy"), ("eval_score2_acc", "induction attention (score2)"),
-              ("wk1_full_acc", "$W_K^2$ recall over all tokens (wk1_full)"))
+              ("wk1_trig_acc", "$W_K^2$: trigger queries, all keys (wk1_trig)"))
     with style():
         fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.4), sharex=True, sharey=True)
         for ax, (key, title) in zip(axes, panels):

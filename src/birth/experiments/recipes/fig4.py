@@ -21,7 +21,8 @@ from birth.experiments import claims as C
 from birth.experiments.figures import COLORS, CurveTable, floor_line, save, style
 from birth.experiments.recipe import (
     SCALE_STATUS, Output, Recipe, Results, Size, describe, simplified, smaller_than_paper, paper_size, tiny_size)
-from birth.experiments.rules import ACC, Checks, IncreasesWith, PairedBetter, Rule
+from birth.experiments.rules import (
+    ACC, Checks, IncreasesWith, PairedBetter, Rule, censored_mark, never_text, steps_between)
 
 NAME = "fig4"
 FIGURE = "Fig. 4"
@@ -142,10 +143,17 @@ GLOBAL_FRACTION = 0.75   # of the way from the first global loss to its Bayes fl
 INCONTEXT_FRACTION = 0.5  # of the no-context loss (log N)
 
 
+# Claim 2 reads the conditions whose in-context loss drops within the run on pilot seeds; the 6th
+# most frequent trigger never does in 1000 steps (every seed of the published run of issue 20): a
+# claim about which trigger is faster, it is read by claim 11, where a never-reached level is censored.
+CLAIM_2_CONDITIONS = ("random trigger", "fixed: most frequent", "fixed: 2nd most frequent")
+
+
 class GlobalBeforeInContext(Rule):
-    """Claim 2, per run of every trigger condition of panel (a): the global loss covers
+    """Claim 2, per run of the conditions CLAIM_2_CONDITIONS of panel (a): the global loss covers
     GLOBAL_FRACTION of the way to its floor strictly before the in-context loss falls below
-    INCONTEXT_FRACTION of the no-context loss."""
+    INCONTEXT_FRACTION of the no-context loss. A claim that global learning is faster: an in-context
+    level never reached within the run counts as later (censored)."""
 
     unit = "runs (condition x seed)"
 
@@ -153,37 +161,39 @@ class GlobalBeforeInContext(Rule):
         return ()
 
     def text(self, res):
-        return (f"full loss with W_F, every trigger condition and seed: loss_bigram covers {GLOBAL_FRACTION:.0%} of "
-                f"the way from its first value to its Bayes floor before loss_head falls below "
-                f"{INCONTEXT_FRACTION:g} x the no-context loss (log N)")
+        return (f"full loss with W_F, conditions {', '.join(CLAIM_2_CONDITIONS)}, every seed: loss_bigram covers "
+                f"{GLOBAL_FRACTION:.0%} of the way from its first value to its Bayes floor before loss_head falls "
+                f"below {INCONTEXT_FRACTION:g} x the no-context loss (log N); a level never reached counts as "
+                "later (censored)")
 
     def measure(self, res):
         return [{"run": f"{label} s{s}", "global": tg, "in-context": ti}
-                for label in TRIGGER_CONDITIONS if res.has(label)
+                for label in CLAIM_2_CONDITIONS if res.has(label)
                 for s, (tg, ti) in enumerate(zip(*event_times(res, label)))]
 
     def holds(self, v):
-        if math.isinf(v["global"]) or math.isinf(v["in-context"]):  # both must be learned within the run
-            return None
-        return C.order_holds([v["global"], v["in-context"]])
+        return C.ordered([v["global"], v["in-context"]], self.kind)
 
     def why(self, v):
-        never = [k for k in ("global", "in-context") if math.isinf(v[k])]
-        return f"{' and '.join(never)} loss never crossed its level within the run (a longer run decides)"
+        if math.isinf(v["global"]) and math.isinf(v["in-context"]):
+            return never_text(["global", "in-context"], self.kind)
+        return "both crossed at the same evaluation step"
 
     def slack(self, v):
-        return {"in-context - global": v["in-context"] - v["global"]}
+        return {"in-context - global": steps_between(v["global"], v["in-context"], self.kind)}
 
     def units(self):
         return {"in-context - global": "steps"}
 
     def show(self, v):
-        return f"{v['run']}: global {C.fmt_iter(v['global'])}, in-context {C.fmt_iter(v['in-context'])}"
+        return (f"{v['run']}: global {C.fmt_iter(v['global'])}, in-context {C.fmt_iter(v['in-context'])}"
+                + censored_mark([v["global"], v["in-context"]], self.kind))
 
 
 class FrequentTriggerFirst(Rule):
     """Claim 11, per seed: the in-context loss of the most frequent fixed trigger falls below
-    INCONTEXT_FRACTION x log N strictly before that of either rarer fixed trigger."""
+    INCONTEXT_FRACTION x log N strictly before that of either rarer fixed trigger. A claim about
+    which is faster: a rarer trigger that never gets there within the run counts as later (censored)."""
 
     top, rarer = "fixed: most frequent", ("fixed: 2nd most frequent", "fixed: 6th most frequent")
 
@@ -192,7 +202,7 @@ class FrequentTriggerFirst(Rule):
 
     def text(self, res):
         return (f"loss_head falls below {INCONTEXT_FRACTION:g} x log N earlier for the most frequent fixed trigger "
-                "than for either rarer one (a rarer one that never does within the run counts as later: censored)")
+                "than for either rarer one (a level never reached within the run counts as later: censored)")
 
     def measure(self, res):
         top = event_times(res, self.top)[1]
@@ -200,25 +210,25 @@ class FrequentTriggerFirst(Rule):
         return [{"most frequent": t, **{f"rarer {i + 1}": o[s] for i, o in enumerate(others)}}
                 for s, t in enumerate(top) if all(s < len(o) for o in others)]
 
+    def _rarer(self, v) -> float:
+        return min((x for k, x in v.items() if k != "most frequent"), key=C.censored_at)
+
     def holds(self, v):
-        if math.isinf(v["most frequent"]):  # the faster one must happen within the run
-            return None
-        return C.order_holds([v["most frequent"], min(x for k, x in v.items() if k != "most frequent")])
+        return C.ordered([v["most frequent"], self._rarer(v)], self.kind)
 
     def why(self, v):
-        return ("the most frequent trigger's in-context loss never crossed its level within the run"
-                if math.isinf(v["most frequent"]) else "two triggers crossed at the same evaluation step")
+        if math.isinf(v["most frequent"]) and math.isinf(self._rarer(v)):
+            return never_text(list(v), self.kind)
+        return "two triggers crossed at the same evaluation step"
 
     def slack(self, v):
-        rarer = min(x for k, x in v.items() if k != "most frequent")
-        return {} if math.isinf(rarer) else {"rarer - most frequent": rarer - v["most frequent"]}
+        return {"rarer - most frequent": steps_between(v["most frequent"], self._rarer(v), self.kind)}
 
     def units(self):
         return {"rarer - most frequent": "steps"}
 
     def show(self, v):
-        text = ", ".join(f"{k} {C.fmt_iter(x)}" for k, x in v.items())
-        return text + (" (censored)" if any(math.isinf(x) for x in v.values()) else "")
+        return ", ".join(f"{k} {C.fmt_iter(x)}" for k, x in v.items()) + censored_mark(v.values(), self.kind)
 
 
 def event_times(res: Results, label: str) -> tuple[list[float], list[float]]:
@@ -245,11 +255,13 @@ def split_ratio(res: Results) -> list[dict]:
 
 
 RULES = (
-    GlobalBeforeInContext("2", "Global bigrams are learned fast; the induction head develops more slowly", FIGURE),
-    FrequentTriggerFirst("11", "The more frequent the trigger, the faster the in-context loss drops", FIGURE),
+    GlobalBeforeInContext("2", "Global bigrams are learned fast; the induction head develops more slowly", FIGURE,
+                          kind=C.FASTER),
+    FrequentTriggerFirst("11", "The more frequent the trigger, the faster the in-context loss drops", FIGURE,
+                         kind=C.FASTER),
     IncreasesWith("15a", "Trigger diversity changes the speed of in-context learning (more triggers, faster) "
                          "[our reading, low confidence]", FIGURE,
-                  select="K = ", key="data_args.k", metric=ACC, stat="mean"),
+                  select="K = ", key="data_args.k", metric=ACC, stat="mean", kind=C.FASTER),
     PairedBetter("15b", "Training on bigram-drawn outputs generalizes worse to uniform outputs than training on "
                         "uniform outputs generalizes to bigram ones [low confidence]", FIGURE,
                  higher=BIGRAM_TO_UNIFORM, lower=UNIFORM_TO_BIGRAM, metric=ACC, stat="final", margin=0.02,

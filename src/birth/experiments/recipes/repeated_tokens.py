@@ -9,24 +9,32 @@ What Olsson et al. report, and what this recipe checks:
   log V (the phase change of in-context learning);
 - the in-context learning score (loss late in the context minus loss early in it) and the
   prefix-matching (induction) score of the best head change in the same window of steps: their
-  co-occurrence argument for induction heads as the mechanism of in-context learning.
+  co-occurrence argument for induction heads as the mechanism of in-context learning;
+- and their causal argument: removing the head (mean-ablating it, through the intervention API)
+  removes most of the in-context learning score's gain, and a model that cannot form an induction
+  head (one layer) has no phase change.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import torch
 
 from birth.experiments import RECIPES
 from birth.experiments import claims as C
 from birth.experiments.figures import COLORS, CurveTable, floor_line, save, style
 from birth.experiments.recipes.markov_chains import attention_only
-from birth.experiments.recipe import SCALE_STATUS, Output, Recipe, Results, Size, describe, tiny_size
+from birth.experiments.recipe import SCALE_STATUS, Output, Recipe, Results, Size, describe, load_model, tiny_size
 from birth.experiments.rules import Checks
+from birth.measures.predictions import icl_score
+from birth.training.evaluation import Evaluation, Evaluator, evaluation_batch
+from birth.training.interventions import Interventions
 
 NAME = "repeat"
 FIGURE = "Olsson et al. 2022 (induction phase change)"
 GROUP = "repeated random tokens"
+ONE_LAYER = "one layer (control)"
 V = 64
 REPEATED, FIRST = "eval_loss_in_context", "eval_loss_global"
 
@@ -39,8 +47,9 @@ SIZES = {
 
 
 def conditions(scale: str) -> dict[str, dict]:
-    return {GROUP: attention_only(SIZES[scale], data_args__task="repeat", data_args__vocab_size=V,
-                                  data_args__random_period=True, model_args__sin_cos=False)}
+    run = lambda **kw: attention_only(SIZES[scale], data_args__task="repeat", data_args__vocab_size=V,
+                                      data_args__random_period=True, model_args__sin_cos=False, **kw)
+    return {GROUP: run(), ONE_LAYER: run(model_args__n_layers=1)}
 
 
 DROP = 0.5     # the repeated tokens' loss ends below this fraction of log V
@@ -81,6 +90,50 @@ def co_occurrence(res: Results) -> list[dict]:
 
 
 WINDOW = 0.1  # of the run's steps
+REMOVED = 0.5  # "most of the gain": the share of the ICL score's gain that ablating the head takes away
+CONTROL = 0.2  # "no phase change": the one-layer control's gain, as a share of the two-layer model's
+
+
+def best_head(metrics: dict) -> tuple[int, int]:
+    """(layer, head) of the highest prefix-matching score of a run's last evaluation."""
+    scores = {k: v for k, v in metrics.items() if k.startswith("head_induction_l") and isinstance(v, float)}
+    layer, head = max(scores, key=scores.get)[len("head_induction_l"):].split("h")
+    return int(layer), int(head)
+
+
+@torch.no_grad()
+def ablated_icl_score(run_dir, layer: int, head: int) -> float:
+    """The ICL score of a run's final model on its evaluation batch with head (layer, head) replaced by
+    its mean over the batch (``ablate:L.H:mean``, the intervention API)."""
+    setup = load_model(run_dir)
+    Interventions(f"ablate:{layer}.{head}:mean", setup.model)
+    ev = Evaluation(setup.cfg.max_iters, Evaluator(setup), stepped=None)
+    evaluation_batch(ev)
+    return icl_score(ev.vectors["loss_by_position"])
+
+
+def icl_gain(res: Results, group: str) -> list[float]:
+    """Per seed: how far the ICL score fell over the run (its first value minus its last)."""
+    _, icl = res.curve(group, "eval_icl_score")
+    return [float(row[~np.isnan(row)][0] - row[~np.isnan(row)][-1]) for row in icl]
+
+
+def ablation(res: Results) -> list[dict]:
+    """Per seed: the share of the ICL score's gain that mean-ablating the best prefix-matching head
+    removes, and the one-layer control's gain as a share of the two-layer model's."""
+    _, icl = res.curve(GROUP, "eval_icl_score")
+    out = []
+    for path, row, gain, control in zip(res.run_dirs(GROUP), icl, icl_gain(res, GROUP), icl_gain(res, ONE_LAYER)):
+        layer, head = best_head(res.metrics(path)[-1])
+        ablated = ablated_icl_score(path, layer, head)
+        final = float(row[~np.isnan(row)][-1])
+        out.append({"head": f"L{layer}H{head}", "ICL score gain": gain,
+                    "ablated, gain removed": (ablated - final) / gain, "one layer / two layers, gain": control / gain})
+    return out
+
+
+def causal_and_co_occurring(res: Results) -> list[dict]:
+    return [{**a, **b} for a, b in zip(co_occurrence(res), ablation(res))]
 
 
 RULES = (
@@ -91,9 +144,15 @@ RULES = (
            checks=(("repeated, final / log V", "<=", DROP),
                    ("first tokens, largest |loss - log V| / log V", "<=", STAY))),
     Checks("R2", "The in-context learning score and the best head's prefix-matching score change in the same "
-                 "window of steps", FIGURE, measure_fn=co_occurrence, needs=(GROUP,),
+                 "window of steps, and the head causes the gain", FIGURE, measure_fn=causal_and_co_occurring,
+           needs=(GROUP, ONE_LAYER),
            describe=f"the steps at which each has changed halfway from its first value to its last are within "
-                    f"{WINDOW:.0%} of the run of each other", checks=(("window - |gap|", ">=", 0.0),)),
+                    f"{WINDOW:.0%} of the run of each other; at the end of the run, mean-ablating the head with the "
+                    "highest prefix-matching score (ablate:L.H:mean) removes most of the ICL score's gain (first "
+                    "value minus last); the one-layer control, trained alike, has no phase change",
+           checks=(("window - |gap|", ">=", 0.0), ("ICL score gain", ">", 0.0),
+                   ("ablated, gain removed", ">=", REMOVED),
+                   ("one layer / two layers, gain", "<=", CONTROL))),
 )
 
 
@@ -105,6 +164,8 @@ def plot(res: Results, out: Output) -> list:
         if GROUP in res.groups():
             table.plot(a1, res, "loss", GROUP, REPEATED, "repeated tokens", COLORS[0])
             table.plot(a1, res, "loss", GROUP, FIRST, "first tokens", COLORS[1], "--")
+            if ONE_LAYER in res.groups():
+                table.plot(a1, res, "loss", ONE_LAYER, REPEATED, "repeated tokens, one layer", COLORS[4], ":")
             floor_line(a1, math.log(V), "log V")
             twin = a2.twinx()
             table.plot(a2, res, "scores", GROUP, "head_induction_max", "prefix matching (best head)", COLORS[2])
@@ -127,7 +188,8 @@ def setup(scale: str, configs: dict) -> str:
     return (f"Uniform random tokens (V = {V}) repeated with a period drawn per sequence in "
             f"ceil((T+1)/4)..ceil((T+1)/2); "
             f"2-layer attention-only transformer (pre-LN, one head, learned positions), loss on every position; "
-            f"{describe(configs[GROUP])}.")
+            f"{describe(configs[GROUP])}; a one-layer control trained alike. At the end, the head with the highest "
+            "prefix-matching score is mean-ablated on the evaluation batch.")
 
 
 DIFFERENCES = {"paper": "T 256, d 128, 3000 steps at AdamW 1e-3 (Olsson et al. trained language models: there is no "

@@ -45,10 +45,15 @@ class Computation:
 def run_experiment(name: str, out: Path, seed: int = 0, quick: bool = False, log=print, **sizes) -> str:
     """Computes experiment ``name`` into ``out``: NAME.csv, NAME.png/.pdf and its summary.md section
     (returned)."""
+    rows, facts = EXPERIMENTS[name].compute(seed=seed, quick=quick, log=log, **sizes)
+    return write_experiment(name, out, seed, rows, facts, log)
+
+
+def write_experiment(name: str, out: Path, seed: int, rows: list[dict], facts: dict, log=print) -> str:
+    """NAME.csv, NAME.png/.pdf and the summary.md section of an experiment's computed rows."""
     exp = EXPERIMENTS[name]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows, facts = exp.compute(seed=seed, quick=quick, log=log, **sizes)
     write_dict_csv(out / f"{name}.csv", rows)
     with paper_style():
         fig = exp.figure(rows, facts)
@@ -311,20 +316,41 @@ COMPLETE = ORDERS[:6]  # the six complete orders: the top-down one and the five 
 OTHERS = tuple(">".join(n.replace("W_", "") for n in o) for o in COMPLETE[1:])
 
 
+def three_steps_parts(quick: bool = False, dims=None) -> list[tuple[bool, int]]:
+    """The independent pieces of ``three_steps_rows``, in the order of its rows: (ideal, d) for the model
+    as coded at every width, then the idealised model at every other one. Each piece is a pure function
+    of (seed, sizes), so they may run in any order, in parallel (``birth.experiments.recipes.theory``)."""
+    dims = dims or ([64, 256] if quick else [64, 128, 256, 512, 1024])
+    ideal_dims = dims[1::2] if quick else dims[::2]
+    return [(False, d) for d in dims] + [(True, d) for d in ideal_dims]
+
+
+def three_steps_part(ideal: bool, d: int, seed: int = 0, quick: bool = False, log=print,
+                     **overrides) -> list[dict]:
+    """One piece of ``three_steps_rows``: every order at width d, as coded (each step alone; loss line
+    search), or idealised (the complete orders; steps 2 and 3 searched together)."""
+    cfg = _three_steps_config(d, seed, quick, overrides, ideal=ideal, **({"search": "joint"} if ideal else {}))
+    return run_orders(cfg, COMPLETE if ideal else ORDERS, log=log)
+
+
+def _three_steps_config(d: int, seed: int, quick: bool, overrides: dict, **kw) -> ThreeStepConfig:
+    sizes = dict(n_seqs=1024, search_seqs=256, test_seqs=512) if quick else {}
+    return ThreeStepConfig(**{"dim": d, "seed": seed, **sizes, **kw, **overrides})
+
+
+def three_steps_facts(seed: int = 0, quick: bool = False, dims=None, **overrides) -> dict:
+    parts = three_steps_parts(quick, dims)
+    return {"dims": [d for ideal, d in parts if not ideal], "ideal_dims": [d for ideal, d in parts if ideal],
+            "config": _three_steps_config(0, seed, quick, overrides)}
+
+
 def three_steps_rows(seed: int = 0, quick: bool = False, log=print, dims=None, **overrides) -> tuple[list[dict], dict]:
     """Three population-gradient steps from zero over d: the model as coded (every order, each step
     alone; loss line search) and the idealised model (the three complete orders; the sizes of steps 2
     and 3 searched together for the held-out accuracy after step 3). ``overrides``: ThreeStepConfig fields."""
-    dims = dims or ([64, 256] if quick else [64, 128, 256, 512, 1024])
-    ideal_dims = dims[1::2] if quick else dims[::2]
-    sizes = dict(n_seqs=1024, search_seqs=256, test_seqs=512) if quick else {}
-    model_cfg = lambda d, **kw: ThreeStepConfig(**{"dim": d, "seed": seed, **sizes, **kw, **overrides})
-    rows = []
-    for d in dims:
-        rows += run_orders(model_cfg(d), ORDERS, log=log)
-    for d in ideal_dims:
-        rows += run_orders(model_cfg(d, ideal=True, search="joint"), COMPLETE, log=log)
-    return rows, {"dims": dims, "ideal_dims": ideal_dims, "config": model_cfg(0)}
+    rows = [row for ideal, d in three_steps_parts(quick, dims)
+            for row in three_steps_part(ideal, d, seed, quick, log, **overrides)]
+    return rows, three_steps_facts(seed, quick, dims, **overrides)
 
 
 class _StepTable:

@@ -156,9 +156,14 @@ def _chunks(batch: Batch, size: int) -> Iterator[tuple[torch.Tensor, torch.Tenso
         yield batch.x[i:i + size], batch.y[i:i + size], batch.outs[i:i + size] >= 2
 
 
+# Which of the small matrices (M1, M2, L2) each trained weight enters: only that one needs a gradient,
+# so the backward pass stops where the others' would begin (for W_O2 and W_K2, before layer 1).
+ENTERS = {"W_K1": 0, "W_K2": 1, "W_O2": 2}
+
+
 def population_gradient(red: ReducedModel, batch: Batch, name: str, chunk: int = 128) -> torch.Tensor:
     """Gradient (d, d) of the mean in-context loss over all outs >= 2 targets of ``batch``."""
-    mats = [m.detach().clone().requires_grad_(True) for m in red.small()]
+    mats = [m.detach().clone().requires_grad_(i == ENTERS[name]) for i, m in enumerate(red.small())]
     n_targets = 0
     for x, y, mask in _chunks(batch, chunk):
         logits = red.logits(x, mats)[mask]                                    # (M, N)

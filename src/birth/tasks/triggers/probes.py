@@ -5,7 +5,10 @@
 - ``loss_metrics``: losses and accuracies per token type.
 New metrics beside the official ones: ``*_margin`` (mean score of the right answer minus the best
 wrong one), ``*_rank`` (mean rank of the right answer, 0 = top), ``wk1_full_acc`` (W_K2 recall
-over all N tokens even with fixed triggers) and ``wo1_split_test_acc`` (W_O2 recall on held-out tokens).
+over all N tokens even with fixed triggers), ``wk1_trig_*`` (with fixed triggers: the K trigger
+queries against all N keys, the part of W_K2 that the gradient reaches; ``wk1_trig_auc`` = 1 -
+rank / (N - 1), the fraction of wrong keys the right one beats: 0.5 at chance, 1.0 learned) and
+``wo1_split_test_acc`` (W_O2 recall on held-out tokens).
 """
 from __future__ import annotations
 
@@ -67,7 +70,11 @@ def memory_probes(model: Transformer, *, triggers: Optional[Sequence[int]], n_tr
     if triggers is not None:
         idx = torch.as_tensor(list(triggers), device=dev, dtype=torch.long)
         out.update(recall_metrics(scores[idx][:, idx], torch.arange(len(idx), device=dev), "wk1"))
+        # wk1_full_acc's ceiling is near (K + (N - K) / N) / N under fixed triggers: only the K trigger
+        # rows of W_K2 get gradient. The trigger rows against every key can reach 1.0.
         out["wk1_full_acc"] = recall_metrics(scores, toks, "wk1_full")["wk1_full_acc"]
+        out.update(recall_metrics(scores[idx], idx, "wk1_trig"))
+        out["wk1_trig_auc"] = 1.0 - out["wk1_trig_rank"] / (n - 1)
     else:
         out.update(recall_metrics(scores, toks, "wk1"))
     # W_K1: position t should attend to t-1 (keys 0..T-2, not causally masked, as official)
