@@ -54,7 +54,8 @@ def test_loss_panel_data_and_claims(out):
                                                  abs=1e-5)
     claims = json.loads((root / "claims" / "fig4.json").read_text())["claims"]
     assert [c["id"] for c in claims] == ["2", "11", "15a", "15b", "15c"]
-    assert claims[0]["measured"].count("global") == 4   # one per trigger condition
+    # one per trigger condition the claim judges
+    assert claims[0]["measured"].count("global") == len(fig4.CLAIM_2_CONDITIONS)
     split = runs[fig4.SPLIT].read_metrics()[-1]
     assert claims[4]["measured"].startswith(f"trained outputs {split['eval_acc_end']:.2f}, "
                                             f"held-out {split['acc_end_split_test']:.2f}")

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slur
 @pytest.fixture(scope="module")
 def out(tmp_path_factory):
     root = tmp_path_factory.mktemp("theory")
-    report = reproduce_tiny("theory", root, seeds=2)
+    report = reproduce_tiny("theory", root, seeds=2, workers=2)  # the pieces shared out between two workers
     assert report.exit_code == 0 and report.trained == 0
     return root
 
@@ -49,14 +49,13 @@ def test_a_rerun_computes_nothing(out):
     assert {p: p.stat().st_mtime_ns for p in (out / "theory").glob("*/*.csv")} == before
 
 
-def test_three_steps_in_pieces_on_two_workers_writes_what_one_pass_writes(tmp_path):
+def test_three_steps_in_pieces_on_two_workers_writes_what_one_pass_writes(out, tmp_path):
     """The pieces (one per width and model) are pure functions of the seed: shared out between two
-    worker processes and put back together, they give the one-pass computation's CSV byte for byte."""
-    from birth.experiments.recipe import Output
+    worker processes and put back together (the module's reproduction), they give the one-pass
+    computation's CSV byte for byte."""
     from birth.experiments.theory.computations import run_experiment
-    theory_recipe.compute("tiny", [3], Output(tmp_path / "pieces"), workers=2)
-    run_experiment("three-steps", tmp_path / "one", seed=3, quick=True, log=lambda s: None,
+    run_experiment("three-steps", tmp_path / "one", seed=1, quick=True, log=lambda s: None,
                    **theory_recipe.TINY["three-steps"])
-    pieces = tmp_path / "pieces" / "theory" / "seed_3"
+    pieces = out / "theory" / "seed_1"
     assert (pieces / "three-steps.csv").read_text() == (tmp_path / "one" / "three-steps.csv").read_text()
     assert not list(pieces.glob("*.piece*.json"))  # the pieces are gone once put together

@@ -14,6 +14,7 @@ from birth.model.args import ModelArgs
 from birth.model.stacked_pass import stacked_run_with_cache
 from birth.model.transformer import Transformer
 from birth.training.interventions import Interventions
+from trained_runs import quick_demo
 
 N, T = 13, 10
 ARCHS = {"simplified": ModelArgs(dim=16, max_length=T),
@@ -103,16 +104,12 @@ def test_patching_the_last_residual_stream_moves_the_metric_fully_and_nothing_mo
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
+def quick():
     """The quick preset (the README demo), with log-spaced checkpoints and the patching metric."""
-    path = tmp_path_factory.mktemp("quick") / "run"
-    done = subprocess.run([sys.executable, "-m", "birth", "train", "--preset", "quick", "checkpoint_steps=log:5",
-                           "metrics=patching@200", "--out", str(path), "--quiet"], capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr
-    return path
+    return quick_demo()
 
 
+@pytest.mark.slow  # trains, or starts a subprocess
 def test_on_a_trained_quick_run_layer_2s_pattern_at_the_second_occurrence_carries_the_answer(quick):
     run = birth.load_run(quick)
     model = run.model()
@@ -132,6 +129,7 @@ def test_on_a_trained_quick_run_layer_2s_pattern_at_the_second_occurrence_carrie
         assert set(carried["position"]) <= {s, s + 1, t}, carried[["point", "position", "fraction"]]
 
 
+@pytest.mark.slow  # trains, or starts a subprocess
 def test_patching_over_training_lands_in_the_metrics(quick):
     lines = [json.loads(line) for line in (quick / "metrics.jsonl").read_text().splitlines()]
     key = "patch_blocks.1.attn.hook_pattern"
@@ -140,6 +138,7 @@ def test_patching_over_training_lands_in_the_metrics(quick):
     assert patched[399] > 0.5 and all("patch_blocks.0.attn.hook_pattern" in r for r in lines if r["iter"] in patched)
 
 
+@pytest.mark.slow  # trains, or starts a subprocess
 def test_birth_patch_writes_the_table_and_a_heatmap_per_layer(quick, tmp_path, cli):
     done = cli.run("patch", str(quick), "--steps", "all", "--out", str(tmp_path / "p"))
     assert done.returncode == 0, done.stderr
@@ -152,6 +151,7 @@ def test_birth_patch_writes_the_table_and_a_heatmap_per_layer(quick, tmp_path, c
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--points" in bad.stderr
 
 
+@pytest.mark.slow  # trains, or starts a subprocess
 def test_every_checkpoint_round_trips_through_hugging_face_folders(quick, tmp_path, cli):
     done = cli.run("export", "hf", str(quick), "--out", str(tmp_path / "hf"))
     assert done.returncode == 0, done.stderr
@@ -166,6 +166,7 @@ def test_every_checkpoint_round_trips_through_hugging_face_folders(quick, tmp_pa
     assert config["model_type"] == "birth" and config["hidden_size"] == 128 and config["step"] == run.steps[-1]
 
 
+@pytest.mark.slow  # trains, or starts a subprocess
 def test_a_step_loads_with_the_safetensors_library_alone(quick, tmp_path, cli):
     assert cli.run("export", "hf", str(quick), "--out", str(tmp_path / "hf"), "--steps", "400").returncode == 0
     code = ("from safetensors.torch import load_file; import sys; "

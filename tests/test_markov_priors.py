@@ -204,6 +204,7 @@ def test_the_legacy_flag_with_another_prior_names_both_keys():
         validate(build_config(None, {"data_args.task": "markov", "data_args.prior": "uniform"}))
 
 
+@pytest.mark.slow  # trains, or starts a subprocess
 def test_the_command_line_refuses_a_bad_mixture_before_any_work(cli, tmp_path):
     out = tmp_path / "run"
     proc = cli.run("train", "--preset", "markov-quick", "data_args.mixture=foo:2", "--out", str(out), "--quiet")

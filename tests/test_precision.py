@@ -41,6 +41,7 @@ def test_birth_no_bf16_makes_any_cpu_answer_no(monkeypatch):
 
 @pytest.mark.skipif(not bf16_cpu(),
                     reason="this CPU has no bf16 instructions (AVX512-BF16 or AMX), or BIRTH_NO_BF16 is set")
+@pytest.mark.slow  # trains, or starts a subprocess
 def test_bf16_training_learns_with_float32_probes(tmp_path):
     runs = {}
     for precision in ("float32", "bf16"):

@@ -237,11 +237,11 @@ def in_process_launch(root: Path, monkeypatch, *, signal_at_step=None, signal_in
     import birth.training.loop as train
     step, build = train._train_step, train.build_setup
 
-    def stepping(*args):  # (setup, optimizer, ..., step index)
-        if args[-1] == signal_at_step:
+    def stepping(setup, optimizer, index, *rest):
+        if index == signal_at_step:
             os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.01)  # 0.4 s a run: the signal sent again (stopping.RESEND_S) lands in the loop
-        return step(*args)
+        return step(setup, optimizer, index, *rest)
 
     def building(cfg):
         if signal_in_setup:

@@ -9,6 +9,7 @@ import torch
 from birth.training.runs import RunDir
 from birth.training.loop import train
 from birth.training.validation import resolve_config
+from trained_runs import quick_demo
 
 pytestmark = pytest.mark.slow  # trains, or starts a subprocess, browser or Slurm
 
@@ -23,10 +24,11 @@ README_COMMAND = ("max_iters=1000 log_probes=True eval_delta=5 loss_head_only=Tr
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    path = tmp_path_factory.mktemp("quick")
-    summary = train(resolve_config("quick", []), path, quiet=True)
-    return path, summary
+def quick_run():
+    """The quick preset whole, trained by `birth train` (its checkpoints and patching metric change no
+    step), shared with the interop tests."""
+    path = quick_demo()
+    return path, json.loads((path / "summary.json").read_text())
 
 
 def test_quick_preset_forms_an_induction_head(quick_run):
@@ -89,7 +91,9 @@ def test_without_the_fixed_evaluation_batch_a_run_trains_the_same(tmp_path):
 def test_evaluation_chunks_change_no_bit_of_a_metric(monkeypatch, arch, scores):
     """The evaluation batches pass through the model in chunks of EVAL_TOKENS tokens: chunks of tens of
     sequences give the bits of one pass (here 5 chunks of 40 against 1 of 200; chunks of a few sequences
-    can take other matrix kernels), and the OOD pass keeps the attention computation of 128-sequence chunks."""
+    can take other matrix kernels), and the OOD pass keeps the attention computation of 128-sequence chunks.
+    The simplified model's OOD pass runs layer 2 at the targets in groups of a chunk's sequences sorted by
+    their count of targets: other chunks make other groups, other kernels, and logits within rounding."""
     from birth.model import simplified_pass as targets
     from birth.training import evaluation as E
     from birth.training.build import build_setup
@@ -107,4 +111,8 @@ def test_evaluation_chunks_change_no_bit_of_a_metric(monkeypatch, arch, scores):
         mask = setup.task.ood_accuracy_mask(arch)
         logits.append(torch.cat(E.ood_logits(setup, evaluator.batches["test"], mask)))
     assert {"acc_end_test", "acc_end_split_test", "eval_loss", "eval_score2_acc"} <= set(results[0])
-    assert results[0] == results[1] and torch.equal(*logits)
+    if arch == "full":
+        assert results[0] == results[1] and torch.equal(*logits)
+    else:
+        assert results[0] == pytest.approx(results[1], rel=1e-5)
+        torch.testing.assert_close(*logits, rtol=1e-5, atol=1e-5)

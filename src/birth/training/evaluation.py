@@ -32,7 +32,8 @@ from birth.training.timings import Timings
 # Evaluation batches pass through the model in chunks of about this many tokens, so that a chunk's
 # activations and (chunk, T, T) attention scores stay in cache: on 2 cores the probed pass of 512
 # sequences at T 256, d 128 is 2x faster than in chunks of 128 sequences, the OOD pass at T 128,
-# d 256 1.35x. Chunks of tens of sequences give the bits of one pass (tests/test_train.py).
+# d 256 1.35x. Chunks of tens of sequences give the bits of one pass (tests/test_train.py), but for the
+# simplified model's OOD pass at the targets: its groups of sequences follow the chunk (rounding, ~4e-7).
 EVAL_TOKENS = 8192
 # The OOD pass's attention computation (explicit or fused) is chosen as for chunks of 128 sequences,
 # the chunks of runs made before EVAL_TOKENS: their metrics stay bitwise those of a run made now.
