@@ -170,7 +170,14 @@ def three_steps_over_width(rows: list[dict]) -> Optional[dict]:
         return None
     accs = [_final(rows, "O2>K2>K1", d) for d in dims]
     return {**{f"d={d}": a for d, a in zip(dims, accs)}, "rho": C.spearman(dims, accs),
-            "largest d / chance": accs[-1] / CHANCE}
+            "acc at largest d": accs[-1], "largest d / chance": accs[-1] / CHANCE}
+
+
+# Claim 12's "recovered": the in-context accuracy that the ideal memories themselves reach from d = 512
+# on (the interventions recipe's I-d). Fixed on its meaning before the pilots; pilot seeds 100-102 gave
+# 0.67, 0.64 and 0.79 at d = 1024 (docs/laptop-scale.md, round two), so at this width the rule is expected
+# to fail: the theorem is stated as d grows, and d = 2048 would cost about 4x the theory's time.
+RECOVERED = 0.9
 
 
 def _noisy_accuracy(rows: list[dict]) -> tuple[list[int], list[float]]:
@@ -226,9 +233,10 @@ RULES = (
            note="rule chosen after the original claim 6 rule (row 6) had failed", kind=C.FASTER, **_SEEDS),
     Checks("12", "A few top-down population-gradient steps recover the memories (Theorem 3)", FIGURE,
            measure_fn=per_seed(three_steps_over_width, "three-steps"),
-           checks=(("rho", ">=", 0.8), ("largest d / chance", ">=", 10)),
+           checks=(("rho", ">=", 0.8), ("acc at largest d", ">=", RECOVERED)),
            describe="idealised model, in-context accuracy after W_O2 > W_K2 > W_K1 from zero: Spearman rho over d, "
-                    "and accuracy at the largest d over chance (1/N)", **_SEEDS),
+                    f"and the accuracy at the largest d against {RECOVERED:g}, what the ideal memories reach from "
+                    "d = 512 (I-d): the memories recovered", kind=C.HAPPENS, **_SEEDS),
     Checks("13", "Gradients filter the noise: positional noise is ignored after one step", FIGURE,
            measure_fn=per_seed(noisy_one_step, "noisy"), checks=(("rho", ">=", 0.8), ("acc at largest d", ">=", 0.99)),
            describe="one population step from W = 0 on x = w_E(y) + p_t: accuracy over d (mean of the draws)",
