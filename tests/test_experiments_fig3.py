@@ -78,8 +78,8 @@ def test_rerun_does_no_training(out):
 def test_claim_7_fails_on_a_run_whose_w_k2_learns_before_the_freeze_step(tmp_path):
     """W_O2 frozen until 60 as claim 7's column, but frozen at its ideal memory: W_K2 gets a useful
     gradient from step 0 and learns before 60. Claim 7's W_K2 check (wk1_trig_auc, the trigger queries
-    against every key) fails on it; the old check (wk1_full_acc, capped near 0.09 under fixed
-    triggers) passed on the very same run."""
+    against every key, at most 0.1 above its chance of 0.5) fails on it; the old check (wk1_full_acc,
+    capped near 0.09 under fixed triggers, a gain of at most 0.1) passed on the very same run."""
     from pathlib import Path
 
     from birth.experiments import claims as C
@@ -94,9 +94,10 @@ def test_claim_7_fails_on_a_run_whose_w_k2_learns_before_the_freeze_step(tmp_pat
                                           freeze_until="60:W_O2", interventions="set:W_O2:ideal@0")), run, quiet=True)
     res = Results("laptop", {"W_O2 frozen": [(0, Path(run))]}, ["W_O2 frozen"])
     claim = evaluate(next(r for r in fig3.RULES if r.id == "7"), res)
-    w_k2 = lambda probe: evaluate(BeforeUnfreeze("7", "W_K2 alone", "f", group="W_O2 frozen",
-                                                 gain_at_most=((probe, fig3.NEAR_CHANCE),)), res)
-    assert claim.verdict == C.FAIL and w_k2("wk1_trig_auc").verdict == C.FAIL
-    assert w_k2("wk1_full_acc").verdict == C.PASS, w_k2("wk1_full_acc").measured   # the old probe: blind to it
-    gain = float(claim.measured.split("wk1_trig_auc gain ")[1].split(",")[0])
-    assert gain > 0.2, claim.measured
+    alone = lambda **check: evaluate(BeforeUnfreeze("7", "W_K2 alone", "f", group="W_O2 frozen", **check), res)
+    w_k2 = alone(peak_at_most=(("wk1_trig_auc", fig3.AUC_CHANCE + fig3.NEAR_CHANCE),))  # the rule's W_K2 check
+    assert claim.verdict == C.FAIL and w_k2.verdict == C.FAIL, w_k2.measured
+    old = alone(gain_at_most=(("wk1_full_acc", fig3.NEAR_CHANCE),))
+    assert old.verdict == C.PASS, old.measured   # the old probe: blind to it
+    peak = float(claim.measured.split("max wk1_trig_auc ")[1].split(",")[0])
+    assert peak > fig3.AUC_CHANCE + fig3.NEAR_CHANCE, claim.measured

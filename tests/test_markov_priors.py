@@ -18,15 +18,7 @@ from birth.tasks.markov import (
 )
 from birth.training.config import ConfigError, build_config
 from birth.training.validation import validate
-
-
-def task(**kw) -> MarkovTask:
-    kw.setdefault("seq_length", 50)
-    return MarkovTask(MarkovArgs(task="markov", **kw))
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+from test_tasks_markov import gen, task
 
 
 def identical_rows(p: torch.Tensor) -> list[bool]:

@@ -68,6 +68,12 @@ def conditions(scale: str) -> dict[str, dict]:
 K_WAY = ("not counted (SPEC §9.11): with fixed triggers wk1_acc is a K-way argmax (chance 1/K) that reaches 1.0 "
          "before the 65-way wo1_acc even in the official code (SPEC §8.19), so this rule cannot test the order")
 NEAR_CHANCE = 0.1  # "near chance" for claim 7's fine-grained probes (wk1_trig_auc, wk0_acc at T 128)
+# Claim 7 reads "the W_K probes stay near chance" (SPEC §9, row 7) as a value for the AUC, whose chance is
+# 0.5, and as a gain for wk0_acc, whose chance is its value at initialisation. Pilot seeds 200-202 (issue 28)
+# showed why: a random W_K2 starts at AUC 0.24-0.38, below chance, and with W_O2 frozen creeps to 0.39-0.58
+# by step 300 (gains 0.14-0.21, which the gain reading would call learned), while jointly trained it is
+# at 0.97-1.0 by step 40.
+AUC_CHANCE = 0.5
 RULES = (
     ReachOrder("6", "Top-down learning order: W_O^2, then W_K^2, then W_K^1 (the original rule: joint training, "
                     "fixed triggers)", FIGURE, group="all trained",
@@ -77,11 +83,11 @@ RULES = (
                FIGURE, group=RANDOM_JOINT, events=(("wo1_acc", 0.5), ("wk1_acc", 0.5), ("wk0_acc", 0.5)),
                note="rule chosen after the original claim 6 rule (row 6) had failed", kind=C.FASTER),
     BeforeUnfreeze("7", "W_O^2 must be learned before the key-query matrices", FIGURE, group="W_O2 frozen",
-                   peak_at_most=((ACC, NEAR_CHANCE),),
-                   gain_at_most=(("wk1_trig_auc", NEAR_CHANCE), ("wk0_acc", NEAR_CHANCE)),
+                   peak_at_most=((ACC, NEAR_CHANCE), ("wk1_trig_auc", AUC_CHANCE + NEAR_CHANCE)),
+                   gain_at_most=(("wk0_acc", NEAR_CHANCE),),
                    note="W_K2 judged by wk1_trig_auc: the K trigger queries against all N keys, the part of W_K2 "
-                        "its gradient reaches (ceiling 1.0, chance 0.5); wk1_full_acc is capped near 0.09 under "
-                        "fixed triggers and wk1_acc moves in steps of 1/K"),
+                        "its gradient reaches (ceiling 1.0, chance 0.5), at most 0.1 above chance; wk1_full_acc is "
+                        "capped near 0.09 under fixed triggers and wk1_acc moves in steps of 1/K"),
     BeforeUnfreeze("8", "W_O^2 alone is insufficient", FIGURE, group=W_O2_ALONE,
                    peak_at_least=(("wo1_acc", 0.9),), peak_at_most=((ACC, 0.5),)),
     PairedBetter("9", "Learning W_K^2 before W_K^1 is easier than the reverse", FIGURE,
