@@ -50,11 +50,15 @@ def _three_steps_piece(where: Path, seed: int, quick: bool, sizes: dict, index: 
     import torch
 
     torch.set_num_threads(1)
-    dims = sizes.get("dims")
+    dims, overrides = _dims_and_overrides(sizes)
     ideal, d = three_steps_parts(quick, dims)[index]
-    overrides = {k: v for k, v in sizes.items() if k != "dims"}
     rows = three_steps_part(ideal, d, seed, quick, lambda s: None, **overrides)
     _piece(where, index).write_text(json.dumps(rows))
+
+
+def _dims_and_overrides(sizes: dict) -> tuple:
+    """The three-steps sizes of a scale: its widths (None: the default), and the config fields besides."""
+    return sizes.get("dims"), {k: v for k, v in sizes.items() if k != "dims"}
 
 
 def _piece(where: Path, index: int) -> Path:
@@ -63,8 +67,7 @@ def _piece(where: Path, index: int) -> Path:
 
 def _three_steps_written(where: Path, seed: int, quick: bool, sizes: dict) -> None:
     """The seed's three-steps CSV, figure and summary from its pieces, which are then removed."""
-    dims = sizes.get("dims")
-    overrides = {k: v for k, v in sizes.items() if k != "dims"}
+    dims, overrides = _dims_and_overrides(sizes)
     pieces = [_piece(where, i) for i in range(len(three_steps_parts(quick, dims)))]
     rows = [row for path in pieces for row in json.loads(path.read_text())]
     write_experiment("three-steps", where, seed, rows, three_steps_facts(seed, quick, dims, **overrides),
