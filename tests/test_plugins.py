@@ -87,7 +87,7 @@ def test_reproduce_takes_a_recipe_by_name_with_two_workers(lab, tmp_path):
     done = _birth(lab, "reproduce", "mylab.recipes:lookup", "--scale", "tiny", "--seeds", "1", "--held-out", "0",
                   "--jobs", "2", "--out", "rep", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-800:]
-    assert "lookup/4 keys/seed 10" in done.stderr and "2 runs trained" in done.stderr
+    assert "lookup/4 keys/seed 20" in done.stderr and "2 runs trained" in done.stderr
     assert (tmp_path / "rep" / "figures" / "lookup.png").stat().st_size > 0
     claims = json.loads((tmp_path / "rep" / "claims" / "lookup.json").read_text())["claims"]
     assert [c["id"] for c in claims] == ["L1"] and claims[0]["verdict"] in ("PASS", "FAIL")

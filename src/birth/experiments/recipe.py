@@ -32,10 +32,11 @@ from birth.training.validation import resolve_config
 SCALES = ("tiny", "quick", "laptop", "paper")
 DEFAULT_SCALE = "laptop"
 DEFAULT_SEEDS = 3
-# The published seeds are 10, 11, 12: none was used to choose a scale, a budget or a rule (pilots
-# use 100 and up; docs/laptop-scale.md). Held-out seeds (--held-out H: the H after the published
-# ones) are opt-in: they double the cost of a reproduction, which on 2 cores is already hours.
-DEFAULT_FIRST_SEED = 10
+# The published seeds are 20, 21, 22: none was used to choose a scale, a budget or a rule (pilots
+# use 100 and up; docs/laptop-scale.md). 10-12 were the published seeds of the rules before issue
+# 28; once seen, seeds are not reused for a new set of rules. Held-out seeds (--held-out H: the H
+# after the published ones) are opt-in: they double the cost of a reproduction.
+DEFAULT_FIRST_SEED = 20
 DEFAULT_HELD_OUT = 0
 PILOT_SEEDS = 100  # the first pilot seed: pilots never use the seeds below
 # What a scale's output says about itself, in its figures and claims tables ("" = evidence).

@@ -49,7 +49,8 @@ def plot(res: Results, out: Output) -> list:
             floor_line(a2, fl["nocontext_loss_head"], "no-context ($\\log N$)")
             floor_line(a2, fl["floor_loss_head"], "in-context floor")
         a2.set(title="loss (solid: in-context, dashed: global)", xlabel="iteration", ylabel="nats")
-        a2.legend(frameon=False, fontsize=5)
+        # below the no-context line, which would otherwise strike through the legend
+        a2.legend(frameon=False, fontsize=5, loc="upper right", bbox_to_anchor=(1.0, 0.9))
         fig.tight_layout()
         paths = save(fig, out.figures, NAME, SCALE_STATUS[res.scale])
     paths.append(table.write(out.data / f"{NAME}.csv"))
