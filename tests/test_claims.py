@@ -14,7 +14,7 @@ from birth.experiments import claims as C
 from birth.experiments.recipes import fig2, fig3, fig4, layers, optim
 from birth.experiments.recipes import markov_chains as markov, repeated_tokens as repeat
 from birth.experiments.recipe import Results
-from birth.experiments.rules import ACC, evaluate
+from birth.experiments.rules import ACC, Checks, evaluate
 
 ITERS = list(range(0, 200, 10))
 
@@ -182,8 +182,21 @@ def test_the_margin_is_the_worst_seed_and_thin_below_the_spread():
     text, thin = C.margin_of([{"gap": 0.30}, {"gap": 0.28}, {"gap": 0.31}], {})
     assert text.startswith("gap: 0.28") and not thin
     # a seed exactly on its threshold (rho 0.8 against 0.8 reads -1.1e-16 in floating point) has no room
-    text, thin = C.margin_of([{"rho": 0.2}, {"rho": -1.1e-16}, {"rho": -1.1e-16}], {})
+    on_threshold = C.room(0.7999999999999999, 0.8)
+    assert on_threshold == 0.0
+    text, thin = C.margin_of([{"rho": 0.2}, {"rho": on_threshold}, {"rho": on_threshold}], {})
     assert text.startswith("rho: 0 ") and thin
+
+
+def test_a_tiny_bound_means_what_it_says():
+    # the rounding a comparison forgives is at most a thousandth of its bound: an error of 5e-7
+    # against 1e-10 fails (an absolute 1e-6 let it pass), and its room is not read as zero
+    assert not C.at_most(5e-7, 1e-10) and C.at_most(3e-16, 1e-10) and C.at_least(0.7999999999, 0.8)
+    assert C.room(3e-16, 1e-10, higher=False) == 1e-10 - 3e-16
+    text, thin = C.margin_of([{"error": C.room(e, 1e-10, higher=False)} for e in (3.0e-16, 3.1e-16, 4.1e-16)], {})
+    assert text.startswith("error: 1e-10") and not thin
+    rule = Checks("14", "Lemma 1", "Sec. 6", checks=(("error", "<=", 1e-10),))
+    assert not rule.holds({"error": 5e-7}) and rule.holds({"error": 3e-16})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -47,12 +47,33 @@ INF = math.inf
 EPS = 1e-6
 
 
+def tolerance(bound: float) -> float:
+    """The rounding a comparison with ``bound`` forgives: EPS, but never more than a thousandth of
+    the bound (an implementation check's bound of 1e-10 means 1e-10, not 1e-6)."""
+    return min(EPS, abs(bound) * 1e-3) if bound else EPS
+
+
 def at_least(value: float, bound: float) -> bool:
-    return value >= bound - EPS
+    return value >= bound - tolerance(bound)
 
 
 def at_most(value: float, bound: float) -> bool:
-    return value <= bound + EPS
+    return value <= bound + tolerance(bound)
+
+
+def exceeds(value: float, bound: float) -> bool:
+    return value > bound + tolerance(bound)
+
+
+def undercuts(value: float, bound: float) -> bool:
+    return value < bound - tolerance(bound)
+
+
+def room(value: float, bound: float, higher: bool = True) -> float:
+    """How far ``value`` is on the satisfying side of ``bound`` (< 0: violated); 0 within the
+    comparison's rounding, so that a seed on its threshold shows no room."""
+    d = value - bound if higher else bound - value
+    return 0.0 if abs(d) <= tolerance(bound) else d
 
 
 @dataclass
@@ -257,7 +278,6 @@ def margin_of(slacks: Sequence[dict[str, float]], units: dict[str, str]) -> tupl
         if not values:
             continue
         worst = min(values)
-        worst = 0.0 if abs(worst) < EPS else worst  # on the threshold (rho 0.8 - 0.8 reads -1e-16): no room
         spread = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
         score = (worst / spread if spread > 0 else (math.inf if worst > 0 else -math.inf), worst)
         if best is None or score < best[0]:

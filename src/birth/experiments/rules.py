@@ -143,7 +143,7 @@ class FinalAtLeast(Rule):
         return all(C.at_least(v[m], b) for m, b in self.bounds)
 
     def slack(self, v):
-        return {m: v[m] - b for m, b in self.bounds}
+        return {m: C.room(v[m], b) for m, b in self.bounds}
 
 
 def never_text(never: Sequence[str], kind: str) -> str:
@@ -334,9 +334,9 @@ class BeforeUnfreeze(Rule):
                 and all(C.at_most(v[f"{_short(m)} gain"], b) for m, b in self.gain_at_most))
 
     def slack(self, v):
-        return {**{f"max {_short(m)}": v[f"max {_short(m)}"] - b for m, b in self.peak_at_least},
-                **{f"max {_short(m)}": b - v[f"max {_short(m)}"] for m, b in self.peak_at_most},
-                **{f"{_short(m)} gain": b - v[f"{_short(m)} gain"] for m, b in self.gain_at_most}}
+        return {**{f"max {_short(m)}": C.room(v[f"max {_short(m)}"], b) for m, b in self.peak_at_least},
+                **{f"max {_short(m)}": C.room(v[f"max {_short(m)}"], b, False) for m, b in self.peak_at_most},
+                **{f"{_short(m)} gain": C.room(v[f"{_short(m)} gain"], b, False) for m, b in self.gain_at_most}}
 
 
 @dataclass(frozen=True)
@@ -374,7 +374,7 @@ class PairedBetter(Rule):
         return C.compare(v[self.higher], v[self.lower], tol=self.margin)
 
     def slack(self, v):
-        return {"difference": v[self.higher] - v[self.lower] - self.margin}
+        return {"difference": C.room(v[self.higher] - v[self.lower], self.margin)}
 
     def why(self, v):
         return f"the difference is within the margin {self.margin:g}"
@@ -431,7 +431,7 @@ class IncreasesWith(Rule):
         return C.at_least(v["rho"], self.min_rho)
 
     def slack(self, v):
-        return {"rho": v["rho"] - self.min_rho}
+        return {"rho": C.room(v["rho"], self.min_rho)}
 
 
 @dataclass(frozen=True)
@@ -460,8 +460,8 @@ class Checks(Rule):
         return self.measure_fn(res)
 
     def holds(self, v):
-        ops = {">=": C.at_least, "<=": C.at_most, ">": lambda a, b: a > b + C.EPS, "<": lambda a, b: a < b - C.EPS}
+        ops = {">=": C.at_least, "<=": C.at_most, ">": C.exceeds, "<": C.undercuts}
         return all(ops[op](v[k], b) for k, op, b in self.checks)
 
     def slack(self, v):
-        return {f"{k} {op} {b:g}": (v[k] - b if op.startswith(">") else b - v[k]) for k, op, b in self.checks}
+        return {f"{k} {op} {b:g}": C.room(v[k], b, op.startswith(">")) for k, op, b in self.checks}
