@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from birth.experiments.recipe import DEFAULT_FIRST_SEED
 from birth.training.exits import EXIT_NO_SPACE, EXIT_USAGE
 from birth.training.runs import RunDir
 from test_resume import assert_clean_metrics, assert_same_final_weights
@@ -85,7 +86,8 @@ def test_two_reproduce_on_one_output_train_each_run_once(cli, tmp_path):
         assert RunDir(run).read_summary()["status"] == "completed"
         assert_clean_metrics(run / "metrics.jsonl")
     index = json.loads((out / "reproduce.json").read_text())
-    assert index["recipes"]["fig2"]["seeds"] == {"published": [10, 11], "held_out": []}
+    first = DEFAULT_FIRST_SEED  # --first-seed not given: the published seeds
+    assert index["recipes"]["fig2"]["seeds"] == {"published": [first, first + 1], "held_out": []}
     assert "fig2" in (out / "claims.md").read_text()
 
 
