@@ -42,8 +42,8 @@ HAPPENS, FASTER = "happens", "faster"            # the kinds of claims (the cens
 ROLES = ("claim", "check", "note")
 INF = math.inf
 # Metrics are logged from float32 (0.2 arrives as 0.2000000030) and rank correlations come out of
-# floating-point arithmetic (0.8 as 0.7999999999): every threshold is compared with this slack, so
-# that a rule means what its text says.
+# floating-point arithmetic (0.8 as 0.7999999999): every threshold is compared with this slack, at
+# most a thousandth of the threshold (``tolerance``), so that a rule means what its text says.
 EPS = 1e-6
 
 
