@@ -39,6 +39,16 @@ def test_three_steps_options_reach_the_config():
     assert _three_step_overrides(_parse("three-steps", "--criterion", "acc")) == {"criterion": "acc"}
 
 
+def test_three_steps_precision_reaches_the_model_through_the_command_line(tmp_path):
+    args = _parse("three-steps", "--quick", "--dims", "16", "--n-seqs", "64", "--precision", "float64",
+                  "--out", str(tmp_path), "--seed", "1")
+    assert _three_step_overrides(args) == {"n_seqs": 64, "precision": "float64"}
+    assert args.func(args) == 0
+    assert "float64. Step size" in (tmp_path / "summary.md").read_text()
+    with pytest.raises(SystemExit):
+        _parse("three-steps", "--precision", "float16")
+
+
 def test_same_seed_gives_identical_data_and_another_seed_differs(tmp_path):
     runs = {}
     for name, seed in (("a", "5"), ("b", "5"), ("c", "6")):

@@ -81,6 +81,17 @@ def test_joint_search_needs_complete_orders():
         run_orders(ThreeStepConfig(search="joint", **SMALL), (("W_O2",),), log=lambda s: None)
     with pytest.raises(ValueError, match="search"):
         ThreeStepConfig(search="both")
+    with pytest.raises(ValueError, match="precision"):
+        ThreeStepConfig(precision="float16")
+
+
+def test_float64_computes_in_float64_and_agrees_with_float32_away_from_ties():
+    rows = {p: run_orders(ThreeStepConfig(precision=p, **SMALL), (TOP_DOWN,), log=lambda s: None)
+            for p in ("float32", "float64")}
+    assert ThreeSteps(ThreeStepConfig(precision="float64", **SMALL)).red.direct.dtype == torch.float64
+    for a, b in zip(rows["float32"], rows["float64"]):
+        assert a["update_norm"] == b["update_norm"] and abs(a["acc"] - b["acc"]) <= 1e-9
+        assert abs(a["grad_norm"] - b["grad_norm"]) <= 1e-4 * b["grad_norm"]
 
 
 def test_the_gradient_of_one_matrix_is_the_same_bits_as_through_all_three():

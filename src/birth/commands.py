@@ -226,7 +226,7 @@ def cmd_reproduce(args) -> int:
 
 def _three_step_overrides(args) -> dict:
     over = {"seq_length": args.seq_length, "k": args.k, "corpus": args.corpus, "n_seqs": args.n_seqs,
-            "step_norms": args.step_norms, "criterion": args.criterion}
+            "step_norms": args.step_norms, "criterion": args.criterion, "precision": args.precision}
     over = {k: v for k, v in over.items() if v is not None}
     if args.random_triggers:
         over["fixed_triggers"] = False

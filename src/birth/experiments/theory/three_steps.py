@@ -15,7 +15,10 @@ A1_t]. The trained d x d matrices then enter only through
 
 so a forward pass costs O(T^2 (N+T)) per sequence at any width; autograd through (M1, M2, L2) gives
 exactly the model's gradients (tests compare both with the model itself). This is what makes
-population gradients over thousands of sequences affordable at d = 1024 on a CPU.
+population gradients over thousands of sequences affordable at d = 1024 on a CPU. The loss reads
+the in-context targets only (about 1 position in 6), so layer 2 is evaluated there only
+(``ReducedModel.target_logits``); in the idealised model layer-1 attention reads positions only,
+the same for every sequence, and the whole pass is a few (M, T) and (M, N) products.
 
 ``ideal=True`` is the idealised model of the theory [R]: each trained matrix reads only its designated
 components (W_K1: positions with positions; W_K2: query tokens with remapped keys w_1; W_O2: token
@@ -61,6 +64,7 @@ class ThreeStepConfig:
     grid: tuple = field(default_factory=lambda: tuple(10.0 ** (k / 2) for k in range(-2, 17)))
     criterion: str = "loss"               # step sizes minimise the held-out 'loss' or maximise its 'acc'
     search: str = "greedy"                # 'greedy': each step size alone; 'joint': steps 2 and 3 together
+    precision: str = "float32"            # 'float64': exact near-ties at the grid's top (||update|| up to 1e8), 2x the time
     seed: int = 0                         # model init and data
 
     def __post_init__(self) -> None:
@@ -68,6 +72,8 @@ class ThreeStepConfig:
             raise ValueError(f"criterion: expected 'loss' or 'acc', got {self.criterion!r}")
         if self.search not in ("greedy", "joint"):
             raise ValueError(f"search: expected 'greedy' or 'joint', got {self.search!r}")
+        if self.precision not in ("float32", "float64"):
+            raise ValueError(f"precision: expected 'float32' or 'float64', got {self.precision!r}")
 
 
 def trained_params(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -271,7 +277,7 @@ class ThreeSteps:
     def __init__(self, cfg: ThreeStepConfig):
         self.cfg = cfg
         self.task = make_task(cfg)
-        self.model = make_model(cfg, self.task.num_tokens)
+        self.model = make_model(cfg, self.task.num_tokens).to(getattr(torch, cfg.precision))
         self.red = ReducedModel(self.model, cfg.seq_length, ideal=cfg.ideal)
         self.train = self.task.batch(cfg.seed, "train", 0, cfg.n_seqs)
         self.search = self.task.batch(cfg.seed, "eval", 0, cfg.search_seqs)
