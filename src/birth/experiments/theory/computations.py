@@ -376,8 +376,8 @@ def three_steps_summary(rows: list[dict], facts: dict) -> list[str]:
         f"Simplified Transformer, W_O2, W_K2, W_K1 zero-initialised, one step per matrix on the in-context loss "
         f"(outs >= 2); each gradient from {cfg.n_seqs} sequences; T = {cfg.seq_length}, K = {cfg.k} "
         f"{'fixed' if cfg.fixed_triggers else 'random'} triggers, corpus {cfg.corpus}, no_repeat {cfg.no_repeat}, "
-        f"variance-1/d embeddings {cfg.sqrtd_embeddings}, {cfg.precision}. Step size: the update's Frobenius norm is searched "
-        f"on a log grid (10^-1..10^8, decades then half-decades) on a held-out batch of {cfg.search_seqs} "
+        f"variance-1/d embeddings {cfg.sqrtd_embeddings}, {cfg.precision}. Step size: the update's Frobenius norm "
+        f"is searched on a log grid (10^-1..10^8, decades then half-decades) on a held-out batch of {cfg.search_seqs} "
         f"sequences; accuracy is measured on another {cfg.test_seqs}. Chance 1/N = {CHANCE:.3f}.",
         f"- W_K2 steps taken while W_O2 = 0: {len(zero)}; their gradient norms: "
         f"{sorted({r['grad_norm'] for r in zero})} (exactly zero)", "",

@@ -64,7 +64,7 @@ class ThreeStepConfig:
     grid: tuple = field(default_factory=lambda: tuple(10.0 ** (k / 2) for k in range(-2, 17)))
     criterion: str = "loss"               # step sizes minimise the held-out 'loss' or maximise its 'acc'
     search: str = "greedy"                # 'greedy': each step size alone; 'joint': steps 2 and 3 together
-    precision: str = "float32"            # 'float64': exact near-ties at the grid's top (||update|| up to 1e8), 2x the time
+    precision: str = "float32"            # 'float64': near-ties at the grid's top (||update|| 1e8) exact; 2x the time
     seed: int = 0                         # model init and data
 
     def __post_init__(self) -> None:
