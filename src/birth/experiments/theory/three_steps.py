@@ -139,13 +139,12 @@ class ReducedModel:
     def target_logits(self, x: torch.Tensor, mats: tuple[torch.Tensor, ...], mask: torch.Tensor) -> torch.Tensor:
         """``logits(x, mats)[mask]``: the logits (M, N) at the M positions where ``mask`` (B, T) is set.
 
-        The idealised model computes them at those positions only (``_ideal_target_logits``): the
-        in-context targets are about 1 position in 6, and its layer-1 attention is the same for every
-        sequence, so this is the theory's main cost cut by about 10x (tests: the same logits and
-        gradients as the full pass, up to float rounding)."""
+        Layer 2 is evaluated at those positions only (the in-context targets: about 1 position in 6);
+        the idealised model's layer-1 attention reads positions only, so it is computed once. Tests:
+        the full pass's logits and gradients up to float rounding; ``benchmarks/theory_passes.py``."""
         if self.masks is None:
-            return self._target_logits(x, mats, mask)
-        return self._ideal_target_logits(x, mats, mask)
+            return self._target_logits(x, mats, _Targets(x, mask, self.n))
+        return self._ideal_target_logits(x, mats, _Targets(x, mask, self.n))
 
     def _layer1(self, x: torch.Tensor, m1: torch.Tensor) -> torch.Tensor:
         """Layer-1 attention (B, T, T) of tokens x."""
@@ -155,56 +154,61 @@ class ReducedModel:
         scores = q1[..., :n].gather(-1, x[:, None, :].expand(-1, t, -1)) + q1[..., n:]
         return torch.softmax(scores.masked_fill(causal, -math.inf), -1)
 
-    def _target_logits(self, x: torch.Tensor, mats: tuple[torch.Tensor, ...], mask: torch.Tensor) -> torch.Tensor:
-        """The model as coded, layer 2 at the targets only. Coordinates of position j in sequence b:
-        c_j = [onehot(x_j), e_j, a1_j U, a1_j] with U's rows [onehot(x_l), e_l]; each product of a
-        target's vector with a1 of its sequence goes through one padded batched product."""
+    def _rows(self, at: "_Targets", a1q: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """c @ w for the layer-1 coordinates c of the targets (layer-1 attention rows a1q): (M, k)."""
+        n, t = self.n, self.t
+        return w[at.query] + w[n + at.pos] + at.by_token(a1q) @ w[n + t:2 * n + t] + a1q @ w[2 * n + t:]
+
+    def _target_logits(self, x: torch.Tensor, mats: tuple[torch.Tensor, ...], at: "_Targets") -> torch.Tensor:
+        """The model as coded. Coordinates of position j in sequence b: c_j = [onehot(x_j), e_j, a1_j U, a1_j]
+        with U's rows [onehot(x_l), e_l]; each product of a target's vector with a1 of its sequence
+        goes through one padded batched product."""
         m1, m2, l2 = mats
         n, t = self.n, self.t
         a1 = self._layer1(x, m1)                                                       # (B, T, T)
-        seq, pos = mask.nonzero(as_tuple=True)                                         # (M,), sorted by sequence
-        keys, query, a1q = x[seq], x[seq, pos], a1[seq, pos]                           # (M, T), (M,), (M, T)
-        counts = mask.sum(1)
-        slot = torch.arange(len(seq), device=x.device) - (counts.cumsum(0) - counts)[seq]  # rank in its sequence
-        later = torch.arange(t, device=x.device)[None, :] > pos[:, None]               # (M, T): keys after the query
-
-        def by_token(weights: torch.Tensor) -> torch.Tensor:                           # (M, T) over keys -> (M, N)
-            return torch.zeros(len(pos), n, dtype=weights.dtype, device=x.device).scatter_add(1, keys, weights)
-
-        def rows(w: torch.Tensor) -> torch.Tensor:                                     # c at the targets, @ w: (M, k)
-            return w[query] + w[n + pos] + by_token(a1q) @ w[n + t:2 * n + t] + a1q @ w[2 * n + t:]
+        a1q = a1[at.seq, at.pos]                                                       # (M, T)
+        counts = at.counts
+        slot = torch.arange(len(at.seq), device=x.device) - (counts.cumsum(0) - counts)[at.seq]  # rank in its sequence
 
         def through_a1(v: torch.Tensor, transpose: bool) -> torch.Tensor:              # v_m @ a1_b (or a1_b^T): (M, T)
             padded = torch.zeros(x.shape[0], int(counts.max()), t, dtype=v.dtype, device=x.device)
-            padded = padded.index_put((seq, slot), v)
-            return (padded @ (a1.transpose(1, 2) if transpose else a1))[seq, slot]
+            padded = padded.index_put((at.seq, slot), v)
+            return (padded @ (a1.transpose(1, 2) if transpose else a1))[at.seq, slot]
 
-        q2 = rows(m2)                                                                  # (M, D)
-        remapped = q2[:, n + t:2 * n + t].gather(1, keys) + q2[:, 2 * n + t:]          # (M, T): q2 . (remap of key l)
-        s2 = q2[:, :n].gather(1, keys) + q2[:, n:n + t] + through_a1(remapped, transpose=True)
-        a2 = torch.softmax(s2.masked_fill(later, -math.inf), -1)                       # (M, T)
+        q2 = self._rows(at, a1q, m2)                                                   # (M, D)
+        remapped = q2[:, n + t:2 * n + t].gather(1, at.keys) + q2[:, 2 * n + t:]       # (M, T): q2 . (remap of key l)
+        s2 = q2[:, :n].gather(1, at.keys) + q2[:, n:n + t] + through_a1(remapped, transpose=True)
+        a2 = torch.softmax(s2.masked_fill(at.later, -math.inf), -1)                    # (M, T)
         mixed = through_a1(a2, transpose=False)                                        # sum_j a2_j a1_j: (M, T)
-        return (rows(self.direct) + by_token(a2) @ l2[:n] + a2 @ l2[n:n + t]
-                + by_token(mixed) @ l2[n + t:2 * n + t] + mixed @ l2[2 * n + t:])
+        return (self._rows(at, a1q, self.direct) + at.by_token(a2) @ l2[:n] + a2 @ l2[n:n + t]
+                + at.by_token(mixed) @ l2[n + t:2 * n + t] + mixed @ l2[2 * n + t:])
 
-    def _ideal_target_logits(self, x: torch.Tensor, mats: tuple[torch.Tensor, ...], mask: torch.Tensor) -> torch.Tensor:
+    def _ideal_target_logits(self, x: torch.Tensor, mats: tuple[torch.Tensor, ...], at: "_Targets") -> torch.Tensor:
+        """The idealised model: layer 1 by positions only, W_K2 on (query token, remapped key token),
+        values from token rows only."""
         m1, m2, l2 = mats
         n, t = self.n, self.t
-        seq, pos = mask.nonzero(as_tuple=True)                                        # (M,) each
-        keys, query = x[seq], x[seq, pos]                                             # (M, T), (M,)
         causal = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
-        a1 = torch.softmax(m1[n:, n:].masked_fill(causal, -math.inf), -1)             # (T, T): positions by positions
-        later = torch.arange(t, device=x.device)[None, :] > pos[:, None]              # (M, T): keys after the query
+        a1 = torch.softmax(m1[n:, n:].masked_fill(causal, -math.inf), -1)             # (T, T), every sequence's
+        s2 = m2[:n, n + t:2 * n + t][at.query].gather(1, at.keys) @ a1.T              # (M, T)
+        a2 = torch.softmax(s2.masked_fill(at.later, -math.inf), -1)
+        return self._rows(at, a1[at.pos], self.direct) + at.by_token(a2) @ l2[:n]
 
-        def by_token(weights: torch.Tensor) -> torch.Tensor:                          # (M, T) over keys -> (M, N)
-            return torch.zeros(len(pos), n, dtype=weights.dtype, device=x.device).scatter_add(1, keys, weights)
 
-        # layer 2: the query token against each key's remapped token, averaged by layer-1 attention
-        s2 = m2[:n, n + t:2 * n + t][query].gather(1, keys) @ a1.T                    # (M, T)
-        a2 = torch.softmax(s2.masked_fill(later, -math.inf), -1)
-        a1q, direct = a1[pos], self.direct
-        return (direct[query] + direct[n + pos] + by_token(a1q) @ direct[n + t:2 * n + t] + a1q @ direct[2 * n + t:]
-                + by_token(a2) @ l2[:n])                                              # values: token rows only
+class _Targets:
+    """The M positions of a chunk where logits are needed: each one's sequence, position and token,
+    its sequence's tokens (the keys), and which keys come after it."""
+
+    def __init__(self, x: torch.Tensor, mask: torch.Tensor, n: int):
+        self.n, self.counts = n, mask.sum(1)                                           # targets per sequence
+        self.seq, self.pos = mask.nonzero(as_tuple=True)                               # (M,), sorted by sequence
+        self.keys, self.query = x[self.seq], x[self.seq, self.pos]                     # (M, T), (M,)
+        self.later = torch.arange(x.shape[1], device=x.device)[None, :] > self.pos[:, None]  # (M, T)
+
+    def by_token(self, weights: torch.Tensor) -> torch.Tensor:
+        """Weights (M, T) over each target's keys, added up by key token: (M, N)."""
+        return torch.zeros(len(self.pos), self.n, dtype=weights.dtype,
+                           device=weights.device).scatter_add(1, self.keys, weights)
 
 
 def make_task(cfg: ThreeStepConfig) -> TriggersTask:
