@@ -22,12 +22,8 @@ from birth.experiments.theory.three_steps import ReducedModel
 TARGETS_ONLY = ReducedModel.target_logits
 
 
-def full_pass(red: ReducedModel, x: torch.Tensor, mats: tuple, mask: torch.Tensor) -> torch.Tensor:
-    return red.logits(x, mats)[mask]
-
-
 def timed(ideal: bool, d: int, seed: int, naive: bool) -> tuple[float, list[dict]]:
-    ReducedModel.target_logits = full_pass if naive else TARGETS_ONLY
+    ReducedModel.target_logits = ReducedModel.every_position_logits if naive else TARGETS_ONLY
     try:
         t0 = time.perf_counter()
         rows = three_steps_part(ideal, d, seed, log=lambda s: None)

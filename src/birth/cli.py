@@ -16,7 +16,7 @@ from birth.training.config import PRESETS, ConfigError
 from birth.training.exits import EXIT_DAMAGED, EXIT_NO_SPACE, EXIT_USAGE, NoSpace, NoWholeCheckpoint
 from birth.training.validation import config_fields_help
 
-SCALE_HELP = ("laptop (default): every claim checked, 'all' in about 70 minutes on 2 CPU cores (docs/laptop-scale.md); "
+SCALE_HELP = ("laptop (default): every claim checked, 'all' in under an hour on 2 CPU cores (docs/laptop-scale.md); "
               "quick: a preview in minutes, too short for several claims; "
               "paper: the paper's sizes (batch 512, T = 256), meant for a GPU; tiny: seconds, a smoke test")
 

@@ -28,7 +28,7 @@ from birth.training.runs import RunDir
 from birth.training.validation import resolve_config
 
 # tiny: seconds per run, for the tests; quick: a preview in minutes; laptop: every claim on 2 CPU
-# cores in about 70 minutes (the default); paper: the paper's sizes, for a GPU.
+# cores in under an hour (52 min measured; the default); paper: the paper's sizes, for a GPU.
 SCALES = ("tiny", "quick", "laptop", "paper")
 DEFAULT_SCALE = "laptop"
 DEFAULT_SEEDS = 3

@@ -96,6 +96,7 @@ class ReducedModel:
             self.w_u = model.output.weight.detach().clone()                                 # (N, d)
             self.direct = self.basis @ self.w_u.T                                           # (D, N)
             self.values = self.basis @ a1.wv.weight.T                                       # (D, d)
+        self.causal = torch.ones(seq_length, seq_length, dtype=torch.bool, device=self.direct.device).triu(1)
         self.masks = self._ideal_masks() if ideal else None
 
     def _ideal_masks(self) -> tuple[torch.Tensor, ...]:
@@ -127,13 +128,12 @@ class ReducedModel:
         """Logits (B, T, N) of tokens x (B, T) for small matrices ``mats`` = (M1, M2, L2)."""
         m1, m2, l2 = mats
         n, t = self.n, self.t
-        causal = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
         keys = x[:, None, :].expand(-1, t, -1)                                       # (B, T, T)
         a1 = self._layer1(x, m1)
         q2 = self._right(x, a1, m2)                                                  # (B, T, D)
         s2 = (q2[..., :n].gather(-1, keys) + q2[..., n:n + t]
               + (q2[..., n + t:2 * n + t].gather(-1, keys) + q2[..., 2 * n + t:]) @ a1.transpose(1, 2))
-        a2 = torch.softmax(s2.masked_fill(causal, -math.inf), -1)                    # (B, T, T)
+        a2 = torch.softmax(s2.masked_fill(self.causal, -math.inf), -1)               # (B, T, T)
         return self._right(x, a1, self.direct) + a2 @ self._right(x, a1, l2)         # (B, T, N)
 
     def target_logits(self, x: torch.Tensor, mats: tuple[torch.Tensor, ...], mask: torch.Tensor) -> torch.Tensor:
@@ -142,17 +142,19 @@ class ReducedModel:
         Layer 2 is evaluated at those positions only (the in-context targets: about 1 position in 6);
         the idealised model's layer-1 attention reads positions only, so it is computed once. Tests:
         the full pass's logits and gradients up to float rounding; ``benchmarks/theory_passes.py``."""
-        if self.masks is None:
-            return self._target_logits(x, mats, _Targets(x, mask, self.n))
-        return self._ideal_target_logits(x, mats, _Targets(x, mask, self.n))
+        at = _Targets(x, mask, self.n)
+        return self._target_logits(x, mats, at) if self.masks is None else self._ideal_target_logits(x, mats, at)
+
+    def every_position_logits(self, x: torch.Tensor, mats: tuple, mask: torch.Tensor) -> torch.Tensor:
+        """The naive reference of ``target_logits``: the logits at every position, then the targets'."""
+        return self.logits(x, mats)[mask]
 
     def _layer1(self, x: torch.Tensor, m1: torch.Tensor) -> torch.Tensor:
         """Layer-1 attention (B, T, T) of tokens x."""
         n, t = self.n, self.t
-        causal = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
         q1 = F.embedding(x, m1) + m1[n:n + t]                                        # (B, T, N+T)
         scores = q1[..., :n].gather(-1, x[:, None, :].expand(-1, t, -1)) + q1[..., n:]
-        return torch.softmax(scores.masked_fill(causal, -math.inf), -1)
+        return torch.softmax(scores.masked_fill(self.causal, -math.inf), -1)
 
     def _rows(self, at: "_Targets", a1q: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """c @ w for the layer-1 coordinates c of the targets (layer-1 attention rows a1q): (M, k)."""
@@ -188,8 +190,7 @@ class ReducedModel:
         values from token rows only."""
         m1, m2, l2 = mats
         n, t = self.n, self.t
-        causal = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
-        a1 = torch.softmax(m1[n:, n:].masked_fill(causal, -math.inf), -1)             # (T, T), every sequence's
+        a1 = torch.softmax(m1[n:, n:].masked_fill(self.causal, -math.inf), -1)        # (T, T), every sequence's
         s2 = m2[:n, n + t:2 * n + t][at.query].gather(1, at.keys) @ a1.T              # (M, T)
         a2 = torch.softmax(s2.masked_fill(at.later, -math.inf), -1)
         return self._rows(at, a1[at.pos], self.direct) + at.by_token(a2) @ l2[:n]
